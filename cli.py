@@ -1,0 +1,85 @@
+"""talk2face command line: a thin click group over the packages (all logic lives in them).
+
+    python cli.py convert celeba --root ~/data/celeba --out converted/
+    python cli.py convert all --roots ~/data --out converted/
+    python cli.py demo --out demo/
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from converters.errors import UserError
+
+
+def user_errors(fn):
+    """Print a user error as one line on stderr and exit 2, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def main(verbose: bool) -> None:
+    """Talk2Face: rebuild the face-text corpus, tokenize it, train and use the model."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("dataset")
+@click.option("--root", type=click.Path(path_type=Path), help="The dataset as downloaded and extracted.")
+@click.option("--roots", type=click.Path(path_type=Path), help="With `all`: a folder of datasets, one per registry name (or a YAML mapping names to paths).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for DATASET.parquet, .rejects.jsonl, .summary.json.")
+@click.option("--opt", "options", multiple=True, metavar="KEY=VALUE", help="A converter option (repeatable), e.g. --opt filtered=true.")
+@user_errors
+def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, options: tuple[str, ...]) -> None:
+    """Convert one dataset (or `all`) into face-text records."""
+    import converters
+
+    if dataset == "all":
+        from converters.convert_all import convert_all, format_table
+
+        if roots is None:
+            raise UserError("convert all needs --roots DIR (a folder of datasets or a YAML file of name: path)")
+        click.echo(format_table(convert_all(roots, out, list(options))))
+        return
+    if root is None:
+        raise UserError(f"convert {dataset} needs --root DIR, the dataset as downloaded")
+    summary = converters.convert(dataset, root, out, list(options))
+    click.echo(json.dumps({k: summary[k] for k in ("dataset", "rows", "images", "rejects", "splits", "notes")}, indent=2))
+
+
+@main.command()
+def datasets() -> None:
+    """List the dataset names, their access and their paper counts."""
+    import converters
+    import manifests
+
+    for name in converters.DATASETS:
+        m = manifests.load(name)
+        click.echo(f"{name:15s} {m['access']:10s} paper {m['counts']['paper']:>7,}  {m['title']}")
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the sample data and every stage's output.")
+@user_errors
+def demo(out: Path) -> None:
+    """Run the pipeline on built-in sample data (every dataset's real format, written small)."""
+    from converters.demo import run_demo
+
+    click.echo(run_demo(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The interface every dataset converter implements, and the machinery they share.
+
+A converter is declared like a tensorflow-datasets builder: a `name` (its registry key and the
+name of its manifest), an `Options` dataclass for its switches, and `convert()`, which yields
+tables of RECORD_SCHEMA. The base class finds files under the root, lists image folders,
+keeps the rejects report, and `run()` writes the Parquet file, the rejects and the summary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import ClassVar, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import manifests
+
+from .errors import UserError
+from .fileio import write_json, write_jsonl, write_parquet
+from .rows import map_values
+from .schema import RECORD_SCHEMA, SPLITS
+
+log = logging.getLogger(__name__)
+
+SEARCH_DEPTH = 3  # annotation files may sit up to two folder levels below the root (re-zipped downloads)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+UNSAFE_PATH = r"(^/|^[A-Za-z]:|^~|\\|(^|/)\.\.(/|$))"
+
+
+@dataclasses.dataclass
+class NoOptions:
+    pass
+
+
+class Converter:
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, root: Path, options=None):
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise UserError(f"{self.name}: dataset root {self.root} is not a directory")
+        self.options = options if options is not None else self.Options()
+        self.manifest = manifests.load(self.name)
+        self.rejects: list[dict] = []
+        self.records_in = 0
+        self.notes: list[str] = []  # facts worth a line in the summary (variant found, corrections made)
+        self._listings: dict[Path, frozenset[str]] = {}
+
+    # -- to implement ---------------------------------------------------------------------
+    def convert(self) -> Iterator[pa.Table]:
+        """Yield tables of RECORD_SCHEMA; count every source record read and reject what is dropped."""
+        raise NotImplementedError
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def count_records(self, n: int) -> None:
+        self.records_in += int(n)
+
+    def reject(self, source: str, reason: str, detail: str = "") -> None:
+        self.rejects.append({"source": source, "reason": reason, "detail": detail})
+
+    def reject_where(self, columns: dict, bad, reason: str, detail=None) -> dict:
+        """Reject the rows where `bad` is true (logging `columns['source']`) and return the others.
+
+        `detail` is a string, or an array of per-row details, or None.
+        """
+        bad = np.asarray(bad, dtype=bool)
+        if not bad.any():
+            return columns
+        sources = pa.array(columns["source"]).filter(pa.array(bad)).to_pylist()
+        if detail is None or isinstance(detail, str):
+            details = [detail or ""] * len(sources)
+        else:
+            details = pa.array(detail).filter(pa.array(bad)).to_pylist()
+        for source, d in zip(sources, details):
+            self.reject(source, reason, d if d is not None else "")
+        keep = pa.array(~bad)
+        return {k: (v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[~bad]) for k, v in columns.items()}
+
+    def map_labels(self, columns: dict, names: list[str], mapping: dict) -> dict:
+        """Map each named column through `mapping` (code -> name); reject rows holding any other value."""
+        n = len(columns["source"])
+        bad = np.zeros(n, dtype=bool)
+        detail = np.full(n, "", dtype=object)
+        for name in names:
+            raw = columns[name]
+            columns[name] = map_values(raw, mapping)
+            unknown = columns[name].is_null().to_numpy(zero_copy_only=False) & ~bad
+            if unknown.any():
+                detail[unknown] = [f"{name}={v!r}" for v in raw.filter(pa.array(unknown)).to_pylist()]
+                bad |= unknown
+        return self.reject_where(columns, bad, "unknown label value", pa.array(detail.tolist(), pa.string()))
+
+    # -- finding files --------------------------------------------------------------------
+    def find_file(self, *names: str, under: Path | None = None, required: bool = True) -> Path | None:
+        """The shallowest file with one of `names` (case-insensitive) within SEARCH_DEPTH levels."""
+        return self._find(names, under, want_dir=False, required=required)
+
+    def find_dir(self, *names: str, under: Path | None = None, required: bool = True) -> Path | None:
+        return self._find(names, under, want_dir=True, required=required)
+
+    def _find(self, names, under, want_dir, required):
+        wanted = {n.lower(): i for i, n in enumerate(names)}
+        start = under or self.root
+        level = [start]
+        for _ in range(SEARCH_DEPTH):
+            hits, deeper = [], []
+            for folder in level:
+                for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                    is_dir = entry.is_dir()
+                    if entry.name.lower() in wanted and is_dir == want_dir:
+                        hits.append((wanted[entry.name.lower()], Path(entry.path)))
+                    if is_dir and not entry.name.startswith("."):
+                        deeper.append(Path(entry.path))
+            if hits:
+                return min(hits)[1]
+            level = deeper
+        if required:
+            kind = "folder" if want_dir else "file"
+            raise UserError(f"{self.name}: no {kind} named {' or '.join(names)} under {start} "
+                            f"(looked {SEARCH_DEPTH} levels deep); is --root the extracted download?")
+        return None
+
+    def rel(self, path: Path) -> str:
+        """A path under the root as a POSIX string relative to the root."""
+        return PurePosixPath(Path(path).relative_to(self.root)).as_posix()
+
+    def listing(self, folder: Path) -> frozenset[str]:
+        """Names of the files in one folder, read once (existence is checked by listing, not opening)."""
+        folder = Path(folder)
+        if folder not in self._listings:
+            try:
+                with os.scandir(folder) as it:
+                    self._listings[folder] = frozenset(e.name for e in it if e.is_file())
+            except FileNotFoundError:
+                self._listings[folder] = frozenset()
+        return self._listings[folder]
+
+    def existing(self, images: pa.Array, folders: Iterable[Path]) -> np.ndarray:
+        """Mask of the root-relative image paths that exist in the given folders."""
+        present = [f"{self.rel(folder)}/{name}" if Path(folder) != self.root else name
+                   for folder in folders for name in self.listing(folder)]
+        return pc.is_in(images, value_set=pa.array(present, pa.string())).to_numpy(zero_copy_only=False)
+
+    def drop_missing_images(self, columns: dict, folders: Iterable[Path]) -> dict:
+        """Reject rows whose path escapes the root, then rows whose image is not on disk."""
+        unsafe = pc.match_substring_regex(columns["image"], UNSAFE_PATH).to_numpy(zero_copy_only=False)
+        columns = self.reject_where(columns, unsafe, "path escapes root", columns["image"])
+        missing = ~self.existing(columns["image"], folders)
+        return self.reject_where(columns, missing, "image missing", columns["image"])
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, out: Path) -> dict:
+        """Convert and write OUT/NAME.parquet, NAME.rejects.jsonl and (last) NAME.summary.json."""
+        tables = [t for t in self.convert() if t.num_rows]
+        table = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
+        summary = self.summary(table)
+        if summary["records_in"] != summary["rows"] + summary["rejects"]["total"]:
+            raise RuntimeError(f"{self.name}: {summary['records_in']} records in, but {summary['rows']} rows "
+                               f"+ {summary['rejects']['total']} rejects out; a converter lost records")
+        out = Path(out)
+        write_parquet(table, out / f"{self.name}.parquet")
+        write_jsonl(self.rejects, out / f"{self.name}.rejects.jsonl")
+        write_json(summary, out / f"{self.name}.summary.json")
+        return summary
+
+    def summary(self, table: pa.Table) -> dict:
+        splits = Counter(table.column("split").to_pylist())
+        kinds = Counter(table.column("kind").to_pylist())
+        counts = self.manifest["counts"]
+        return {
+            "dataset": self.name,
+            "root": str(self.root),
+            "options": dataclasses.asdict(self.options),
+            "records_in": self.records_in,
+            "rows": table.num_rows,
+            "images": len(pc.unique(table.column("image_id"))),
+            "rejects": {"total": len(self.rejects), "by_reason": dict(sorted(Counter(r["reason"] for r in self.rejects).items()))},
+            "splits": {s: splits.get(s, 0) for s in SPLITS},
+            "kinds": dict(sorted(kinds.items())),
+            "expected": {"official": counts["official"], "paper": counts["paper"]},
+            "notes": self.notes,
+        }

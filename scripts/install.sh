@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets everything up on a fresh machine. torch is pinned and installed first: an unpinned torch
+# (asked for by anything) pulls several GB of CUDA packages. taming-transformers is installed
+# without its declared dependencies, which drag in a CUDA torchvision that breaks imports
+# (environment.md); we import only its Encoder/Decoder/quantizer modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+"$PY" -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
+"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -m pip install --quiet --no-deps "taming-transformers-rom1504==0.0.6"
