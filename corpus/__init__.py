@@ -1,0 +1,1 @@
+"""The corpus: merge converted datasets into leak-free face-text pairs, and tokenize the faces."""
