@@ -52,7 +52,10 @@ def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, opti
 
         if roots is None:
             raise UserError("convert all needs --roots DIR (a folder of datasets or a YAML file of name: path)")
-        click.echo(format_table(convert_all(roots, out, list(options))))
+        results = convert_all(roots, out, list(options))
+        click.echo(format_table(results))
+        if any(r["status"].startswith("failed") for r in results):
+            sys.exit(1)
         return
     if root is None:
         raise UserError(f"convert {dataset} needs --root DIR, the dataset as downloaded")
@@ -76,7 +79,7 @@ def datasets() -> None:
 @user_errors
 def demo(out: Path) -> None:
     """Run the pipeline on built-in sample data (every dataset's real format, written small)."""
-    from converters.demo import run_demo
+    from demo import run_demo
 
     click.echo(run_demo(out))
 

@@ -51,6 +51,7 @@ class Converter:
         self.records_in = 0
         self.notes: list[str] = []  # facts worth a line in the summary (variant found, corrections made)
         self._listings: dict[Path, frozenset[str]] = {}
+        self._scans: dict[Path, tuple[dict, list[Path]]] = {}
 
     # -- to implement ---------------------------------------------------------------------
     def convert(self) -> Iterator[pa.Table]:
@@ -111,12 +112,10 @@ class Converter:
         for _ in range(SEARCH_DEPTH):
             hits, deeper = [], []
             for folder in level:
-                for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-                    is_dir = entry.is_dir()
-                    if entry.name.lower() in wanted and is_dir == want_dir:
-                        hits.append((wanted[entry.name.lower()], Path(entry.path)))
-                    if is_dir and not entry.name.startswith("."):
-                        deeper.append(Path(entry.path))
+                entries, subdirs = self._scan(folder)
+                hits += [(wanted[low], folder / name) for low, (name, is_dir) in entries.items()
+                         if low in wanted and is_dir == want_dir]
+                deeper += subdirs
             if hits:
                 return min(hits)[1]
             level = deeper
@@ -125,6 +124,19 @@ class Converter:
             raise UserError(f"{self.name}: no {kind} named {' or '.join(names)} under {start} "
                             f"(looked {SEARCH_DEPTH} levels deep); is --root the extracted download?")
         return None
+
+    def _scan(self, folder: Path) -> tuple[dict, list[Path]]:
+        """One folder's entries by lower-case name, and its visible subfolders (sorted), read once."""
+        if folder not in self._scans:
+            entries, subdirs = {}, []
+            with os.scandir(folder) as it:
+                for entry in it:
+                    is_dir = entry.is_dir()
+                    entries.setdefault(entry.name.lower(), (entry.name, is_dir))
+                    if is_dir and not entry.name.startswith("."):
+                        subdirs.append(Path(entry.path))
+            self._scans[folder] = (entries, sorted(subdirs))
+        return self._scans[folder]
 
     def rel(self, path: Path) -> str:
         """A path under the root as a POSIX string relative to the root."""
@@ -143,8 +155,10 @@ class Converter:
 
     def existing(self, images: pa.Array, folders: Iterable[Path]) -> np.ndarray:
         """Mask of the root-relative image paths that exist in the given folders."""
-        present = [f"{self.rel(folder)}/{name}" if Path(folder) != self.root else name
-                   for folder in folders for name in self.listing(folder)]
+        present = []
+        for folder in folders:
+            prefix = "" if Path(folder) == self.root else self.rel(folder) + "/"
+            present += [prefix + name for name in self.listing(folder)]
         return pc.is_in(images, value_set=pa.array(present, pa.string())).to_numpy(zero_copy_only=False)
 
     def drop_missing_images(self, columns: dict, folders: Iterable[Path]) -> dict:

@@ -35,23 +35,31 @@ def map_values(codes: pa.Array, mapping: dict) -> pa.Array:
 def attribute_columns(dataset: str, keys: Sequence[str], values: Sequence[pa.Array]) -> tuple[pa.Array, pa.Array]:
     """`dataset key: value; key: value` texts and the matching list<struct<key, value>> column.
 
-    A null value leaves its pair out of that row's text and list.
+    A null value leaves its pair out of that row's text and list. Label values repeat a lot, so
+    each column is dictionary-encoded and every row is assembled from codes into one small
+    vocabulary of (key, value, "key: value") entries: no per-pair string work per row.
     """
-    n = len(values[0])
-    k = len(keys)
-    values = [pa.array(v, pa.string()) if not isinstance(v, pa.Array) else v.cast(pa.string()) for v in values]
-    pairs = [pc.binary_join_element_wise(pa.scalar(key), value, ": ") for key, value in zip(keys, values)]
-    joined = pc.binary_join_element_wise(*pairs, "; ", null_handling="skip") if k > 1 else pc.fill_null(pairs[0], "")
+    n, k = len(values[0]), len(keys)
+    codes = np.empty((n, k), dtype=np.int64)
+    vocab_keys: list[str] = []
+    vocab_values: list[str] = []
+    for j, (key, column) in enumerate(zip(keys, values)):
+        column = column if isinstance(column, (pa.Array, pa.ChunkedArray)) else pa.array(column, pa.string())
+        encoded = pc.dictionary_encode(column.cast(pa.string()))
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        codes[:, j] = np.where(indices >= 0, indices + len(vocab_values), -1)
+        vocab_values += encoded.dictionary.to_pylist()
+        vocab_keys += [key] * len(encoded.dictionary)
+    present = codes >= 0
+    flat = pa.array(codes[present])  # row-major: each row's pairs in key order
+    offsets = pa.array(np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32))
+    pairs = pa.array([f"{key}: {value}" for key, value in zip(vocab_keys, vocab_values)], pa.string())
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pairs.take(flat)), "; ")
     text = pc.binary_join_element_wise(pa.scalar(dataset), joined, " ")
-    row_major = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel()
-    flat = pa.concat_arrays([v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for v in values]).take(row_major)
-    flat_keys = pa.array(list(keys), pa.string()).take(pa.array(np.tile(np.arange(k), n)))
-    valid = flat.is_valid().to_numpy(zero_copy_only=False)
-    counts = valid.reshape(n, k).sum(axis=1) if n else np.zeros(0, dtype=np.int64)
-    if not valid.all():
-        flat, flat_keys = flat.filter(pa.array(valid)), flat_keys.filter(pa.array(valid))
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    structs = pa.StructArray.from_arrays([flat_keys, flat], names=["key", "value"])
+    structs = pa.StructArray.from_arrays(
+        [pa.array(vocab_keys, pa.string()).take(flat), pa.array(vocab_values, pa.string()).take(flat)], names=["key", "value"])
     return text, pa.ListArray.from_arrays(offsets, structs).cast(ATTRIBUTE_TYPE)
 
 
