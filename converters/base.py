@@ -184,13 +184,12 @@ class Converter:
         return summary
 
     def summary(self, table: pa.Table) -> dict:
-        splits = Counter(table.column("split").to_pylist())
-        kinds = Counter(table.column("kind").to_pylist())
+        splits, kinds = value_counts(table.column("split")), value_counts(table.column("kind"))
         counts = self.manifest["counts"]
         return {
             "dataset": self.name,
             "root": str(self.root),
-            "options": dataclasses.asdict(self.options),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.options).items()},
             "records_in": self.records_in,
             "rows": table.num_rows,
             "images": len(pc.unique(table.column("image_id"))),
@@ -200,3 +199,7 @@ class Converter:
             "expected": {"official": counts["official"], "paper": counts["paper"]},
             "notes": self.notes,
         }
+
+
+def value_counts(column) -> dict:
+    return {c["values"]: c["counts"] for c in pc.value_counts(column).to_pylist()}

@@ -22,7 +22,7 @@ def key_name(raw: str) -> str:
 
 def normalise_text(values: pa.Array) -> pa.Array:
     """Collapse every run of whitespace to one space and trim the ends."""
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(values, r"\s+", " "))
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(values, r"\s{2,}|[\t\n\f\r\v]", " "))
 
 
 def map_values(codes: pa.Array, mapping: dict) -> pa.Array:

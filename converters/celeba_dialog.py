@@ -1,0 +1,381 @@
+"""CelebA-Dialog: template captions and 0-5 fine-grained labels of CelebA faces -> caption and attribute rows.
+
+The released file names are unconfirmed, so the .json/.txt files up to three levels under the root are
+recognised by content (a known name wins when several match): the caption JSON is an object whose
+values hold `overall_caption` (keys `000001.jpg` = standard version, `0.jpg` = HQ); the label table's
+header is `img_name Bangs Eyeglasses No_Beard Smiling Young` (a count line before it is tolerated);
+the CelebA-HQ mapping's header is `idx orig_idx orig_file`.
+
+Rows: one `caption` per overall caption (attribute_captions=true adds each non-empty attribute-wise
+caption as another pair); one `attributes` row per label line, degrees written as the manifest's words.
+Split: CelebA's list_eval_partition (through the mapping for HQ), else a hash split by CelebA face.
+Standard images are CelebA's img_align_celeba; images=PATH may lie outside the root, and `image` then
+starts with `../` (still relative to the root).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import SEARCH_DEPTH, UNSAFE_PATH, Converter
+from .celeba_hq import HEADER as MAPPING_HEADER, MAPPING_FILE, origin_ids, read_mapping
+from .errors import UserError
+from .rows import attribute_columns, key_name, later_duplicates, make_table, map_values, prefixed, stems
+from .splits import hash_split
+from .tables import Columns, read_csv, read_table, read_text
+
+CAPTION_FILES = {"standard": "captions.json", "hq": "captions_hq.json"}
+LABEL_FILE = "combined_annotation.txt"
+PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
+IMAGE_DIRS = {"standard": ("img_align_celeba",), "hq": ("image", "images", "CelebA-HQ-img", "CelebAimg")}
+ID_PREFIX = {"standard": "celeba/", "hq": "celeba_hq/"}
+HEAD_BYTES = 8192  # holds a caption file's first entry, or a table's header and first line
+FIRST_KEY = re.compile(r'"(\d+)\.\w+"\s*:')
+CAPTION_FILE_HELP = "a JSON object keyed by image file name whose values hold overall_caption"
+MISSING = object()
+
+
+@dataclasses.dataclass
+class Options:
+    version: Literal["standard", "hq"] = "standard"
+    captions: Path | None = None  # the caption JSON (default: recognised by content under the root)
+    labels: Path | None = None  # the fine-grained label table (default: recognised by content; optional)
+    images: Path | None = None  # image folder (default: img_align_celeba, or image/ for HQ, under the root)
+    partition: Path | None = None  # CelebA's list_eval_partition.txt (default: found under the root)
+    mapping: Path | None = None  # CelebA-HQ-to-CelebA-mapping.txt, HQ only (default: found under the root)
+    attribute_captions: bool = False  # also make each non-empty attribute-wise caption a caption pair
+
+
+@dataclasses.dataclass
+class Captions:
+    names: pa.Array  # the JSON keys (image file names)
+    overall: pa.Array  # overall captions, null where absent or not a string
+    wellformed: np.ndarray  # the entry is an object whose overall caption is a string or null
+    wise: dict[str, pa.Array]  # attribute -> attribute-wise captions (null where absent or not a string)
+
+
+class CelebADialog(Converter):
+    name = "celeba_dialog"
+    Options = Options
+
+    def convert(self):
+        labels = self.manifest["labels"]
+        self.attributes, self.version = labels["attributes"], self.options.version
+        found = self.survey(labels["image_column"])
+        captions = self.given("captions") or self.pick_captions(found)
+        label_file = (self.given("labels") or self.pick(found, "labels", LABEL_FILE)
+                      or named(found, LABEL_FILE))  # found by name only if its header is wrong: an error then
+        self.find_images()
+        self.mapping = self.read_mapping(found) if self.version == "hq" else None
+        self.partition = self.read_partition(found, labels["partition"])
+        self.notes.append(f"files: captions {self.shown(captions)}, images {self.shown(self.image_dir)}, labels "
+                          + (self.shown(label_file) if label_file else "none found (no attributes rows)"))
+        yield self.caption_rows(captions, labels["caption_keys"])
+        if label_file is not None:
+            yield self.label_rows(label_file, labels)
+
+    # -- finding the files ----------------------------------------------------------------
+    def survey(self, image_column: str) -> dict[str, list[tuple[Path, str | None]]]:
+        """The files under the root by kind (by name or content), each with the version its image names suggest."""
+        found = {"all": candidate_files(self.root), "captions": [], "labels": [], "mapping": [], "partition": []}
+        label_header = {image_column, *self.attributes}
+        for path in found["all"]:
+            if path.name.lower() in PARTITION_FILES:
+                found["partition"].append((path, None))
+                continue
+            head = read_head(path)
+            if path.suffix.lower() == ".json":
+                if head.lstrip().startswith("{") and '"overall_caption"' in head:
+                    key = FIRST_KEY.search(head)
+                    found["captions"].append((path, version_of(key.group(1) if key else None)))
+                continue
+            lines = [line.split() for line in head.splitlines() if line.strip()][:3]
+            at = 1 if lines and len(lines[0]) == 1 and lines[0][0].isdigit() else 0  # an image count line first
+            if lines and lines[0][:3] == MAPPING_HEADER:
+                found["mapping"].append((path, None))
+            elif len(lines) > at and label_header <= set(lines[at]):
+                first = lines[at + 1][0] if len(lines) > at + 1 else ""
+                found["labels"].append((path, version_of(re.match(r"\d*", first).group())))
+        return found
+
+    def pick(self, found: dict, kind: str, known_name: str) -> Path | None:
+        """This version's file of a kind: one with the known name first, else the shallowest."""
+        fits = [p for p, v in found[kind] if v in (self.version, None)]
+        fits.sort(key=lambda p: p.name.lower() != known_name.lower())  # stable: shallowest first otherwise
+        if len(fits) > 1:
+            self.notes.append(f"several {kind} files: used {self.shown(fits[0])}, ignored "
+                              + ", ".join(self.shown(p) for p in fits[1:]))
+        return fits[0] if fits else None
+
+    def pick_captions(self, found: dict) -> Path:
+        path = self.pick(found, "captions", CAPTION_FILES[self.version])
+        other = [p for p, v in found["captions"] if v != self.version]
+        wrong = named(found, CAPTION_FILES[self.version])
+        if path is None and other:
+            switch = "hq" if self.version == "standard" else "standard"
+            raise UserError(f"{other[0]}: holds the other version's captions, not {self.version}; pass version={switch}")
+        if path is None and wrong:
+            raise UserError(f"{wrong}: not a caption file; expected {CAPTION_FILE_HELP}")
+        if path is None:
+            raise UserError(f"{self.name}: no caption file ({CAPTION_FILE_HELP}, e.g. {CAPTION_FILES[self.version]}) "
+                            f"under {self.root} (looked {SEARCH_DEPTH} levels deep); or pass captions=PATH")
+        return path
+
+    def given(self, option: str, folder: bool = False) -> Path | None:
+        """The path an option names, checked to exist."""
+        path = getattr(self.options, option)
+        if path is None:
+            return None
+        path = Path(path).expanduser().resolve()
+        if not (path.is_dir() if folder else path.is_file()):
+            raise UserError(f"{self.name}: option {option}={getattr(self.options, option)}: no such "
+                            + ("folder" if folder else "file"))
+        return path
+
+    def find_images(self) -> None:
+        folder = self.given("images", folder=True) or self.find_dir(*IMAGE_DIRS[self.version], required=False)
+        if folder is None:
+            raise UserError(f"{self.name}: no image folder named {' or '.join(IMAGE_DIRS[self.version])} under "
+                            f"{self.root}; pass images=PATH (CelebA's img_align_celeba for the standard version)")
+        if (folder / folder.name).is_dir():  # re-zipped: img_align_celeba/img_align_celeba/
+            folder = folder / folder.name
+        self.image_dir = folder
+        self.image_names = pa.array(os.listdir(folder), pa.string())  # existence by one listing, never by opening
+        self.image_prefix = "" if folder == self.root else Path(os.path.relpath(folder, self.root)).as_posix() + "/"
+        if self.image_prefix.startswith("../"):
+            self.notes.append(f"images are outside the root: image paths start with {self.image_prefix}")
+
+    def shown(self, path: Path) -> str:
+        """A path relative to the root where it lies under it, else absolute."""
+        return self.rel(path) if Path(path).is_relative_to(self.root) else Path(path).as_posix()
+
+    # -- splits ---------------------------------------------------------------------------
+    def read_mapping(self, found: dict) -> dict | None:
+        path = (self.given("mapping") or self.pick(found, "mapping", MAPPING_FILE)
+                or named(found, MAPPING_FILE))  # found by name only if its header is wrong: an error then
+        self.notes.append(f"CelebA origins from {self.shown(path)}" if path else
+                          f"no {MAPPING_FILE} (pass mapping=PATH): origin_id is empty")
+        return read_mapping(path) if path else None
+
+    def read_partition(self, found: dict, codes: dict) -> dict | None:
+        path = self.given("partition") or self.pick(found, "partition", PARTITION_FILES[0])
+        if path is None or (self.version == "hq" and self.mapping is None):
+            self.notes.append("split: hash split by CelebA face (converters.splits.hash_split), not CelebA's own: "
+                              + ("no list_eval_partition found (pass partition=PATH)" if path is None
+                                 else "HQ faces need the CelebA-HQ mapping to use it"))
+            return None
+        ignore = lambda *a: None  # noqa: E731 -- partition lines are not records; bad ones just leave no split
+        if path.suffix.lower() == ".csv":  # the Kaggle mirror
+            table = read_csv(path, self.shown(path), ["image_id", "partition"], ignore)
+        else:
+            table = read_table(path, self.shown(path), ["image_id", "partition"], ignore)
+        if not len(table):
+            raise UserError(f"{path}: no partition lines; expected lines like '000001.jpg 0'")
+        self.notes.append(f"split: CelebA's partition from {self.shown(path)}")
+        return {"ids": prefixed("celeba/", file_stems(table["image_id"])), "split": map_values(table["partition"], codes)}
+
+    # -- rows -----------------------------------------------------------------------------
+    def caption_rows(self, path: Path, keys: dict) -> pa.Table:
+        rel = self.shown(path)
+        caps = read_captions(path, keys, self.attributes)
+        self.count_records(len(caps.names))
+        cols = {"source": pc.binary_join_element_wise(rel, caps.names, ":"), "name": caps.names,
+                "text": normalise_spaces(caps.overall)}
+        cols = self.reject_where(cols, ~caps.wellformed, "malformed entry",
+                                 f"expected an object whose {keys['overall']} is a string")
+        cols = self.reject_where(cols, blank(cols["text"]), "empty caption")
+        self.report_captionless(caps)
+        if self.options.attribute_captions:
+            extra = self.attribute_captions(rel, caps)
+            self.count_records(len(extra["name"]))
+            cols = {k: pa.concat_arrays([cols[k], extra[k]]) for k in cols}
+        cols = self.checked(cols)
+        return self.table(cols, "caption", cols["text"])
+
+    def attribute_captions(self, rel: str, caps: Captions) -> dict:
+        parts = []
+        for attribute in self.attributes:
+            texts = normalise_spaces(caps.wise[attribute])
+            keep = pa.array(~blank(texts) & caps.wellformed)
+            names = caps.names.filter(keep)
+            parts.append({"source": pc.binary_join_element_wise(rel, names, attribute, ":"), "name": names,
+                          "text": texts.filter(keep)})
+        return {k: pa.concat_arrays([p[k] for p in parts]) for k in ("source", "name", "text")}
+
+    def report_captionless(self, caps: Captions) -> None:
+        empty = sum(int((blank(caps.wise[a]) & caps.wellformed).sum()) for a in self.attributes)
+        if empty:
+            self.notes.append(f"{empty} of {int(caps.wellformed.sum()) * len(self.attributes)} attribute-wise captions "
+                              "are empty or null (skipped, not pairs)")
+        on_disk = self.image_names.filter(pc.match_substring_regex(self.image_names, r"(?i)\.(jpe?g|png)$"))
+        uncaptioned = sorted(on_disk.filter(pc.invert(pc.is_in(on_disk, value_set=caps.names))).to_pylist())
+        if uncaptioned:
+            self.notes.append(f"images in {self.shown(self.image_dir)} without a caption entry: {len(uncaptioned)} ("
+                              + ", ".join(uncaptioned[:5]) + (", ...)" if len(uncaptioned) > 5 else ")"))
+
+    def label_rows(self, path: Path, labels: dict) -> pa.Table:
+        table = self.read_labels(path, labels["image_column"])
+        self.count_records(table.records)
+        cols = {"source": table.sources(), "name": table[labels["image_column"]],
+                **{a: table[a] for a in self.attributes}}
+        cols = self.reject_where(cols, later_duplicates(cols["name"]), "duplicate line", cols["name"])
+        for attribute in self.attributes:  # each attribute has its own degree words
+            cols = self.map_labels(cols, [attribute], labels["degrees"][attribute])
+        cols = self.checked(cols)
+        text, attributes = attribute_columns(self.name, [key_name(a) for a in self.attributes],
+                                             [cols[a] for a in self.attributes])
+        return self.table(cols, "attributes", text, attributes)
+
+    def read_labels(self, path: Path, image_column: str) -> Columns:
+        expected = [image_column, *self.attributes]
+        numbered = [(i, line) for i, line in enumerate(read_text(path)[:HEAD_BYTES].splitlines(), 1) if line.strip()]
+        at = 1 if numbered and numbered[0][1].strip().isdigit() else 0  # optional image count line
+        number, header = numbered[at] if len(numbered) > at else (1, "")
+        if not set(expected) <= set(header.split()):
+            raise UserError(f"{path}:{number}: expected the label header '{' '.join(expected)}', "
+                            f"found {header.strip()!r}")
+        return read_table(path, self.shown(path), header.split(), self.reject, skip_lines=number)
+
+    def checked(self, cols: dict) -> dict:
+        """Reject unsafe names, images not on disk and faces without a split; add image, ids and split."""
+        unsafe = pc.match_substring_regex(cols["name"], UNSAFE_PATH).to_numpy(zero_copy_only=False)
+        cols = self.reject_where(cols, unsafe, "path escapes root", cols["name"])
+        cols["image"] = prefixed(self.image_prefix, cols["name"])
+        on_disk = pc.is_in(cols["name"], value_set=self.image_names).to_numpy(zero_copy_only=False)
+        cols = self.reject_where(cols, ~on_disk, "image missing", cols["image"])
+        stem = file_stems(cols["name"])
+        cols["image_id"] = prefixed(ID_PREFIX[self.version], stem)
+        if self.mapping is not None:
+            cols["origin_id"] = origin_ids(stem, self.mapping)
+        celeba_face = pc.coalesce(cols["origin_id"], cols["image_id"]) if "origin_id" in cols else cols["image_id"]
+        if self.partition is None:
+            cols["split"] = hash_split(celeba_face)
+        else:
+            cols["split"] = self.partition["split"].take(pc.index_in(celeba_face, value_set=self.partition["ids"]))
+        return self.reject_where(cols, cols["split"].is_null().to_numpy(zero_copy_only=False), "no split",
+                                 "CelebA face absent from list_eval_partition (or from the CelebA-HQ mapping)")
+
+    def table(self, cols: dict, kind: str, text: pa.Array, attributes: pa.Array | None = None) -> pa.Table:
+        return make_table(len(cols["name"]), dataset=self.name, image=cols["image"], image_id=cols["image_id"],
+                          split=cols["split"], kind=kind, text=text, attributes=attributes, source=cols["source"],
+                          origin_id=cols.get("origin_id"))
+
+    def summary(self, table: pa.Table) -> dict:
+        summary = super().summary(table)
+        summary["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in summary["options"].items()}
+        if self.version == "hq":
+            summary["expected"]["official"] = self.manifest["counts"]["official_hq"]
+        return summary
+
+
+def named(found: dict, name: str) -> Path | None:
+    return next((p for p in found["all"] if p.name.lower() == name.lower()), None)
+
+
+def version_of(digits: str | None) -> str | None:
+    """CelebA names are six digits (`000001`); CelebA-HQ indices have at most five (`0` ... `29999`)."""
+    return None if not digits else "standard" if len(digits) == 6 else "hq"
+
+
+def read_captions(path: Path, keys: dict, attributes: list[str]) -> Captions:
+    """One pass over the caption JSON: names, overall captions, and the attribute-wise captions."""
+    collecting = gc.isenabled()
+    gc.disable()  # 1.2M fresh dicts would trigger repeated full collections that find nothing to free
+    try:
+        return caption_columns(load_json(path), path, keys, attributes)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def caption_columns(data, path: Path, keys: dict, attributes: list[str]) -> Captions:
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected {CAPTION_FILE_HELP}, found a JSON {type(data).__name__}")
+    entries = [e if type(e) is dict else {} for e in data.values()]
+    overall = [e.get(keys["overall"], MISSING) for e in entries]
+    wise = [w if type(w := e.get(keys["attribute_wise"])) is dict else {} for e in entries]
+    return Captions(
+        names=pa.array(list(data), pa.string()),
+        overall=pa.array([o if type(o) is str else None for o in overall], pa.string()),
+        wellformed=np.array([o is None or type(o) is str for o in overall], dtype=bool),
+        wise={a: pa.array([v if type(v := w.get(a)) is str else None for w in wise], pa.string()) for a in attributes},
+    )
+
+
+# -- generic helpers (candidates for the shared code) ----------------------------------------
+SCANNED = r"(?i)\.(json|txt|csv)$"
+NOT_A_FOLDER = r"(?i)\.(json|txt|csv|jpe?g|png|bmp|webp|tiff?|npy|mat|pickle|pkl)$"  # names not worth a stat
+MAX_FILES_PER_FOLDER = 100  # a folder with more (one text file per image) holds no index files
+
+
+def candidate_files(root: Path) -> list[Path]:
+    """The .json/.txt/.csv files within SEARCH_DEPTH levels, shallowest first, in name order.
+
+    Folders are listed with os.listdir and filtered in C++: an image folder holds 200k names.
+    """
+    files, level = [], [root]
+    for _ in range(SEARCH_DEPTH):
+        deeper = []
+        for folder in level:
+            try:
+                names = pa.array(os.listdir(folder), pa.string())
+            except OSError:  # an unreadable folder holds nothing we can use
+                continue
+            visible = names.filter(pc.invert(pc.starts_with(names, ".")))
+            scanned = sorted(visible.filter(pc.match_substring_regex(visible, SCANNED)).to_pylist())
+            if len(scanned) <= MAX_FILES_PER_FOLDER:
+                files += [folder / n for n in scanned if (folder / n).is_file()]
+            others = sorted(visible.filter(pc.invert(pc.match_substring_regex(visible, NOT_A_FOLDER))).to_pylist())
+            deeper += [folder / n for n in others if (folder / n).is_dir()]
+        level = deeper
+    return files
+
+
+def read_head(path: Path) -> str:
+    """The first HEAD_BYTES of a file as text ("" if unreadable: a file we only sniff is not an error)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(HEAD_BYTES).decode("utf-8-sig", errors="replace")
+    except OSError:
+        return ""
+
+
+def load_json(path: Path):
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; expected a JSON file") from None
+
+
+def normalise_spaces(values: pa.Array) -> pa.Array:
+    """rows.normalise_text's exact result, ~9x faster: only runs of 2+ whitespace characters and lone
+    tabs or newlines are replaced (rewriting every single space is what makes a plain `\\s+` slow)."""
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(values, r"\s{2,}|[\t\n\f\r]", " "))
+
+
+def file_stems(names: pa.Array) -> pa.Array:
+    """rows.stems, with a fast path (a slice instead of a regex) when every name ends in `.jpg`."""
+    if len(names) and pc.all(pc.ends_with(names, ".jpg")).as_py():
+        return pc.utf8_slice_codeunits(names, 0, -4)
+    return stems(names)
+
+
+def blank(values: pa.Array) -> np.ndarray:
+    """True where a text is null or only whitespace."""
+    return pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), True).to_numpy(zero_copy_only=False)
+
+
+CONVERTER = CelebADialog
