@@ -1,0 +1,201 @@
+"""AFAD: age and gender from the folders -> `afad age: 15; gender: male`.
+
+A record is an image found by walking `AFAD-Full/<age>/<111|112>/` (AFAD-Lite alike); no image is
+opened. Folders that are not numbers and files that are not images (README.md, Thumbs.db, the
+list) are skipped and counted in the notes. Where `AFAD-Full.txt` exists it is cross-checked:
+listed images absent from disk are rejected as `image missing`, images not listed are kept.
+No official split: `hash_split` by person (the `<personId>` of `<personId>-<k>.jpg`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .base import IMAGE_EXTENSIONS, UNSAFE_PATH, Converter
+from .errors import UserError
+from .rows import attribute_columns, later_duplicates, make_table, prefixed
+from .splits import hash_split
+from .tables import read_table
+
+FOLDERS = {"full": "AFAD-Full", "lite": "AFAD-Lite"}  # the list file is <folder>.txt
+IMAGE_NAME = "(" + "|".join(re.escape(ext) for ext in sorted(IMAGE_EXTENSIONS)) + ")$"
+LIST_PATH = r"^[^/]+/[^/]+/[^/]+$"  # <age>/<gender>/<file>, after the leading ./
+
+
+@dataclasses.dataclass
+class Options:
+    variant: Literal["auto", "full", "lite"] = "auto"  # auto: AFAD-Full if present, else AFAD-Lite
+
+
+@dataclasses.dataclass
+class Walk:
+    """The images under one AFAD folder: per <age>/<gender> folder, its sorted file names."""
+    folders: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    names: list[list[str]] = dataclasses.field(default_factory=list)
+    skipped_files: Counter = dataclasses.field(default_factory=Counter)
+    skipped_dirs: list[str] = dataclasses.field(default_factory=list)
+
+
+class AFAD(Converter):
+    name = "afad"
+    Options = Options
+
+    def convert(self):
+        variant, folder = self.variant_folder()
+        cols = self.image_columns(folder)
+        self.count_records(len(cols["key"]))
+        list_file = self.find_list(folder, FOLDERS[variant])
+        if list_file:  # before any image is rejected, so that a listed image is never counted twice
+            cols["source"] = pc.coalesce(self.cross_check(list_file, folder, cols), cols["image"])
+        else:
+            self.notes.append(f"no {FOLDERS[variant]}.txt found: the images on disk are all the records")
+        cols = self.map_labels(cols, ["gender"], self.manifest["labels"]["gender"])
+
+        text, attributes = attribute_columns(self.name, ["age", "gender"], [cols["age"], cols["gender"]])
+        stem = pc.list_element(pc.split_pattern(cols["name"], ".", max_splits=1, reverse=True), 0)  # split beats a regex
+        image_id = pc.binary_join_element_wise("afad/", cols["folder"], stem, "")
+        person = self.persons(cols["name"])
+        yield make_table(
+            len(cols["key"]), dataset=self.name, image=cols["image"], image_id=image_id,
+            split=hash_split(pc.coalesce(person, image_id)), kind="attributes", text=text, attributes=attributes,
+            source=cols["source"], person=person,
+        )
+
+    # -- which folder ----------------------------------------------------------------------
+    def variant_folder(self) -> tuple[str, Path]:
+        if any(_is_number(e.name) and e.is_dir() for e in _sorted_entries(self.root)):
+            self.notes.append("--root itself holds the <age> folders")
+            variant = "lite" if self.root.name.lower() == FOLDERS["lite"].lower() else "full"
+            return variant, self.root
+        found = {v: self.find_dir(name, required=False) for v, name in FOLDERS.items()}
+        wanted = self.options.variant
+        if wanted == "auto":
+            wanted = "full" if found["full"] else "lite"
+        if found[wanted] is None:
+            looked_for = " or ".join(FOLDERS.values()) if self.options.variant == "auto" else FOLDERS[wanted]
+            present = ", ".join(FOLDERS[v] for v, f in found.items() if f) or "neither"
+            raise UserError(f"{self.name}: no folder named {looked_for} under {self.root} (found: {present}); "
+                            "is --root the extracted download?")
+        for other, folder in found.items():
+            if other != wanted and folder:
+                self.notes.append(f"{self.rel(folder)} is also present and was not converted (option variant={other})")
+        if wanted == "lite":
+            self.notes.append(f"AFAD-Lite is expected to hold {self.manifest['counts']['lite']['total']} images")
+        folder = found[wanted]
+        nested = folder / folder.name  # a re-zipped AFAD-Full/AFAD-Full/
+        return wanted, nested if nested.is_dir() else folder
+
+    # -- walking ---------------------------------------------------------------------------
+    def walk(self, folder: Path) -> Walk:
+        walk = Walk()
+        for age_entry in _sorted_entries(folder):
+            if not self._descend(age_entry, walk):
+                continue
+            for gender_entry in _sorted_entries(age_entry.path):
+                if self._descend(gender_entry, walk):
+                    walk.folders.append((age_entry.name, gender_entry.name))
+                    walk.names.append(sorted(os.listdir(gender_entry.path)))
+        return walk
+
+    def _descend(self, entry: os.DirEntry, walk: Walk) -> bool:
+        if not entry.is_dir():
+            walk.skipped_files[entry.name] += 1
+            return False
+        if not _is_number(entry.name):
+            walk.skipped_dirs.append(self.rel(Path(entry.path)))
+            return False
+        return True
+
+    def image_columns(self, folder: Path) -> dict:
+        """One row per image: key `<age>/<gender>/<file>`, image path, name, age, gender code."""
+        walk = self.walk(folder)
+        names = pa.concat_arrays([pa.array(n, pa.string()) for n in walk.names] or [pa.array([], pa.string())])
+        folder_of = np.repeat(np.arange(len(walk.folders)), [len(n) for n in walk.names])
+        is_image = pc.match_substring_regex(names, IMAGE_NAME, ignore_case=True).to_numpy(zero_copy_only=False)
+        walk.skipped_files.update(names.filter(pa.array(~is_image)).to_pylist())  # Thumbs.db, ...
+        names, folder_of = names.filter(pa.array(is_image)), pa.array(folder_of[is_image])
+        prefix = pa.array([f"{age}/{gender}/" for age, gender in walk.folders], pa.string()).take(folder_of)
+        key = pc.binary_join_element_wise(prefix, names, "")
+        self.note_walk(folder, walk, len(names))
+        image = prefixed(self.base(folder), key)
+        return {
+            "source": image, "image": image, "key": key, "name": names, "folder": prefix,
+            "age": pa.array([str(int(age)) for age, _ in walk.folders], pa.string()).take(folder_of),  # 015 -> 15
+            "gender": pa.array([gender for _, gender in walk.folders], pa.string()).take(folder_of),
+        }
+
+    def persons(self, names: pa.Array) -> pa.Array:
+        """`afad:<personId>` from `<personId>-<k>.jpg`; null for a name without a dash."""
+        person = pc.list_element(pc.split_pattern(names, "-", max_splits=1), 0)
+        has_dash = pc.greater_equal(pc.find_substring(names, "-"), 1)
+        return pc.if_else(has_dash, prefixed("afad:", person), pa.scalar(None, pa.string()))
+
+    def base(self, folder: Path) -> str:
+        """The folder as a prefix of root-relative paths."""
+        return "" if folder == self.root else self.rel(folder) + "/"
+
+    def note_walk(self, folder: Path, walk: Walk, images: int) -> None:
+        self.notes.append(f"walked {self.rel(folder)}: {images} images in {len(walk.folders)} <age>/<gender> folders")
+        if walk.skipped_files:
+            most = sorted(walk.skipped_files.items(), key=lambda item: (-item[1], item[0]))[:5]
+            common = ", ".join(f"{name} {count}" for name, count in most)
+            self.notes.append(f"skipped {sum(walk.skipped_files.values())} files that are not images ({common})")
+        if walk.skipped_dirs:
+            shown = ", ".join(walk.skipped_dirs[:5])
+            self.notes.append(f"skipped {len(walk.skipped_dirs)} folders that are not numbers ({shown})")
+
+    # -- the list file ---------------------------------------------------------------------
+    def find_list(self, folder: Path, folder_name: str) -> Path | None:
+        """`<folder>.txt` inside the folder or beside it (case-insensitive), else None."""
+        wanted = f"{folder_name}.txt".lower()
+        for place in [folder, *folder.parents]:
+            hit = next((Path(e.path) for e in _sorted_entries(place) if e.name.lower() == wanted and e.is_file()), None)
+            if hit or place == self.root:
+                return hit
+        return None
+
+    def cross_check(self, path: Path, folder: Path, cols: dict) -> pa.Array:
+        """Reject list lines that match no image on disk; return each image's `list:line` (null if unlisted)."""
+        table = read_table(path, self.rel(path), ["path"], self.reject)  # a line with spaces: malformed line
+        self.count_records(table.malformed)
+        paths = pc.replace_substring_regex(table["path"], r"^\./", "")
+        paths = pc.replace_substring_regex(paths, f"^(?i){re.escape(folder.name)}/", "")
+        line_of_image = pc.index_in(cols["key"], value_set=paths)  # the first line naming each image
+        matched = np.zeros(len(paths), dtype=bool)
+        matched[line_of_image.drop_null().to_numpy()] = True
+        sources = table.sources()
+        lines = {"source": sources.filter(pa.array(~matched)), "path": paths.filter(pa.array(~matched))}
+        self.count_records(len(lines["path"]))
+        if len(pc.unique(paths)) < len(paths):
+            repeat = pc.is_in(lines["path"], value_set=paths.filter(pa.array(matched))).to_numpy(zero_copy_only=False)
+            lines = self.reject_where(lines, repeat | later_duplicates(lines["path"]), "duplicate line", lines["path"])
+        unsafe = pc.match_substring_regex(lines["path"], UNSAFE_PATH).to_numpy(zero_copy_only=False)
+        lines = self.reject_where(lines, unsafe, "path escapes root", lines["path"])
+        odd = ~pc.match_substring_regex(lines["path"], LIST_PATH).to_numpy(zero_copy_only=False)
+        lines = self.reject_where(lines, odd, "malformed line", "expected ./<age>/<gender>/<file>")
+        every = np.ones(len(lines["path"]), dtype=bool)  # each line left names an image that is not on disk
+        self.reject_where(lines, every, "image missing", prefixed(self.base(folder), lines["path"]))
+        unlisted = line_of_image.null_count
+        if unlisted:
+            self.notes.append(f"{unlisted} images on disk are not listed in {self.rel(path)} (kept)")
+        return sources.take(line_of_image)
+
+
+def _is_number(name: str) -> bool:
+    return name.isascii() and name.isdigit()
+
+
+def _sorted_entries(folder) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda e: e.name)
+
+
+CONVERTER = AFAD
