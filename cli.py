@@ -63,6 +63,28 @@ def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, opti
     click.echo(json.dumps({k: summary[k] for k in ("dataset", "rows", "images", "rejects", "splits", "notes")}, indent=2))
 
 
+@main.command("build-corpus")
+@click.option("--converted", required=True, type=click.Path(path_type=Path), help="Folder of DATASET.parquet files from `convert`.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The corpus folder (replaced atomically when complete).")
+@click.option("--split-ratios", default="0.90,0.05,0.05", show_default=True, help="train,val,test shares for datasets without an official split.")
+@click.option("--seed", default="talk2face", show_default=True, help="Seed of the deterministic person-level split.")
+@user_errors
+def build_corpus(converted: Path, out: Path, split_ratios: str, seed: str) -> None:
+    """Merge converted datasets into one leak-free corpus with statistics against the paper."""
+    from corpus.build import build_corpus as build
+    from corpus.stats import markdown
+
+    stats = build(converted, out, split_ratios=_ratios(split_ratios), seed=seed)
+    click.echo(markdown(stats))
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--split-ratios {text!r}: expected three numbers like 0.90,0.05,0.05") from None
+
+
 @main.command()
 def datasets() -> None:
     """List the dataset names, their access and their paper counts."""

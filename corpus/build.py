@@ -1,0 +1,295 @@
+"""build-corpus: the converted datasets -> one leak-free corpus of face-text pairs.
+
+    from corpus.build import build_corpus
+    stats = build_corpus(Path("converted"), Path("corpus"))
+
+Stages: read and check the converted files (`corpus.converted`) -> normalise texts, reject empty
+ones, remove exact duplicate pairs (`corpus.hygiene`) -> resolve leak-free splits
+(`corpus.leakfree`) -> choose one source per image (`image_table`) -> write the pairs, the image
+table, the rejects, the statistics (`corpus.stats`) and the dataset card (`corpus.card`).
+
+Everything is written into a hidden staging folder beside OUT and renamed onto OUT at the end,
+so a killed build leaves no corpus that looks complete. The same inputs give byte-identical files.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import converters
+from converters.errors import UserError
+from converters.fileio import write_jsonl, write_parquet
+from converters.schema import RECORD_SCHEMA, SPLITS
+from converters.splits import DEFAULT_RATIOS, DEFAULT_SEED
+
+from . import card, stats
+from .converted import ConvertedSet, read_converted
+from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, Hygiene, clean_texts
+from .leakfree import SplitResolution, encode, resolve_splits
+
+log = logging.getLogger(__name__)
+
+PAIRS_PER_FILE = 500_000
+WRITER_THREADS = 2
+PAIRS_FOLDER = "pairs"
+IMAGES_FILE = "images.parquet"
+REJECTS_FILE = "rejects.jsonl"
+
+# Which dataset an image is read from when several offer the same image_id: the higher-resolution
+# source first (CelebA-Text-HQ uses CelebAMask-HQ's 1024x1024 CelebA-HQ images, MM-CelebA-HQ the
+# same faces at 512x512), then registry order (CelebA before CelebA-Dialog: the same aligned files).
+# A dataset missing here would come last, in registry order (a test keeps the list complete).
+IMAGE_SOURCE_PREFERENCE = (
+    "celeba_text_hq", "mm_celeba_hq",
+    "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad", "imdb_wiki", "fairface", "ffhq_text",
+    "celeba_dialog",
+)
+
+IMAGE_SCHEMA = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("dataset", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("image", pa.string(), nullable=False),
+    pa.field("box", RECORD_SCHEMA.field("box").type),
+    pa.field("split", pa.string(), nullable=False),
+])
+
+
+@dataclass
+class Corpus:
+    """Everything the writers need: the rows with their codes and the decisions taken about them."""
+
+    inputs: ConvertedSet
+    table: pa.Table  # all converted rows, registry order (text as converted)
+    dataset_codes: np.ndarray  # per row: index into converters.DATASETS
+    image_codes: np.ndarray  # per row: code of its image_id
+    hygiene: Hygiene
+    splits: SplitResolution
+    images: pa.Table  # IMAGE_SCHEMA, sorted by image_id
+    options: dict
+
+
+def build_corpus(converted: Path, out: Path, *, split_ratios=DEFAULT_RATIOS, seed: str = DEFAULT_SEED,
+                 pairs_per_file: int = PAIRS_PER_FILE, timings: dict | None = None) -> dict:
+    """Build the corpus in `out` from the converted files in `converted`; return its statistics.
+
+    split_ratios  -- train/val/test fractions for datasets split by person (manifest `split: none`)
+    seed          -- the hash seed of those splits
+    pairs_per_file -- rows per `pairs/part-NNNNN.parquet`
+    timings       -- if given, filled with {stage: {"seconds", "peak_rss_mb"}} (never written to the corpus)
+    """
+    converted, out = Path(converted), Path(out)
+    ratios = _checked_ratios(split_ratios)
+    if pairs_per_file < 1:
+        raise UserError(f"pairs per file must be at least 1, got {pairs_per_file}")
+    _check_out(converted, out)
+    clock = StageClock(timings)
+    with clock("read"):
+        inputs = read_converted(converted)
+        table = inputs.concatenated()
+        dataset_codes = _dataset_codes(inputs)
+        image_codes, _ = encode(table.column("image_id"))
+    with clock("clean"):
+        hygiene = clean_texts(table, image_codes)
+    with clock("splits"):
+        splits = resolve_splits(table, dataset_codes, inputs.split_by_person(), ratios, seed)
+    with clock("images"):
+        images = image_table(table, dataset_codes, image_codes, hygiene.kept, splits.final, inputs)
+    options = {"split_ratios": dict(zip(SPLITS, ratios)), "seed": seed, "pairs_per_file": pairs_per_file,
+               "image_source_preference": list(IMAGE_SOURCE_PREFERENCE)}
+    corpus = Corpus(inputs, table, dataset_codes, image_codes, hygiene, splits, images, options)
+    return _write_atomically(corpus, out, clock)
+
+
+class StageClock:
+    """Records each stage's wall seconds and the process's peak RSS so far into `sink`, and logs them."""
+
+    def __init__(self, sink: dict | None):
+        self.times = sink if sink is not None else {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        yield
+        seconds = round(time.perf_counter() - start, 3)
+        peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+        self.times[stage] = {"seconds": seconds, "peak_rss_mb": peak_mb}
+        log.info("%s: %.2f s, peak RSS %d MB", stage, seconds, peak_mb)
+
+
+def _checked_ratios(ratios) -> tuple[float, float, float]:
+    try:
+        ratios = tuple(float(r) for r in ratios)
+    except (TypeError, ValueError):
+        raise UserError(f"split ratios must be three numbers (train, val, test), got {ratios!r}") from None
+    if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
+        raise UserError(f"split ratios must be three non-negative numbers (train, val, test) summing to 1, "
+                        f"got {', '.join(map(str, ratios))}")
+    return ratios
+
+
+def _check_out(converted: Path, out: Path) -> None:
+    source, target = converted.resolve(), out.resolve()
+    if target == source or target in source.parents:
+        raise UserError(f"--out {out} would replace the converted folder {converted}; choose another folder")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not looks_complete(target):
+        raise UserError(f"--out {out} exists and is not a corpus (no stats.json and pairs/); refusing to replace it")
+
+
+def looks_complete(folder: Path) -> bool:
+    """A finished corpus: the statistics and the pairs folder are there (only a finished build renames them in)."""
+    return (folder / stats.STATS_JSON).is_file() and (folder / PAIRS_FOLDER).is_dir()
+
+
+def _dataset_codes(inputs: ConvertedSet) -> np.ndarray:
+    codes = [converters.DATASETS.index(s.name) for s in inputs.sources]
+    return np.repeat(np.array(codes, dtype=np.int8), [s.table.num_rows for s in inputs.sources])
+
+
+def image_table(table: pa.Table, dataset_codes: np.ndarray, image_codes: np.ndarray, kept: np.ndarray,
+                final_splits: np.ndarray, inputs: ConvertedSet) -> pa.Table:
+    """One row per image_id of the kept pairs, read from the most preferred dataset that offers it."""
+    preference = np.array([preference_rank(n) for n in converters.DATASETS])
+    rows = np.flatnonzero(kept)
+    by_preference = rows[np.argsort(preference[dataset_codes[rows]], kind="stable")]
+    _, first = np.unique(image_codes[by_preference], return_index=True)
+    chosen = pa.array(by_preference[first])
+    roots = pa.array([_root_of(inputs, name) for name in converters.DATASETS], pa.string())
+    codes = pa.array(dataset_codes).take(chosen)
+    image = table.column("image").take(chosen).combine_chunks()
+    unsorted = pa.Table.from_arrays([
+        table.column("image_id").take(chosen).combine_chunks(),
+        pa.array(list(converters.DATASETS), pa.string()).take(codes),
+        pc.binary_join_element_wise(roots.take(codes), image, "/"),
+        image,
+        table.column("box").take(chosen).combine_chunks(),
+        pa.array(SPLITS, pa.string()).take(pa.array(final_splits).take(chosen)),
+    ], schema=IMAGE_SCHEMA)
+    return unsorted.take(pc.sort_indices(unsorted.column("image_id")))
+
+
+def preference_rank(name: str) -> int:
+    listed = IMAGE_SOURCE_PREFERENCE.index(name) if name in IMAGE_SOURCE_PREFERENCE else len(IMAGE_SOURCE_PREFERENCE)
+    return listed * len(converters.DATASETS) + converters.DATASETS.index(name)
+
+
+def _root_of(inputs: ConvertedSet, name: str) -> str | None:
+    return next((s.root for s in inputs.sources if s.name == name), None)
+
+
+def _write_atomically(corpus: Corpus, out: Path, clock: StageClock) -> dict:
+    _remove_stale_staging(out)
+    staging = out.parent / f".{out.name}.building-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        with clock("write pairs"):
+            write_pairs(corpus, staging / PAIRS_FOLDER)
+            write_parquet(corpus.images, staging / IMAGES_FILE)
+            write_jsonl(reject_records(corpus), staging / REJECTS_FILE)
+        with clock("stats"):
+            corpus_stats = stats.corpus_stats(corpus)
+            stats.write_stats(corpus_stats, staging)
+        with clock("card"):
+            card.write_card(corpus_stats, corpus.inputs, staging)
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return corpus_stats
+
+
+def write_pairs(corpus: Corpus, folder: Path) -> None:
+    """The kept pairs in corpus order, `pairs_per_file` rows per part, every RECORD_SCHEMA column.
+
+    Parts are independent files, so they are written by WRITER_THREADS threads (Parquet encoding
+    releases the GIL); each part's content and name depend only on its rows.
+    """
+    folder.mkdir(parents=True)
+    kept_rows = np.flatnonzero(corpus.hygiene.kept)
+    per_file = corpus.options["pairs_per_file"]
+    final = corpus.splits.final_splits()
+    starts = range(0, max(len(kept_rows), 1), per_file)
+    with ThreadPoolExecutor(WRITER_THREADS) as pool:
+        done = pool.map(lambda part: _write_part(corpus, final, kept_rows[starts[part]:starts[part] + per_file],
+                                                 folder / f"part-{part:05d}.parquet"), range(len(starts)))
+        list(done)  # re-raise the first failure
+    log.info("wrote %d pairs in %d files", len(kept_rows), len(starts))
+
+
+def _write_part(corpus: Corpus, final: pa.Array, rows: np.ndarray, path: Path) -> None:
+    low, high = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+    mask = pa.array(corpus.hygiene.kept[low:high])
+    columns = []
+    for name in RECORD_SCHEMA.names:
+        column = corpus.hygiene.text if name == "text" else final if name == "split" else corpus.table.column(name)
+        columns.append(column.slice(low, high - low).filter(mask))
+    write_parquet(pa.Table.from_arrays(columns, schema=RECORD_SCHEMA), path)
+
+
+def reject_records(corpus: Corpus) -> list[dict]:
+    """The rows dropped by the corpus, in row order: empty texts and duplicate pairs (naming the pair kept)."""
+    hygiene = corpus.hygiene
+    empty_rows = np.flatnonzero(hygiene.empty)
+    rows = np.concatenate([empty_rows, hygiene.duplicate_rows])
+    kept_instead = np.concatenate([np.full(len(empty_rows), -1), hygiene.kept_instead])
+    order = np.argsort(rows, kind="stable")
+    rows, kept_instead = rows[order], kept_instead[order]
+    names = list(converters.DATASETS)
+    datasets = [names[c] for c in corpus.dataset_codes[rows]]
+    sources = corpus.table.column("source").take(pa.array(rows)).to_pylist()
+    kept_sources = corpus.table.column("source").take(pa.array(np.maximum(kept_instead, 0))).to_pylist()
+    kept_datasets = [names[c] for c in corpus.dataset_codes[np.maximum(kept_instead, 0)]]
+    return [
+        {"dataset": d, "source": s, "reason": EMPTY_TEXT, "detail": "no text left after normalising whitespace"}
+        if k < 0 else
+        {"dataset": d, "source": s, "reason": DUPLICATE_PAIR, "detail": f"same image_id, kind and text as {kd} {ks}"}
+        for d, s, k, kd, ks in zip(datasets, sources, kept_instead.tolist(), kept_datasets, kept_sources)
+    ]
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename the finished staging folder onto OUT; an old corpus there is moved aside first, then deleted."""
+    if out.exists():
+        replaced = out.parent / f".{out.name}.replaced-{os.getpid()}"
+        os.replace(out, replaced)
+        os.replace(staging, out)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(staging, out)
+    log.info("corpus written to %s", out)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders of builds that were killed (their process is gone)."""
+    if not out.parent.is_dir():
+        return
+    for folder in out.parent.glob(f".{out.name}.building-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            log.info("removing %s, left by a killed build", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
