@@ -32,10 +32,10 @@ import pyarrow.compute as pc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import manifests  # noqa: E402
-from converters.fileio import write_json, write_parquet  # noqa: E402
-from converters.rows import attribute_columns, box_column, make_table, prefixed  # noqa: E402
-from converters.schema import SPLITS  # noqa: E402
+import manifests
+from converters.fileio import write_json, write_parquet
+from converters.rows import attribute_columns, box_column, make_table, prefixed
+from converters.schema import SPLITS
 
 GOAL_SECONDS = 60
 GOAL_RSS_MB = 3072

@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Iterable, Iterator
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa

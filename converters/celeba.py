@@ -82,7 +82,7 @@ class CelebA(Converter):
 
     def splits(self, names: pa.Array, partition: dict) -> pa.Array:
         path = self.find_file(*PARTITION_FILES)
-        ignore = lambda *a: None  # noqa: E731 -- partition lines are not records; bad ones just leave no split
+        ignore = lambda *a: None  # noqa: E731 -- partition lines are not records: a bad one just leaves no split
         if path.suffix.lower() == ".csv":
             table = read_csv(path, self.rel(path), ["image_id", "partition"], ignore)
             keys, values = table["image_id"], table["partition"]

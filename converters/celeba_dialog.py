@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import SEARCH_DEPTH, UNSAFE_PATH, Converter
-from .celeba_hq import HEADER as MAPPING_HEADER, MAPPING_FILE, origin_ids, read_mapping
+from .celeba_hq import HEADER as MAPPING_HEADER
+from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
 from .errors import UserError
 from .rows import attribute_columns, key_name, later_duplicates, make_table, map_values, prefixed, stems
 from .splits import hash_split
@@ -173,7 +174,7 @@ class CelebADialog(Converter):
                               + ("no list_eval_partition found (pass partition=PATH)" if path is None
                                  else "HQ faces need the CelebA-HQ mapping to use it"))
             return None
-        ignore = lambda *a: None  # noqa: E731 -- partition lines are not records; bad ones just leave no split
+        ignore = lambda *a: None  # noqa: E731 -- partition lines are not records: a bad one just leaves no split
         if path.suffix.lower() == ".csv":  # the Kaggle mirror
             table = read_csv(path, self.shown(path), ["image_id", "partition"], ignore)
         else:

@@ -6,7 +6,7 @@ Converters work on whole columns (pyarrow arrays) rather than row by row, which 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa

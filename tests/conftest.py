@@ -10,8 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from converters import convert  # noqa: E402
-from converters.schema import RECORD_SCHEMA  # noqa: E402
+from converters import convert
+from converters.schema import RECORD_SCHEMA
 
 
 class Converted:

@@ -185,13 +185,6 @@ def test_unreadable_or_wrong_mat_file(tmp_path, content, message):
         convert("cacd", root, tmp_path / "out")
 
 
-def test_conversion_is_byte_identical_when_rerun(tmp_path):
-    fixture.write_sample(tmp_path / "cacd")
-    convert("cacd", tmp_path / "cacd", tmp_path / "a")
-    convert("cacd", tmp_path / "cacd", tmp_path / "b")
-    for suffix in ("parquet", "rejects.jsonl"):
-        assert (tmp_path / "a" / f"cacd.{suffix}").read_bytes() == (tmp_path / "b" / f"cacd.{suffix}").read_bytes()
-
 
 def test_full_size_writer_shape(tmp_path, run_convert):
     fixture.write_full_size(tmp_path / "cacd", n=400)

@@ -227,11 +227,3 @@ def test_missing_image_folder_is_a_clear_error(tmp_path):
     shutil.rmtree(root / "img_align_celeba")
     with pytest.raises(UserError, match=r"no image folder named img_align_celeba under .*; pass images=PATH"):
         convert("celeba_dialog", root, tmp_path / "out")
-
-
-def test_conversion_is_byte_identical_when_rerun(tmp_path):
-    fixture.write_sample(tmp_path / "dialog")
-    convert("celeba_dialog", tmp_path / "dialog", tmp_path / "a", ["attribute_captions=true"])
-    convert("celeba_dialog", tmp_path / "dialog", tmp_path / "b", ["attribute_captions=true"])
-    for suffix in ("parquet", "rejects.jsonl"):
-        assert (tmp_path / "a" / f"celeba_dialog.{suffix}").read_bytes() == (tmp_path / "b" / f"celeba_dialog.{suffix}").read_bytes()

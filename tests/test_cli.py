@@ -69,13 +69,13 @@ def test_convert_all_lists_absent_datasets(tmp_path):
 
 def test_option_parsing_is_typed():
     from dataclasses import dataclass
-    from typing import Literal, Optional
+    from typing import Literal
 
     @dataclass
     class Options:
         filtered: bool = False
         padding: Literal["0.25", "1.25"] = "0.25"
-        mapping: Optional[Path] = None
+        mapping: Path | None = None
 
     class Fake:
         name = "fake"

@@ -174,10 +174,3 @@ def test_age_follows_the_official_rule():
         assert good == plausible, (d, t)
         if plausible:
             assert a == expected, (d, t)
-
-
-def test_conversion_is_byte_identical_when_rerun(written, tmp_path):
-    convert("imdb_wiki", written, tmp_path / "a")
-    convert("imdb_wiki", written, tmp_path / "b")
-    for suffix in ("parquet", "rejects.jsonl"):
-        assert (tmp_path / "a" / f"imdb_wiki.{suffix}").read_bytes() == (tmp_path / "b" / f"imdb_wiki.{suffix}").read_bytes()

@@ -162,12 +162,6 @@ def test_missing_files_are_clear_errors(sample, tmp_path):
     assert not (tmp_path / "out" / "rafdb.parquet").exists()
 
 
-def test_conversion_is_byte_identical_when_rerun(sample, tmp_path):
-    convert("rafdb", sample, tmp_path / "a")
-    convert("rafdb", sample, tmp_path / "b")
-    for suffix in ("parquet", "rejects.jsonl"):
-        assert (tmp_path / "a" / f"rafdb.{suffix}").read_bytes() == (tmp_path / "b" / f"rafdb.{suffix}").read_bytes()
-
 
 def test_root_pointing_at_the_compound_folder_is_not_read_as_basic(sample, tmp_path):
     with pytest.raises(UserError, match=r"rafdb: no basic/EmoLabel/list_patition_label.txt"):
