@@ -85,6 +85,56 @@ def _ratios(text: str) -> tuple[float, ...]:
         raise UserError(f"--split-ratios {text!r}: expected three numbers like 0.90,0.05,0.05") from None
 
 
+@main.command("tokenize-images")
+@click.option("--corpus", "corpus_dir", required=True, type=click.Path(path_type=Path), help="The folder from build-corpus.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the WebDataset shards (resumable).")
+@click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml (Net2NetTransformer or VQGAN config); not needed for a converted .safetensors.")
+@click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path), help="last.ckpt (Lightning), a plain state dict, or .safetensors from convert-vqgan.")
+@click.option("--gpus", default=1, show_default=True, help="Worker processes, one per GPU; 0 = one CPU worker.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--loader-workers", type=int, help="Decoding processes per GPU worker [default: cores / gpus - 1].")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--shard-size", default=2000, show_default=True, help="Faces per shard.")
+@click.option("--num-nodes", default=1, show_default=True, help="Machines sharing the work (each gets a static block of shards).")
+@click.option("--node-rank", default=0, show_default=True, help="This machine's rank, 0 .. num-nodes-1.")
+@user_errors
+def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, gpus, batch_size, loader_workers, precision, shard_size,
+                    num_nodes, node_rank) -> None:
+    """Encode every unique face once to 256 VQGAN codes, into resumable WebDataset shards."""
+    from corpus.tokenize import default_loader_workers, tokenize_images as run
+
+    summary = run(corpus_dir, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, gpus=gpus, batch_size=batch_size,
+                  loader_workers=loader_workers if loader_workers is not None else default_loader_workers(gpus),
+                  precision=precision, shard_size=shard_size, num_nodes=num_nodes, node_rank=node_rank, progress=True)
+    click.echo(json.dumps(summary, indent=2))
+
+
+@main.command("convert-vqgan")
+@click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml.")
+@click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path), help="last.ckpt or a plain state dict.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The .safetensors file to write (weights + config, no pickle).")
+@user_errors
+def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> None:
+    """Write the VQGAN weights as safetensors once, so later runs load no pickle at all."""
+    from corpus.vqgan import convert_vqgan as run
+
+    click.echo(str(run(vqgan_config, vqgan_ckpt, out)))
+
+
+@main.command()
+@click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for preview.html and preview.png.")
+@click.option("--vqgan-config", type=click.Path(path_type=Path))
+@click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path))
+@click.option("--samples", default=16, show_default=True, help="Faces to show.")
+@user_errors
+def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path, samples: int) -> None:
+    """Decode a sample of shards back through the VQGAN: original, reconstruction, error and texts side by side."""
+    from corpus.preview import preview as run
+
+    click.echo(json.dumps(run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples), indent=2, default=str))
+
+
 @main.command()
 def datasets() -> None:
     """List the dataset names, their access and their paper counts."""

@@ -1,0 +1,280 @@
+"""tokenize-images benchmark: image preparation, end to end against the encoder alone, against the naive loop.
+
+Generates its own photo-like JPEGs (1024x1024 and CelebA's 178x218) and a tiny random VQGAN, then:
+  1. decode + crop + resize, images/s on one core: `corpus.images.prepare_face` (JPEG draft decoding)
+     against plain Pillow open -> convert -> resize. Goal: >= 3x on the 1024x1024 photos.
+  2. `tokenize_images` end to end (CPU, one encoder process, loader workers, shard writing) against
+     the encoder alone on pre-decoded tensors with the same batch size and threads. Goal: >= 80%.
+  3. the straightforward loop of the original code base: open, resize, encode one image at a time.
+  4. with CUDA: the full-size FFHQ encoder (random weights) in bf16, faces/s against its FLOP ceiling
+     (138.6 GFLOP per face), the CPU decode rate per core needed to feed it, and tokenize_images end
+     to end on that GPU with all cores decoding.
+
+    python benchmarks/bench_tokenize.py                 # ~3 minutes on 2 busy cores
+    python benchmarks/bench_tokenize.py --faces 96 --batch-size 16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GFLOP_PER_FACE = 138.6  # full FFHQ encoder, one 256x256 image
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
+GOAL_DECODE = 3.0
+GOAL_END_TO_END = 0.8
+
+
+# ----------------------------------------------------------------------------- inputs
+def photo(size: tuple[int, int], seed: int) -> np.ndarray:
+    """A photo-like picture: smooth shapes, texture and sensor noise (JPEG entropy close to a real face photo)."""
+    from PIL import Image, ImageFilter
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 255, (max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
+    image = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(3))
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels += rng.normal(0, 10, pixels.shape)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def write_photos(folder: Path, size: tuple[int, int], count: int, tag: str) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{tag}_{i:04d}.jpg"
+        Image.fromarray(photo(size, seed=zlib.crc32(f"{tag}{i}".encode()))).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def write_corpus(folder: Path, paths: list[Path]) -> Path:
+    import pyarrow as pa
+
+    from converters.fileio import write_parquet
+    from converters.rows import make_table
+    from converters.schema import BOX_TYPE
+
+    ids = [f"bench/{i:06d}_{p.stem}" for i, p in enumerate(paths)]
+    images = pa.table({"image_id": ids, "dataset": ["bench"] * len(ids), "path": [str(p) for p in paths],
+                       "image": [p.name for p in paths], "box": pa.nulls(len(ids), BOX_TYPE), "split": ["train"] * len(ids)})
+    corpus = folder / "corpus"
+    write_parquet(images, corpus / "images.parquet")
+    pairs = make_table(len(ids), dataset="bench", image=[p.name for p in paths], image_id=ids, split="train", kind="caption",
+                       text=[f"a photo number {i}" for i in range(len(ids))], source="bench")
+    write_parquet(pairs, corpus / "pairs" / "part-00000.parquet")
+    return corpus
+
+
+# ----------------------------------------------------------------------------- 1. decoding
+def images_per_s(fn, paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for p in paths:
+        fn(p)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def bench_decode(sets: dict[str, list[Path]], rounds: int = 5) -> dict[str, tuple[float, float]]:
+    """Ours and plain Pillow alternately, `rounds` times; the best round of each (least disturbed by other load)."""
+    from corpus.images import plain_prepare, prepare_face
+
+    results = {}
+    print(f"\n1. decode + crop + resize to 256x256, one core (images/s; best of {rounds} alternating rounds)")
+    print(f"   {'images':10s} {'ours':>8s} {'plain Pillow':>13s} {'speed-up':>9s}")
+    for name, paths in sets.items():
+        ours, plain = [], []
+        for _ in range(rounds):
+            ours.append(images_per_s(prepare_face, paths))
+            plain.append(images_per_s(plain_prepare, paths))
+        best_ours, best_plain = max(ours), max(plain)
+        results[name] = (best_ours, best_plain)
+        ratio = best_ours / best_plain
+        goal = f"  (goal >= {GOAL_DECODE:.0f}x: {'met' if ratio >= GOAL_DECODE else 'NOT met'})" if name == "1024x1024" else ""
+        print(f"   {name:10s} {best_ours:8.1f} {best_plain:13.1f} {ratio:8.2f}x{goal}")
+    return results
+
+
+# ----------------------------------------------------------------------------- 2 + 3. CPU end to end
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (loader workers): steadier than wall time on a shared machine."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def encoder_alone(model, arrays: list[np.ndarray], batch_size: int) -> float:
+    """faces/s of the encoder on pre-decoded uint8 faces, normalised and batched as the pipeline does."""
+    import torch
+
+    from corpus.tokenize import encode_batch
+
+    tensors = [torch.from_numpy(np.stack(arrays[i:i + batch_size])) for i in range(0, len(arrays), batch_size)]
+    start = time.perf_counter()
+    for batch in tensors:
+        encode_batch(model, batch, "cpu", bf16=False)
+    return len(arrays) / (time.perf_counter() - start)
+
+
+def naive_loop(model, paths: list[Path]) -> float:
+    """The original code base's way: open, convert, resize, encode, one image at a time."""
+    import torch
+    from PIL import Image
+
+    start = time.perf_counter()
+    for path in paths:
+        image = Image.open(path).convert("RGB").resize((256, 256))
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        model.encode_to_codes(x)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: int, loader_workers: int, rounds: int) -> None:
+    """Encoder alone and tokenize_images, interleaved `rounds` times; the best round of each is compared."""
+    import torch
+
+    from corpus.images import prepare_face
+    from corpus.tokenize import cpu_cores, tokenize_images
+    from corpus.vqgan import load_vqgan
+
+    corpus = write_corpus(folder, paths)
+    threads = cpu_cores()
+    model = load_vqgan(vqgan["config"], vqgan["ckpt"], with_decoder=False)
+    arrays = [prepare_face(p) for p in paths]
+    alone, steady, command, cpu_alone, cpu_pipeline = [], [], [], [], []
+    for r in range(rounds):
+        torch.set_num_threads(threads)
+        used = cpu_seconds()
+        alone.append(encoder_alone(model, arrays, batch_size))
+        cpu_alone.append(len(paths) / (cpu_seconds() - used))
+        start, used = time.perf_counter(), cpu_seconds()
+        summary = tokenize_images(corpus, folder / f"shards{r}", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], gpus=0,
+                                  batch_size=batch_size, loader_workers=loader_workers, precision="fp32", shard_size=16,
+                                  progress=False)
+        command.append(len(paths) / (time.perf_counter() - start))
+        cpu_pipeline.append(len(paths) / (cpu_seconds() - used))
+        steady.append(summary["faces_per_s"])
+    torch.set_num_threads(threads)
+    naive = naive_loop(model, paths[: max(8, len(paths) // 3)])
+    a, s, c = (max(v) for v in (alone, steady, command))
+    print(f"\n2. end to end on the CPU, tiny VQGAN, {len(paths)} faces (half 1024x1024, half 178x218), batch {batch_size}, "
+          f"{threads} torch threads, {loader_workers} loader worker(s); best of {rounds} interleaved rounds")
+    print(f"   encoder alone on pre-decoded tensors   {a:8.2f} faces/s   rounds: {', '.join(f'{v:.2f}' for v in alone)}")
+    print(f"   tokenize_images, encoding phase        {s:8.2f} faces/s   {s / a:6.1%} of the encoder alone "
+          f"(goal >= {GOAL_END_TO_END:.0%}: {'met' if s / a >= GOAL_END_TO_END else 'NOT met'}); rounds: {', '.join(f'{v:.2f}' for v in steady)}")
+    print(f"   tokenize_images, whole command         {c:8.2f} faces/s   {c / a:6.1%} "
+          f"(includes reading the corpus, hashing and loading the model, starting the loader)")
+    ca, cp = max(cpu_alone), max(cpu_pipeline)
+    print(f"   per CPU-second (all processes)          encoder alone {ca:.2f} faces, whole command {cp:.2f} faces: {cp / ca:.1%}")
+    print("\n3. straightforward loop (open, resize, encode one at a time)")
+    print(f"   naive loop                              {naive:8.2f} faces/s   tokenize_images is {s / naive:.2f}x faster")
+
+
+# ----------------------------------------------------------------------------- 4. GPU
+def bench_gpu(folder: Path, decode_rate_1024: float, faces: int, batch_size: int) -> None:
+    import torch
+
+    from corpus.vqgan import FFHQ_CONFIG, VQGAN
+
+    name = torch.cuda.get_device_name(0)
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    model = VQGAN(FFHQ_CONFIG, with_decoder=False).cuda().to(memory_format=torch.channels_last)
+    x = (torch.rand(batch_size, 256, 256, 3, device="cuda") * 255).to(torch.uint8)
+    print(f"\n4. GPU: {name}, full-size FFHQ encoder (random weights), batch {batch_size}")
+    for precision in ("bf16", "fp32"):
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        per_s = gpu_rate(model, x, precision == "bf16")
+        flops = per_s * GFLOP_PER_FACE / 1000
+        ceiling = f", ceiling {peak * 1000 / GFLOP_PER_FACE:,.0f} faces/s at {peak} TFLOP/s: {flops / peak:.1%}" if peak and precision == "bf16" else ""
+        print(f"   {precision}: {per_s:8,.0f} faces/s = {flops:6.1f} TFLOP/s{ceiling}")
+        if precision == "bf16":
+            bf16_rate = per_s
+    print(f"   feeding it needs {bf16_rate:,.0f} decoded faces/s: {bf16_rate / decode_rate_1024:.1f} cores at this machine's "
+          f"{decode_rate_1024:.0f} 1024x1024 JPEGs/s per core ({os.cpu_count()} cores here)")
+    bench_gpu_end_to_end(folder, faces, batch_size)
+
+
+def gpu_rate(model, images, bf16: bool, iters: int = 20) -> float:
+    import torch
+
+    from corpus.tokenize import encode_batch
+
+    for _ in range(3):
+        encode_batch(model, images, "cuda", bf16)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        codes = encode_batch(model, images, "cuda", bf16)
+    codes.cpu()
+    return iters * len(images) / (time.perf_counter() - start)
+
+
+def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
+    from safetensors.torch import save_file
+
+    from corpus.tokenize import cpu_cores, tokenize_images
+    from corpus.vqgan import FFHQ_CONFIG, SAFETENSORS_CONFIG_KEY, VQGAN
+
+    ckpt = folder / "ffhq_random.safetensors"
+    model = VQGAN(FFHQ_CONFIG)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt),
+              metadata={SAFETENSORS_CONFIG_KEY: json.dumps(FFHQ_CONFIG.to_dict())})
+    unique = write_photos(folder / "gpu_faces", (1024, 1024), 64, "g")
+    paths = [unique[i % len(unique)] for i in range(faces)]  # decoded every time; files repeat to save set-up time
+    corpus = write_corpus(folder / "gpu", paths)
+    workers = max(1, cpu_cores() - 1)
+    summary = tokenize_images(corpus, folder / "gpu_shards", vqgan_config=None, vqgan_ckpt=ckpt, gpus=1, batch_size=batch_size,
+                              loader_workers=workers, precision="bf16", shard_size=256, progress=False)
+    print(f"   tokenize_images end to end, {faces} 1024x1024 JPEGs, bf16, {workers} loader workers: {summary['faces_per_s']:,.0f} faces/s"
+          f" (bf16/fp32 code agreement on the first batch: {summary['bf16_agreement']})")
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=48, help="faces for the CPU end-to-end run (half of each size)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--loader-workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of encoder-alone and end-to-end runs")
+    parser.add_argument("--decode-images", type=int, default=24, help="images of each size for the decode benchmark")
+    parser.add_argument("--gpu-faces", type=int, default=2048)
+    parser.add_argument("--gpu-batch-size", type=int, default=128)
+    args = parser.parse_args()
+
+    import torch
+
+    from corpus.vqgan import write_tiny_vqgan
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; Python {platform.python_version()}, torch {torch.__version__}, "
+          f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        big = write_photos(folder / "faces", (1024, 1024), max(args.decode_images, args.faces // 2), "big")
+        small = write_photos(folder / "faces", (178, 218), max(args.decode_images, args.faces // 2), "small")
+        decode = bench_decode({"1024x1024": big[: args.decode_images], "178x218": small[: args.decode_images]})
+        vqgan = write_tiny_vqgan(folder / "vqgan")
+        faces = big[: args.faces // 2] + small[: args.faces - args.faces // 2]
+        bench_end_to_end(folder, faces, vqgan, args.batch_size, args.loader_workers, args.rounds)
+        if torch.cuda.is_available():
+            bench_gpu(folder, decode["1024x1024"][0], args.gpu_faces, args.gpu_batch_size)
+        else:
+            print("\n4. GPU: no CUDA device here; run on a GPU machine for the full-size encoder figures")
+
+
+if __name__ == "__main__":
+    main()

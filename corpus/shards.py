@@ -1,0 +1,193 @@
+"""The one place that writes tokenized shards: layout, assignment, atomic writes, resume markers, index.
+
+`SHARDS/` holds
+  plan.json                what the shards were made from (corpus faces digest, model digest,
+                           shard size, precision); a re-run with a different plan is refused
+  shard-NNNNNN.tar         WebDataset samples, one per face (see `sample`)
+  shard-NNNNNN.stats.json  written last, after the tar is renamed into place: the resume marker
+  index.json               faces per shard and every reject, once all shards are complete
+
+Shard k holds faces [k * shard_size, (k + 1) * shard_size) of the faces sorted by image_id, so
+assignment depends on neither the number of GPUs nor the number of machines. Tar members have
+mtime 0, fixed owner and mode, and samples are written in face order: a shard's bytes depend only
+on its faces and the model.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from converters.errors import UserError
+from converters.fileio import atomic_path, write_json
+
+CODES_MEMBER = "codes.u16"
+JSON_MEMBER = "json"
+PLAN_FILE = "plan.json"
+INDEX_FILE = "index.json"
+FORMAT_VERSION = 1
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass
+class Face:
+    """One unique face to tokenize, with every text paired with it in the corpus."""
+
+    image_id: str
+    dataset: str
+    path: str  # absolute file to read
+    image: str  # path relative to the dataset root
+    box: list[int] | None
+    split: str
+    texts: list[dict] = field(default_factory=list)  # {"dataset", "kind", "text", "attributes"}
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}"
+
+
+def tar_path(out: Path, index: int) -> Path:
+    return Path(out) / f"{shard_name(index)}.tar"
+
+
+def stats_path(out: Path, index: int) -> Path:
+    return Path(out) / f"{shard_name(index)}.stats.json"
+
+
+def shard_count(n_faces: int, shard_size: int) -> int:
+    return (n_faces + shard_size - 1) // shard_size
+
+
+def shard_bounds(index: int, n_faces: int, shard_size: int) -> tuple[int, int]:
+    return index * shard_size, min((index + 1) * shard_size, n_faces)
+
+
+def node_shards(n_shards: int, num_nodes: int, node_rank: int) -> range:
+    """The contiguous block of shards machine `node_rank` of `num_nodes` makes (static split)."""
+    if num_nodes < 1 or not 0 <= node_rank < num_nodes:
+        raise UserError(f"--node-rank must be in [0, {num_nodes}) and --num-nodes >= 1 (got {node_rank} of {num_nodes})")
+    return range(n_shards * node_rank // num_nodes, n_shards * (node_rank + 1) // num_nodes)
+
+
+def is_complete(out: Path, index: int) -> bool:
+    """A shard is done when its stats file (written last) and its tar both exist."""
+    return stats_path(out, index).is_file() and tar_path(out, index).is_file()
+
+
+def sample_key(image_id: str) -> str:
+    """A tar- and WebDataset-safe key for an image_id: bytes outside [A-Za-z0-9_-] become `~XX`.
+
+    WebDataset splits a member name at its first dot and tar treats `/` as a folder, so neither
+    may appear; the escape is reversible (`image_id_from_key`) and the JSON member has the id too.
+    """
+    return _UNSAFE.sub(lambda m: "".join(f"~{b:02x}" for b in m.group().encode("utf-8")), image_id)
+
+
+def image_id_from_key(key: str) -> str:
+    return re.sub(r"(?:~[0-9a-f]{2})+", lambda m: bytes.fromhex(m.group().replace("~", "")).decode("utf-8"), key)
+
+
+def sample(face: Face, codes: np.ndarray) -> dict:
+    """A WebDataset sample: `codes.u16` (raw little-endian uint16, raster order) and `json` (the face's texts)."""
+    meta = {"image_id": face.image_id, "dataset": face.dataset, "split": face.split, "image": face.image,
+            "box": face.box, "texts": face.texts}
+    return {
+        "__key__": sample_key(face.image_id),
+        CODES_MEMBER: np.asarray(codes).astype("<u2").tobytes(),
+        JSON_MEMBER: json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+    }
+
+
+def write_shard(out: Path, index: int, samples: list[dict], rejects: list[dict], first: int, last: int) -> dict:
+    """Write one shard (temporary name -> rename), then its stats file, the resume marker. Returns the stats."""
+    from webdataset import TarWriter
+
+    target = tar_path(out, index)
+    with atomic_path(target) as tmp, open(tmp, "wb") as stream:
+        writer = TarWriter(stream, user="talk2face", group="talk2face", mode=0o444, encoder=False, mtime=0)
+        for item in samples:
+            writer.write(item)
+        writer.close()
+    stats = {"shard": shard_name(index), "tar": target.name, "faces": len(samples), "face_range": [first, last],
+             "bytes": target.stat().st_size, "rejects": rejects}
+    write_json(stats, stats_path(out, index))
+    return stats
+
+
+def read_stats(out: Path, index: int) -> dict:
+    return json.loads(stats_path(out, index).read_text(encoding="utf-8"))
+
+
+def check_plan(out: Path, plan: dict) -> None:
+    """Record the plan on the first run; refuse to resume shards made from a different one."""
+    path = Path(out) / PLAN_FILE
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != plan:
+            changed = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
+            raise UserError(f"{out} holds shards made with a different {', '.join(changed)}; use a new --out or remove it")
+        return
+    write_json(plan, path)
+
+
+def remove_stale_temporaries(out: Path, shards: range) -> None:
+    """Delete temporary files a killed run of this machine's shards left behind."""
+    names = {shard_name(i) for i in shards}
+    for path in Path(out).glob(".shard-*.tmp-*"):
+        if path.name[1:].split(".")[0] in names:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def write_index(out: Path, n_shards: int, plan: dict, corpus: Path | None = None) -> Path | None:
+    """index.json over all shards, once every shard (of every machine) is complete; None before that."""
+    if not all(is_complete(out, i) for i in range(n_shards)):
+        return None
+    shards, rejects = [], []
+    for i in range(n_shards):
+        stats = read_stats(out, i)
+        shards.append({"tar": stats["tar"], "faces": stats["faces"], "rejects": len(stats["rejects"])})
+        rejects.extend(stats["rejects"])
+    by_reason: dict[str, int] = {}
+    for r in rejects:
+        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
+    index = {"format": FORMAT_VERSION, "members": {"codes": CODES_MEMBER, "meta": JSON_MEMBER},
+             "corpus": str(corpus) if corpus else None, "plan": plan,
+             "faces": sum(s["faces"] for s in shards), "shards": shards,
+             "rejects": {"total": len(rejects), "by_reason": dict(sorted(by_reason.items())), "items": rejects}}
+    write_json(index, Path(out) / INDEX_FILE)
+    return Path(out) / INDEX_FILE
+
+
+def tar_urls(out: Path) -> list[str]:
+    """The shard files of a finished SHARDS/ folder, in order."""
+    return [str(p) for p in sorted(Path(out).glob("shard-*.tar")) if not p.name.startswith(".")]
+
+
+def read_samples(out: Path):
+    """Yield (meta, codes) for every face of a SHARDS/ folder, in shard order."""
+    for url in tar_urls(out):
+        yield from read_samples_of(Path(url))
+
+
+def read_samples_of(tar_file: Path, limit: int | None = None):
+    """Yield (meta, int64 codes) from one shard, reading the tar directly (no WebDataset pipeline)."""
+    import tarfile
+
+    pending: dict[str, dict] = {}
+    seen = 0
+    with tarfile.open(tar_file) as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            pending.setdefault(key, {})[ext] = tar.extractfile(member).read()
+            if CODES_MEMBER in pending[key] and JSON_MEMBER in pending[key]:
+                item = pending.pop(key)
+                yield json.loads(item[JSON_MEMBER]), np.frombuffer(item[CODES_MEMBER], dtype="<u2").astype(np.int64)
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
