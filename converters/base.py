@@ -23,7 +23,7 @@ import manifests
 
 from .errors import UserError
 from .fileio import write_json, write_jsonl, write_parquet
-from .rows import map_values
+from .rows import map_values, prefixed
 from .schema import RECORD_SCHEMA, SPLITS
 
 log = logging.getLogger(__name__)
@@ -84,15 +84,21 @@ class Converter:
         keep = pa.array(~bad)
         return {k: (v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[~bad]) for k, v in columns.items()}
 
-    def map_labels(self, columns: dict, names: list[str], mapping: dict) -> dict:
-        """Map each named column through `mapping` (code -> name); reject rows holding any other value."""
+    def map_labels(self, columns: dict, names: list[str], mapping: dict, encoded: bool = False) -> dict:
+        """Map each named column through `mapping` (code -> name); reject rows holding any other value.
+
+        Values are mapped once per distinct value (dictionary-encoded); `encoded=True` keeps the
+        columns as dictionary arrays, which `rows.attribute_columns` consumes without re-encoding.
+        """
         n = len(columns["source"])
         bad = np.zeros(n, dtype=bool)
         detail = np.full(n, "", dtype=object)
         for name in names:
             raw = columns[name]
-            columns[name] = map_values(raw, mapping)
-            unknown = columns[name].is_null().to_numpy(zero_copy_only=False) & ~bad
+            codes = pc.dictionary_encode(raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw)
+            mapped = pa.DictionaryArray.from_arrays(codes.indices, map_values(codes.dictionary, mapping))
+            columns[name] = mapped if encoded else mapped.cast(pa.string())
+            unknown = mapped.is_null().to_numpy(zero_copy_only=False) & ~bad
             if unknown.any():
                 detail[unknown] = [f"{name}={v!r}" for v in raw.filter(pa.array(unknown)).to_pylist()]
                 bad |= unknown
@@ -111,6 +117,10 @@ class Converter:
         start = under or self.root
         level = [start]
         for _ in range(SEARCH_DEPTH):
+            exact = [(i, folder / name) for folder in level for i, name in enumerate(names)
+                     if (folder / name).is_dir() == want_dir and (folder / name).exists()]
+            if exact:  # the usual case, found without listing big image folders
+                return min(exact)[1]
             hits, deeper = [], []
             for folder in level:
                 entries, subdirs = self._scan(folder)
@@ -148,9 +158,10 @@ class Converter:
         folder = Path(folder)
         if folder not in self._listings:
             try:
-                with os.scandir(folder) as it:
-                    self._listings[folder] = frozenset(e.name for e in it if e.is_file())
-            except FileNotFoundError:
+                # os.listdir is ~6x faster than filtering scandir entries; a folder named like an
+                # image is not worth that cost
+                self._listings[folder] = frozenset(os.listdir(folder))
+            except (FileNotFoundError, NotADirectoryError):
                 self._listings[folder] = frozenset()
         return self._listings[folder]
 
@@ -158,9 +169,10 @@ class Converter:
         """Mask of the root-relative image paths that exist in the given folders."""
         present = []
         for folder in folders:
-            prefix = "" if Path(folder) == self.root else self.rel(folder) + "/"
-            present += [prefix + name for name in self.listing(folder)]
-        return pc.is_in(images, value_set=pa.array(present, pa.string())).to_numpy(zero_copy_only=False)
+            names = pa.array(list(self.listing(folder)), pa.string())  # a set: order does not matter
+            present.append(names if Path(folder) == self.root else prefixed(self.rel(folder) + "/", names))
+        value_set = pa.concat_arrays(present) if present else pa.array([], pa.string())
+        return pc.is_in(images, value_set=value_set).to_numpy(zero_copy_only=False)
 
     def drop_missing_images(self, columns: dict, folders: Iterable[Path]) -> dict:
         """Reject rows whose path escapes the root, then rows whose image is not on disk."""

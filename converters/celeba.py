@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from .base import Converter
 from .errors import UserError
 from .rows import attribute_columns, key_name, later_duplicates, make_table, map_values, prefixed, stems
-from .tables import Columns, read_csv, read_table, read_text
+from .tables import Columns, head_lines, read_csv, read_table
 
 ATTR_FILES = ("list_attr_celeba.txt", "list_attr_celeba.csv")
 PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
@@ -39,7 +39,7 @@ class CelebA(Converter):
         name = attrs["image_id"] if "image_id" in attrs.names else attrs["image"]  # Kaggle CSV / official
         cols = {"source": attrs.sources(), "name": name, **{a: attrs[a] for a in labels["attributes"]}}
         cols = self.reject_where(cols, later_duplicates(cols["name"]), "duplicate line", cols["name"])
-        cols = self.map_labels(cols, labels["attributes"], labels["values"])  # CelebA's -1/1 -> false/true
+        cols = self.map_labels(cols, labels["attributes"], labels["values"], encoded=True)  # CelebA's -1/1 -> false/true
 
         image_dir = self.image_dir()
         cols["image"] = prefixed(self.rel(image_dir) + "/", cols["name"])
@@ -59,8 +59,7 @@ class CelebA(Converter):
         rel = self.rel(path)
         if path.suffix.lower() == ".csv":
             return read_csv(path, rel, ["image_id", *expected], self.reject)
-        text = read_text(path)
-        head = text.splitlines()[:2]
+        head = head_lines(path, 2)
         if len(head) < 2 or not head[0].strip().isdigit():
             raise UserError(f"{path}:1: expected the image count on line 1 and the 40 attribute names on line 2")
         names = head[1].split()

@@ -27,6 +27,8 @@ def normalise_text(values: pa.Array) -> pa.Array:
 
 def map_values(codes: pa.Array, mapping: dict) -> pa.Array:
     """Map label codes (strings) to their names; codes absent from `mapping` become null."""
+    if isinstance(codes, pa.DictionaryArray):  # map each distinct value once
+        return pa.DictionaryArray.from_arrays(codes.indices, map_values(codes.dictionary, mapping))
     keys = pa.array([str(k) for k in mapping], pa.string())
     names = pa.array([str(v) for v in mapping.values()], pa.string())
     return names.take(pc.index_in(codes, value_set=keys))
@@ -45,9 +47,10 @@ def attribute_columns(dataset: str, keys: Sequence[str], values: Sequence[pa.Arr
     vocab_values: list[str] = []
     for j, (key, column) in enumerate(zip(keys, values)):
         column = column if isinstance(column, (pa.Array, pa.ChunkedArray)) else pa.array(column, pa.string())
-        encoded = pc.dictionary_encode(column.cast(pa.string()))
-        if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.combine_chunks()
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        encoded = column if isinstance(column, pa.DictionaryArray) else pc.dictionary_encode(column.cast(pa.string()))
+        encoded = pa.DictionaryArray.from_arrays(encoded.indices, encoded.dictionary.cast(pa.string()))
         indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
         codes[:, j] = np.where(indices >= 0, indices + len(vocab_values), -1)
         vocab_values += encoded.dictionary.to_pylist()
@@ -55,9 +58,12 @@ def attribute_columns(dataset: str, keys: Sequence[str], values: Sequence[pa.Arr
     present = codes >= 0
     flat = pa.array(codes[present])  # row-major: each row's pairs in key order
     offsets = pa.array(np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32))
-    pairs = pa.array([f"{key}: {value}" for key, value in zip(vocab_keys, vocab_values)], pa.string())
-    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pairs.take(flat)), "; ")
-    text = pc.binary_join_element_wise(pa.scalar(dataset), joined, " ")
+    pairs = [f"{key}: {value}" for key, value in zip(vocab_keys, vocab_values)]
+    first_always_present = n == 0 or bool(present[:, 0].all())
+    if first_always_present:  # every row starts with a pair of the first key: the dataset name goes there
+        pairs = [f"{dataset} {p}" if key == keys[0] else p for key, p in zip(vocab_keys, pairs)]
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pa.array(pairs, pa.string()).take(flat)), "; ")
+    text = joined if first_always_present else pc.binary_join_element_wise(pa.scalar(dataset), joined, " ")
     structs = pa.StructArray.from_arrays(
         [pa.array(vocab_keys, pa.string()).take(flat), pa.array(vocab_values, pa.string()).take(flat)], names=["key", "value"])
     return text, pa.ListArray.from_arrays(offsets, structs).cast(ATTRIBUTE_TYPE)

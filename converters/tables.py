@@ -63,34 +63,64 @@ def read_text(path: Path) -> str:
     return read_bytes(path).decode("utf-8")
 
 
+def head_lines(path: Path, n: int, max_bytes: int = 1 << 16) -> list[str]:
+    """The first `n` lines of a text file, reading no more than its head."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(max_bytes)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    return head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace").splitlines()[:n]
+
+
 def squeeze_whitespace(data: bytes) -> bytes:
     """Runs of spaces and tabs to one space, none at line ends (CelebA pads with double spaces)."""
-    data = data.replace(b"\t", b" ")
-    while b"  " in data:
-        data = data.replace(b"  ", b" ")
-    data = data.replace(b"\n ", b"\n").replace(b" \n", b"\n")
-    return data[1:] if data.startswith(b" ") else data
+    if not any(pattern in data for pattern in (b"  ", b"\t", b" \n", b"\n ")) and not data.startswith(b" "):
+        return data
+    chars = np.frombuffer(data, dtype=np.uint8).copy()
+    chars[chars == 9] = 32  # tab -> space
+    space = chars == 32
+    after_break = np.ones(len(chars), dtype=bool)  # a space at a line start or after a space goes
+    after_break[1:] = space[:-1] | (chars[:-1] == 10)
+    chars = chars[~(space & after_break)]
+    space = chars == 32
+    before_break = np.ones(len(chars), dtype=bool)  # so does the one space left before a line end
+    before_break[:-1] = chars[1:] == 10
+    return chars[~(space & before_break)].tobytes()
 
 
 def parse_rows(data: bytes, names: list[str], rel: str, reject, *, first_line: int, delimiter: str, quoted: bool) -> Columns:
     """Parse the lines from `first_line` (1-based) on into string columns `names`."""
+    try:
+        return _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_threads=True)
+    except _LineNumbersUnknown:  # an invalid row in a later block: only a single-threaded parse numbers it
+        return _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_threads=False)
+
+
+class _LineNumbersUnknown(Exception):
+    pass
+
+
+def _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_threads) -> Columns:
     bad: dict[int, str] = {}
+    unnumbered = []
 
     def on_invalid(row) -> str:
+        if row.number is None:
+            unnumbered.append(row.text)
+            return "error"
         if row.text.strip():
             bad[row.number] = f"expected {row.expected_columns} fields, found {row.actual_columns}"
         else:
             bad[row.number] = ""  # a blank line: not a record
         return "skip"
 
-    table = pcsv.read_csv(
-        io.BytesIO(data),
-        read_options=pcsv.ReadOptions(column_names=names, skip_rows=first_line - 1, use_threads=False),
-        parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False,
-                                        ignore_empty_lines=False, invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                            strings_can_be_null=False, quoted_strings_can_be_null=False),
-    )
+    try:
+        table = _read(data, names, first_line, delimiter, quoted, use_threads, on_invalid)
+    except pa.ArrowInvalid:
+        if unnumbered:
+            raise _LineNumbersUnknown from None
+        raise
     total = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     numbers = np.arange(first_line, total + 1)
     if bad:
@@ -107,6 +137,17 @@ def parse_rows(data: bytes, names: list[str], rel: str, reject, *, first_line: i
             malformed += 1
     columns = {name: table.column(name).combine_chunks() for name in names}
     return Columns(rel, list(names), columns, numbers, malformed)
+
+
+def _read(data, names, first_line, delimiter, quoted, use_threads, on_invalid) -> pa.Table:
+    return pcsv.read_csv(
+        io.BytesIO(data),
+        read_options=pcsv.ReadOptions(column_names=names, skip_rows=first_line - 1, use_threads=use_threads),
+        parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False,
+                                        ignore_empty_lines=False, invalid_row_handler=on_invalid),
+        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                            strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
 
 
 def _blank_rows(table: pa.Table) -> np.ndarray:
