@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,9 +30,11 @@ GOAL_RSS_MB = 1536
 def child(job: str, name: str, root: str, out: str) -> None:
     """Runs in a fresh process: time one job, print {seconds, peak_rss_mb}."""
     import pandas  # noqa: F401 -- pyarrow imports it on first use: an import cost, not conversion work
+
     from converters import convert
     from converters.convert_all import convert_all
     from converters.fixtures import writer
+    from converters.memory import peak_rss_mb
 
     start = time.perf_counter()
     result = {}
@@ -45,14 +46,6 @@ def child(job: str, name: str, root: str, out: str) -> None:
         result = {"rows": sum(r.get("rows", 0) for r in convert_all(Path(root), Path(out)))}
     seconds = time.perf_counter() - start
     print(json.dumps({**result, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(job: str, name: str, root: Path, out: Path) -> dict:

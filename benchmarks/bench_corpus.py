@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import manifests
 from converters.fileio import write_json, write_parquet
+from converters.memory import peak_rss_mb
 from converters.rows import attribute_columns, box_column, make_table, prefixed
 from converters.schema import SPLITS
 
@@ -229,7 +229,7 @@ def build_in_this_process(converted: Path, out: Path) -> None:
     start, cpu_start = time.perf_counter(), time.process_time()
     stats = build_corpus(converted, out, timings=timings)
     total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"timings": timings, "total_s": round(total, 2), "cpu_s": round(cpu, 2), "load": os.getloadavg()[0], "peak_rss_mb": round(peak_mb),
                       "pairs": stats["corpus"]["pairs"], "images": stats["corpus"]["images"],
                       "faces": stats["corpus"]["faces"], "hygiene": stats["hygiene"],

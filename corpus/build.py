@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 import converters
 from converters.errors import UserError
 from converters.fileio import write_jsonl, write_parquet
+from converters.memory import peak_rss_mb
 from converters.schema import RECORD_SCHEMA, SPLITS
 from converters.splits import DEFAULT_RATIOS, DEFAULT_SEED
 
@@ -123,7 +123,7 @@ class StageClock:
         start = time.perf_counter()
         yield
         seconds = round(time.perf_counter() - start, 3)
-        peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+        peak_mb = round(peak_rss_mb())
         self.times[stage] = {"seconds": seconds, "peak_rss_mb": peak_mb}
         log.info("%s: %.2f s, peak RSS %d MB", stage, seconds, peak_mb)
 
