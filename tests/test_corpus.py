@@ -8,7 +8,6 @@ The family fixture (faces by CelebA id; HQ = a CelebA-HQ index and its origin):
     celeba_text_hq hq0 train, hq2 test, hq3 train with no origin_id (found through mm_celeba_hq)
 """
 import hashlib
-import importlib.util
 import json
 import signal
 import subprocess
@@ -176,8 +175,7 @@ def test_pairs_order_schema_and_parts(family, tmp_path):
     assert [p["image_id"] for p in pairs if p["dataset"] == "celeba"] == [f"celeba/{i:06d}" for i in range(1, 11)]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="datasets not installed")
-def test_loads_with_hugging_face_datasets(family, tmp_path):
+def test_loads_with_hugging_face_datasets(family, tmp_path):  # `datasets` is a dev dependency
     import datasets
 
     build_corpus(family, tmp_path / "corpus")
