@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import mmap
 import os
 from pathlib import Path
 from typing import Literal
@@ -20,12 +19,11 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 
 from .base import IMAGE_EXTENSIONS, UNSAFE_PATH, Converter
 from .errors import UserError
 from .rows import attribute_columns, box_column, make_table, prefixed, stems
-from .tables import Columns, read_csv
+from .tables import read_csv
 
 CSV_FILES = ("training.csv", "validation.csv")
 CSV_IMAGE_DIR = "Manually_Annotated_Images"
@@ -82,7 +80,7 @@ class AffectNet(Converter):
         parts = []
         for name in CSV_FILES:
             path = self.find_file(name)
-            table = read_wide_csv(path, self.rel(path), CSV_COLUMNS, self.reject)
+            table = read_csv(path, self.rel(path), CSV_COLUMNS, self.reject)
             self.count_records(table.records)
             split = self.manifest["labels"]["split"][name]
             parts.append({"source": table.sources(), "split": pa.array([split] * len(table), pa.string()),
@@ -253,72 +251,7 @@ def fixed_decimals(values: np.ndarray, decimals: int, absent: np.ndarray) -> pa.
     return pc.if_else(pa.array(absent), pa.scalar(None, pa.string()), text)
 
 
-# -- readers: a wide CSV without its unused columns, and 0-d .npy files without np.load's overhead --
-def read_wide_csv(path: Path, rel: str, required: list[str], reject) -> Columns:
-    """`tables.read_csv` for a CSV too big to hold whole: pyarrow parses it in C++ and keeps only the
-    required columns (AffectNet's 136 landmarks a row are never materialised)."""
-    try:
-        with open(path, "rb") as f:  # mapped, not copied: ~450 MB
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    if data.find(b'"') >= 0:  # quoted fields: the generic reader does the quoting
-        return read_csv(path, rel, required, reject)
-    head, header = csv_header(data, path, required)
-    bad: dict[int, str] = {}  # line number -> why it is malformed ("" for a line of blanks)
-
-    def on_invalid(row) -> str:
-        bad[row.number] = f"expected {row.expected_columns} fields, found {row.actual_columns}" if row.text.strip() else ""
-        return "skip"
-
-    try:
-        table = pcsv.read_csv(
-            pa.BufferReader(pa.py_buffer(data)),
-            read_options=pcsv.ReadOptions(column_names=header, skip_rows=head + 1, use_threads=False),  # faster here
-            parse_options=pcsv.ParseOptions(quote_char=False, ignore_empty_lines=False, invalid_row_handler=on_invalid),
-            convert_options=pcsv.ConvertOptions(include_columns=required, strings_can_be_null=False,
-                                                column_types={c: pa.string() for c in required}))
-    except pa.ArrowInvalid:  # not UTF-8: the generic reader replaces the bad bytes
-        return read_csv(path, rel, required, reject)
-    numbers = np.arange(head + 2, head + 2 + table.num_rows + len(bad))  # every line is a row or went to on_invalid
-    numbers = numbers[~np.isin(numbers, list(bad))]
-    blank = np.logical_and.reduce([pc.binary_length(table[c]).to_numpy() == 0 for c in required])
-    if blank.any():  # an empty line reads as a row of empty fields; a row of commas is a record
-        blank[blank] = [not line.strip() for line in lines_at(data, numbers[blank])]
-        table, numbers = table.filter(pa.array(~blank)), numbers[~blank]
-    for number, detail in sorted(bad.items()):
-        if detail:
-            reject(f"{rel}:{number}", "malformed line", detail)
-    columns = {c: pc.utf8_trim_whitespace(table[c].combine_chunks()) for c in required}
-    return Columns(rel, list(required), columns, numbers, sum(1 for d in bad.values() if d))
-
-
-def csv_header(data: bytes | mmap.mmap, path: Path, required: list[str]) -> tuple[int, list[str]]:
-    """Index and names of the first non-blank line, which must name the required columns."""
-    offset = index = 0
-    while offset < len(data):
-        end = data.find(b"\n", offset) % (len(data) + 1)  # -1 (no newline) -> the end of the data
-        line = data[offset:end].decode("utf-8-sig", errors="replace").strip()
-        if line:
-            header = [h.strip() for h in line.split(",")]
-            missing = [name for name in required if name not in header]
-            if missing:
-                raise UserError(f"{path}:{index + 1}: header lacks column(s) {', '.join(missing)} "
-                                f"(found: {', '.join(header)})")
-            return index, header
-        offset, index = end + 1, index + 1
-    raise UserError(f"{path}: empty file, expected a CSV header with {', '.join(required)}")
-
-
-def lines_at(data: bytes | mmap.mmap, numbers: np.ndarray) -> list[bytes]:
-    """The lines with these 1-based numbers (a numpy scan for the newlines, 64 MB at a time)."""
-    buf = np.frombuffer(data, np.uint8)
-    chunk = 1 << 26
-    ends = np.concatenate([np.flatnonzero(buf[i:i + chunk] == 10) + i for i in range(0, len(buf), chunk)] + [[len(buf)]])
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    return [data[starts[k - 1]:ends[k - 1]] for k in numbers]
-
-
+# -- reader: 0-d .npy files without np.load's overhead --
 def read_npy_scalars(folder: Path, names: list[str], present: frozenset) -> tuple[list, list]:
     """The value (as text) of each single-value .npy file (None where absent) and a problem per file ("" = none).
 

@@ -7,7 +7,6 @@ blank lines are not records and are skipped silently.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,22 +44,21 @@ class Columns:
 
 
 def read_bytes(path: Path) -> bytes:
-    """A text file as UTF-8 bytes with `\\n` line ends and no BOM (undecodable bytes become U+FFFD)."""
+    """A text file's bytes with `\\n` line ends and no BOM. UTF-8 is checked by the parser, not here,
+    so a 450 MB annotation file is held once, not decoded into a second copy."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        data = data.decode("utf-8", errors="replace").encode("utf-8")
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data
 
 
 def read_text(path: Path) -> str:
-    return read_bytes(path).decode("utf-8")
+    return read_bytes(path).decode("utf-8", errors="replace")
 
 
 def head_lines(path: Path, n: int, max_bytes: int = 1 << 16) -> list[str]:
@@ -89,19 +87,27 @@ def squeeze_whitespace(data: bytes) -> bytes:
     return chars[~(space & before_break)].tobytes()
 
 
-def parse_rows(data: bytes, names: list[str], rel: str, reject, *, first_line: int, delimiter: str, quoted: bool) -> Columns:
-    """Parse the lines from `first_line` (1-based) on into string columns `names`."""
+def parse_rows(data: bytes, names: list[str], rel: str, reject, *, first_line: int, delimiter: str, quoted: bool,
+               keep: list[str] | None = None) -> Columns:
+    """Parse the lines from `first_line` (1-based) on into string columns `names` (only `keep` ones built)."""
+    keep = list(keep or names)
     try:
-        return _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_threads=True)
-    except _LineNumbersUnknown:  # an invalid row in a later block: only a single-threaded parse numbers it
-        return _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_threads=False)
+        try:
+            return _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads=True)
+        except _LineNumbersUnknown:  # an invalid row in a later block: only a single-threaded parse numbers it
+            return _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads=False)
+    except pa.ArrowInvalid as e:
+        if "UTF8" not in str(e) and "UTF-8" not in str(e):
+            raise
+    data = data.decode("utf-8", errors="replace").encode("utf-8")  # undecodable bytes become U+FFFD
+    return _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads=False)
 
 
 class _LineNumbersUnknown(Exception):
     pass
 
 
-def _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_threads) -> Columns:
+def _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads) -> Columns:
     bad: dict[int, str] = {}
     unnumbered = []
 
@@ -116,7 +122,7 @@ def _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_thr
         return "skip"
 
     try:
-        table = _read(data, names, first_line, delimiter, quoted, use_threads, on_invalid)
+        table = _read(data, names, keep, first_line, delimiter, quoted, use_threads, on_invalid)
     except pa.ArrowInvalid:
         if unnumbered:
             raise _LineNumbersUnknown from None
@@ -127,7 +133,7 @@ def _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_thr
         numbers = numbers[~np.isin(numbers, np.fromiter(bad, dtype=np.int64))]
     if len(numbers) != table.num_rows:
         raise RuntimeError(f"{rel}: line bookkeeping failed ({len(numbers)} lines for {table.num_rows} rows)")
-    blank = _blank_rows(table)  # pyarrow reads an empty line as a row of empty fields
+    blank = np.isin(numbers, empty_lines(data))  # pyarrow reads an empty line as a row of empty fields
     if blank.any():
         table, numbers = table.filter(pa.array(~blank)), numbers[~blank]
     malformed = 0
@@ -135,28 +141,28 @@ def _parse_rows(data, names, rel, reject, first_line, delimiter, quoted, use_thr
         if detail:
             reject(f"{rel}:{number}", "malformed line", detail)
             malformed += 1
-    columns = {name: table.column(name).combine_chunks() for name in names}
-    return Columns(rel, list(names), columns, numbers, malformed)
+    columns = {name: table.column(name).combine_chunks() for name in keep}
+    return Columns(rel, keep, columns, numbers, malformed)
 
 
-def _read(data, names, first_line, delimiter, quoted, use_threads, on_invalid) -> pa.Table:
+def _read(data, names, keep, first_line, delimiter, quoted, use_threads, on_invalid) -> pa.Table:
     return pcsv.read_csv(
-        io.BytesIO(data),
+        pa.BufferReader(pa.py_buffer(data)),
         read_options=pcsv.ReadOptions(column_names=names, skip_rows=first_line - 1, use_threads=use_threads),
         parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False,
                                         ignore_empty_lines=False, invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names},
+        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in keep}, include_columns=keep,
                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
 
 
-def _blank_rows(table: pa.Table) -> np.ndarray:
-    blank = np.ones(table.num_rows, dtype=bool)
-    for column in table.columns:
-        blank &= pc.equal(pc.binary_length(column), 0).to_numpy(zero_copy_only=False)
-        if not blank.any():
-            break
-    return blank
+def empty_lines(data: bytes) -> np.ndarray:
+    """1-based numbers of the lines with no character at all."""
+    if b"\n\n" not in data and not data.startswith(b"\n"):
+        return np.zeros(0, dtype=np.int64)
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return np.flatnonzero(starts == ends) + 1
 
 
 def read_table(path: Path, rel: str, names: list[str], reject, *, sep: str | None = None, skip_lines: int = 0) -> Columns:
@@ -168,16 +174,28 @@ def read_table(path: Path, rel: str, names: list[str], reject, *, sep: str | Non
 
 
 def read_csv(path: Path, rel: str, required: list[str], reject) -> Columns:
-    """A CSV with a header row; columns are found by name (any order, extra columns ignored)."""
+    """A CSV with a header row; columns are found by name (any order). Only the required columns are
+    built: AffectNet's 136 landmarks a row are tokenized, never materialised."""
     data = read_bytes(path)
-    lines = data.split(b"\n", 64)
-    header_index = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if header_index is None:
-        raise UserError(f"{path}: empty file, expected a CSV header with {', '.join(required)}")
-    header = [h.strip().strip('"') for h in lines[header_index].decode("utf-8").split(",")]
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise UserError(f"{path}:{header_index + 1}: header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})")
-    table = parse_rows(data, header, rel, reject, first_line=header_index + 2, delimiter=",", quoted=True)
+    header_line, header = csv_header(data, path, required)
+    table = parse_rows(data, header, rel, reject, first_line=header_line + 1, delimiter=",", quoted=b'"' in data,
+                       keep=required)
     columns = {name: pc.utf8_trim_whitespace(table.columns[name]) for name in required}
     return Columns(rel, required, columns, table.line, table.malformed)
+
+
+def csv_header(data: bytes, path: Path, required: list[str]) -> tuple[int, list[str]]:
+    """The 1-based number and the names of the first non-blank line, which must name the required columns."""
+    offset, number = 0, 1
+    while offset < len(data):
+        end = data.find(b"\n", offset)
+        end = len(data) if end < 0 else end
+        line = data[offset:end].decode("utf-8", errors="replace").strip()
+        if line:
+            header = [h.strip().strip('"') for h in line.split(",")]
+            missing = [name for name in required if name not in header]
+            if missing:
+                raise UserError(f"{path}:{number}: header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})")
+            return number, header
+        offset, number = end + 1, number + 1
+    raise UserError(f"{path}: empty file, expected a CSV header with {', '.join(required)}")
