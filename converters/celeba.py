@@ -81,14 +81,8 @@ class CelebA(Converter):
 
     def splits(self, names: pa.Array, partition: dict) -> pa.Array:
         path = self.find_file(*PARTITION_FILES)
-        ignore = lambda *a: None  # noqa: E731 -- partition lines are not records: a bad one just leaves no split
-        if path.suffix.lower() == ".csv":
-            table = read_csv(path, self.rel(path), ["image_id", "partition"], ignore)
-            keys, values = table["image_id"], table["partition"]
-        else:
-            table = read_table(path, self.rel(path), ["image", "partition"], ignore)
-            keys, values = table["image"], table["partition"]
-        return map_values(values, partition).take(pc.index_in(names, value_set=keys))
+        keys, splits = read_partition(path, self.rel(path), partition)
+        return splits.take(pc.index_in(names, value_set=keys))
 
     def identities(self, names: pa.Array) -> pa.Array | None:
         path = self.find_file(IDENTITY_FILE, required=False)
@@ -105,6 +99,22 @@ class CelebA(Converter):
             keys.append(renamed["key"] if renamed else key_name(a))
             values.append(map_values(cols[a], {k: v for k, v in renamed.items() if k != "key"}) if renamed else cols[a])
         return attribute_columns(self.name, keys, values)
+
+
+def read_partition(path: Path, rel: str, codes: dict) -> tuple[pa.Array, pa.Array]:
+    """`list_eval_partition` (official text or Kaggle CSV): image file names and their splits.
+
+    Partition lines are not records: a malformed one, or an unknown code (null split), just leaves
+    its image without a split, which the converter reports.
+    """
+    def ignore(*_):
+        pass
+
+    if path.suffix.lower() == ".csv":
+        table = read_csv(path, rel, ["image_id", "partition"], ignore)
+    else:
+        table = read_table(path, rel, ["image_id", "partition"], ignore)
+    return table["image_id"], map_values(table["partition"], codes)
 
 
 CONVERTER = CelebA

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import os
 import re
 from pathlib import Path
@@ -27,12 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import SEARCH_DEPTH, UNSAFE_PATH, Converter
+from .celeba import read_partition
 from .celeba_hq import HEADER as MAPPING_HEADER
 from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
 from .errors import UserError
-from .rows import attribute_columns, key_name, later_duplicates, make_table, map_values, prefixed, stems
+from .rows import attribute_columns, key_name, later_duplicates, make_table, normalise_text, prefixed, stems
 from .splits import hash_split
-from .tables import Columns, read_csv, read_table, read_text
+from .tables import Columns, read_json, read_table, read_text
 
 CAPTION_FILES = {"standard": "captions.json", "hq": "captions_hq.json"}
 LABEL_FILE = "combined_annotation.txt"
@@ -174,15 +174,11 @@ class CelebADialog(Converter):
                               + ("no list_eval_partition found (pass partition=PATH)" if path is None
                                  else "HQ faces need the CelebA-HQ mapping to use it"))
             return None
-        ignore = lambda *a: None  # noqa: E731 -- partition lines are not records: a bad one just leaves no split
-        if path.suffix.lower() == ".csv":  # the Kaggle mirror
-            table = read_csv(path, self.shown(path), ["image_id", "partition"], ignore)
-        else:
-            table = read_table(path, self.shown(path), ["image_id", "partition"], ignore)
-        if not len(table):
+        names, splits = read_partition(path, self.shown(path), codes)
+        if not len(names):
             raise UserError(f"{path}: no partition lines; expected lines like '000001.jpg 0'")
         self.notes.append(f"split: CelebA's partition from {self.shown(path)}")
-        return {"ids": prefixed("celeba/", file_stems(table["image_id"])), "split": map_values(table["partition"], codes)}
+        return {"ids": prefixed("celeba/", stems(names)), "split": splits}
 
     # -- rows -----------------------------------------------------------------------------
     def caption_rows(self, path: Path, keys: dict) -> pa.Table:
@@ -190,7 +186,7 @@ class CelebADialog(Converter):
         caps = read_captions(path, keys, self.attributes)
         self.count_records(len(caps.names))
         cols = {"source": pc.binary_join_element_wise(rel, caps.names, ":"), "name": caps.names,
-                "text": normalise_spaces(caps.overall)}
+                "text": normalise_text(caps.overall)}
         cols = self.reject_where(cols, ~caps.wellformed, "malformed entry",
                                  f"expected an object whose {keys['overall']} is a string")
         cols = self.reject_where(cols, blank(cols["text"]), "empty caption")
@@ -205,7 +201,7 @@ class CelebADialog(Converter):
     def attribute_captions(self, rel: str, caps: Captions) -> dict:
         parts = []
         for attribute in self.attributes:
-            texts = normalise_spaces(caps.wise[attribute])
+            texts = normalise_text(caps.wise[attribute])
             keep = pa.array(~blank(texts) & caps.wellformed)
             names = caps.names.filter(keep)
             parts.append({"source": pc.binary_join_element_wise(rel, names, attribute, ":"), "name": names,
@@ -253,7 +249,7 @@ class CelebADialog(Converter):
         cols["image"] = prefixed(self.image_prefix, cols["name"])
         on_disk = pc.is_in(cols["name"], value_set=self.image_names).to_numpy(zero_copy_only=False)
         cols = self.reject_where(cols, ~on_disk, "image missing", cols["image"])
-        stem = file_stems(cols["name"])
+        stem = stems(cols["name"])
         cols["image_id"] = prefixed(ID_PREFIX[self.version], stem)
         if self.mapping is not None:
             cols["origin_id"] = origin_ids(stem, self.mapping)
@@ -292,7 +288,7 @@ def read_captions(path: Path, keys: dict, attributes: list[str]) -> Captions:
     collecting = gc.isenabled()
     gc.disable()  # 1.2M fresh dicts would trigger repeated full collections that find nothing to free
     try:
-        return caption_columns(load_json(path), path, keys, attributes)
+        return caption_columns(read_json(path), path, keys, attributes)
     finally:
         if collecting:
             gc.enable()
@@ -348,30 +344,6 @@ def read_head(path: Path) -> str:
             return f.read(HEAD_BYTES).decode("utf-8-sig", errors="replace")
     except OSError:
         return ""
-
-
-def load_json(path: Path):
-    try:
-        return json.loads(path.read_bytes())
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text; expected a JSON file") from None
-
-
-def normalise_spaces(values: pa.Array) -> pa.Array:
-    """rows.normalise_text's exact result, ~9x faster: only runs of 2+ whitespace characters and lone
-    tabs or newlines are replaced (rewriting every single space is what makes a plain `\\s+` slow)."""
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(values, r"\s{2,}|[\t\n\f\r]", " "))
-
-
-def file_stems(names: pa.Array) -> pa.Array:
-    """rows.stems, with a fast path (a slice instead of a regex) when every name ends in `.jpg`."""
-    if len(names) and pc.all(pc.ends_with(names, ".jpg")).as_py():
-        return pc.utf8_slice_codeunits(names, 0, -4)
-    return stems(names)
 
 
 def blank(values: pa.Array) -> np.ndarray:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from json.encoder import encode_basestring as quote
 import os
 from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring as quote
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,8 @@ def write_json(obj: Any, path: Path) -> None:
 
 def write_jsonl(rows: Iterable[dict], path: Path) -> None:
     """One JSON object per line, exactly as json.dumps(row, ensure_ascii=False) writes it."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(_json_line(row) for row in rows)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(_json_line(row) for row in rows)
 
 
 def _json_line(row: dict) -> str:

@@ -103,6 +103,8 @@ def make_table(n: int, **columns) -> pa.Table:
 
 def stems(names: pa.Array) -> pa.Array:
     """File names without their extension (`000001.jpg` -> `000001`)."""
+    if len(names) and pc.all(pc.ends_with(names, ".jpg")).as_py():  # the usual case: a slice, not a regex
+        return pc.utf8_slice_codeunits(names, 0, -4)
     return pc.replace_substring_regex(names, r"\.[^./]*$", "")
 
 

@@ -7,6 +7,7 @@ blank lines are not records and are skipped silently.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,18 @@ def read_bytes(path: Path) -> bytes:
 
 def read_text(path: Path) -> str:
     return read_bytes(path).decode("utf-8", errors="replace")
+
+
+def read_json(path: Path):
+    """A JSON file; unreadable or invalid JSON is a user error naming the file and line."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; expected a JSON file") from None
 
 
 def head_lines(path: Path, n: int, max_bytes: int = 1 << 16) -> list[str]:
