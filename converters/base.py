@@ -191,6 +191,9 @@ class Converter:
             raise RuntimeError(f"{self.name}: {summary['records_in']} records in, but {summary['rows']} rows "
                                f"+ {summary['rejects']['total']} rejects out; a converter lost records")
         out = Path(out)
+        # The summary marks a complete conversion: drop an older one first, so a run killed between
+        # the files below never leaves a new Parquet file beside a stale summary.
+        (out / f"{self.name}.summary.json").unlink(missing_ok=True)
         write_parquet(table, out / f"{self.name}.parquet")
         write_jsonl(self.rejects, out / f"{self.name}.rejects.jsonl")
         write_json(summary, out / f"{self.name}.summary.json")

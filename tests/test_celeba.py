@@ -90,3 +90,22 @@ def test_wrong_header_names_the_file_and_line(tmp_path):
     attr.write_text(attr.read_text().replace("Bald", "Baldness", 1))
     with pytest.raises(UserError, match=r"list_attr_celeba.txt:2: attribute names differ.*Baldness"):
         convert("celeba", root, tmp_path / "out")
+
+
+def test_a_killed_rerun_leaves_no_stale_summary(tmp_path, monkeypatch):
+    from converters import base, convert
+
+    fixture.write_sample(tmp_path / "celeba")
+    convert("celeba", tmp_path / "celeba", tmp_path / "out")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "write_jsonl", killed)  # dies after the Parquet file, before the summary
+    with pytest.raises(KeyboardInterrupt):
+        convert("celeba", tmp_path / "celeba", tmp_path / "out")
+    assert not (tmp_path / "out" / "celeba.summary.json").exists()
+    assert not list((tmp_path / "out").glob(".*tmp*"))  # no temporary file left behind
+    monkeypatch.undo()
+    convert("celeba", tmp_path / "celeba", tmp_path / "out")
+    assert (tmp_path / "out" / "celeba.summary.json").exists()
