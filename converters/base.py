@@ -12,6 +12,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
@@ -194,8 +195,10 @@ class Converter:
         # The summary marks a complete conversion: drop an older one first, so a run killed between
         # the files below never leaves a new Parquet file beside a stale summary.
         (out / f"{self.name}.summary.json").unlink(missing_ok=True)
-        write_parquet(table, out / f"{self.name}.parquet")
-        write_jsonl(self.rejects, out / f"{self.name}.rejects.jsonl")
+        with ThreadPoolExecutor(1) as pool:  # Parquet encoding runs in C++ beside the Python rejects writer
+            parquet = pool.submit(write_parquet, table, out / f"{self.name}.parquet")
+            write_jsonl(self.rejects, out / f"{self.name}.rejects.jsonl")
+            parquet.result()
         write_json(summary, out / f"{self.name}.summary.json")
         return summary
 
