@@ -101,7 +101,8 @@ def _ratios(text: str) -> tuple[float, ...]:
 def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, gpus, batch_size, loader_workers, precision, shard_size,
                     num_nodes, node_rank) -> None:
     """Encode every unique face once to 256 VQGAN codes, into resumable WebDataset shards."""
-    from corpus.tokenize import default_loader_workers, tokenize_images as run
+    from corpus.tokenize import default_loader_workers
+    from corpus.tokenize import tokenize_images as run
 
     summary = run(corpus_dir, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, gpus=gpus, batch_size=batch_size,
                   loader_workers=loader_workers if loader_workers is not None else default_loader_workers(gpus),

@@ -36,7 +36,7 @@ def test_convert_prints_summary(tmp_path):
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
     proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *args, "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, cwd=tmp_path)
+                          capture_output=True, text=True, cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith(message), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
