@@ -29,6 +29,7 @@ from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
 from .errors import UserError
 from .rows import make_table, normalise_text, prefixed
 from .safe_pickle import as_names, load_data_pickle
+from .tables import read_bytes
 
 CAPTION_SUFFIX = ".txt"
 REPLACEMENT = "\ufffd"
@@ -92,24 +93,9 @@ def stem_of(names: pa.Array) -> pa.Array:
 
 
 # -- caption lines ----------------------------------------------------------------------------
-def read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read caption file ({e.strerror})") from None
-    data = data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+def ended(data: bytes) -> bytes:
+    """A file's bytes ending in a newline, so that joined files never run one line into the next."""
     return data if not data or data.endswith(b"\n") else data + b"\n"
-
-
-def normalised(lines: pa.Array) -> pa.Array:
-    """`normalise_text(lines)`, running its regex only on the lines it would change (a regex
-    replacement over every space of 300k captions costs seconds)."""
-    trimmed = pc.utf8_trim_whitespace(lines)
-    inner = pc.match_substring_regex(trimmed, r"\s\s|[\t\n\f\r]").to_numpy(zero_copy_only=False)
-    if not inner.any():
-        return trimmed
-    return pc.replace_with_mask(trimmed, pa.array(inner), normalise_text(trimmed.filter(pa.array(inner))))
 
 
 def read_captions(conv: Converter, folder: Path, per_file: int) -> Captions:
@@ -117,7 +103,7 @@ def read_captions(conv: Converter, folder: Path, per_file: int) -> Captions:
     names = caption_files(folder)
     if not names:
         raise UserError(f"{conv.name}: no .txt caption files in {folder}; expected one <name>.txt per image")
-    blobs = [read_bytes(f"{folder}/{name}") for name in names]
+    blobs = [ended(read_bytes(folder / name)) for name in names]
     lines_per_file = np.array([b.count(b"\n") for b in blobs], dtype=np.int64)
     # one decode and one split for all files: each file ends with '\n', so no line straddles two files
     decoded = b"".join(blobs).decode("utf-8", errors="replace")
@@ -126,7 +112,7 @@ def read_captions(conv: Converter, folder: Path, per_file: int) -> Captions:
     first_line = np.cumsum(lines_per_file) - lines_per_file  # index of each file's line 1
     line_number = np.arange(len(file_of_line)) - np.repeat(first_line, lines_per_file) + 1
 
-    text = normalised(lines)
+    text = normalise_text(lines)
     keep = pc.not_equal(text, "").to_numpy(zero_copy_only=False)
     file_of_line, line_number = file_of_line[keep], line_number[keep]
     conv.count_records(len(file_of_line))
@@ -162,7 +148,7 @@ def clean_texts(conv: Converter, columns: dict, any_replacement: bool) -> dict:
                                > pc.count_substring_regex(text, r"\pL").to_numpy(zero_copy_only=False))
         columns = conv.reject_where(columns, undecodable, "undecodable text", "more U+FFFD than letters")
         marked = pa.array(marked[~undecodable])
-        cleaned = normalised(pc.replace_substring_regex(columns["text"].filter(marked), REPLACEMENT + "+", " "))
+        cleaned = normalise_text(pc.replace_substring_regex(columns["text"].filter(marked), REPLACEMENT + "+", " "))
         columns["text"] = pc.replace_with_mask(columns["text"], marked, cleaned)
     readable = pc.match_substring_regex(columns["text"], r"[\pL\pN]").to_numpy(zero_copy_only=False)
     return conv.reject_where(columns, ~readable, "empty caption", "no letter or digit")

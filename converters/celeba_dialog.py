@@ -268,7 +268,6 @@ class CelebADialog(Converter):
 
     def summary(self, table: pa.Table) -> dict:
         summary = super().summary(table)
-        summary["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in summary["options"].items()}
         if self.version == "hq":
             summary["expected"]["official"] = self.manifest["counts"]["official_hq"]
         return summary

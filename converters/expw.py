@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from .base import Converter
 from .errors import UserError
-from .rows import attribute_columns, box_column, make_table, prefixed, stems
+from .rows import attribute_columns, box_column, first_positions, make_table, prefixed, stems
 from .splits import hash_split
 from .tables import read_table
 
@@ -96,13 +96,6 @@ class ExpW(Converter):
         for i, name in enumerate(BOX):
             cols[name] = np.where(bad, 0, box[:, i]).astype(np.int64)
         return self.reject_where(cols, bad, "degenerate box", pa.array(detail.tolist(), pa.string()))
-
-
-def first_positions(values: pa.Array) -> np.ndarray:
-    """For each row, the position of the first row holding the same value."""
-    codes = pc.index_in(values, value_set=pc.unique(values)).to_numpy(zero_copy_only=False)
-    _, first_of_code = np.unique(codes, return_index=True)  # codes are 0..k-1, all present
-    return first_of_code[codes]
 
 
 CONVERTER = ExpW
