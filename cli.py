@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from converters.errors import UserError
+from common.errors import UserError
 
 
 def user_errors(fn):
@@ -101,8 +101,8 @@ def _ratios(text: str) -> tuple[float, ...]:
 def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, gpus, batch_size, loader_workers, precision, shard_size,
                     num_nodes, node_rank) -> None:
     """Encode every unique face once to 256 VQGAN codes, into resumable WebDataset shards."""
-    from corpus.tokenize import default_loader_workers
-    from corpus.tokenize import tokenize_images as run
+    from facetokens.tokenize_images import default_loader_workers
+    from facetokens.tokenize_images import tokenize_images as run
 
     summary = run(corpus_dir, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, gpus=gpus, batch_size=batch_size,
                   loader_workers=loader_workers if loader_workers is not None else default_loader_workers(gpus),
@@ -117,7 +117,7 @@ def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, gpus, batch_size,
 @user_errors
 def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> None:
     """Write the VQGAN weights as safetensors once, so later runs load no pickle at all."""
-    from corpus.vqgan import convert_vqgan as run
+    from facetokens.vqgan import convert_vqgan as run
 
     click.echo(str(run(vqgan_config, vqgan_ckpt, out)))
 
@@ -131,7 +131,7 @@ def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> Non
 @user_errors
 def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path, samples: int) -> None:
     """Decode a sample of shards back through the VQGAN: original, reconstruction, error and texts side by side."""
-    from corpus.preview import preview as run
+    from facetokens.preview import preview as run
 
     click.echo(json.dumps(run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples), indent=2, default=str))
 

@@ -28,9 +28,9 @@ def write_samples(root: Path) -> list[str]:
 def run_demo(out: Path) -> str:
     """Sample datasets -> convert all -> build-corpus -> tokenize-images (tiny random VQGAN) -> preview."""
     from corpus.build import build_corpus
-    from corpus.preview import preview
-    from corpus.tokenize import tokenize_images
-    from corpus.vqgan import write_tiny_vqgan
+    from facetokens.preview import preview
+    from facetokens.tokenize_images import tokenize_images
+    from facetokens.vqgan import write_tiny_vqgan
 
     out = Path(out)
     write_samples(out / "datasets")

@@ -31,10 +31,10 @@ def child(job: str, name: str, root: str, out: str) -> None:
     """Runs in a fresh process: time one job, print {seconds, peak_rss_mb}."""
     import pandas  # noqa: F401 -- pyarrow imports it on first use: an import cost, not conversion work
 
+    from common.memory import peak_rss_mb
     from converters import convert
     from converters.convert_all import convert_all
     from converters.fixtures import writer
-    from converters.memory import peak_rss_mb
 
     start = time.perf_counter()
     result = {}

@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import manifests
-from converters.fileio import write_json, write_parquet
-from converters.memory import peak_rss_mb
+from common.fileio import write_json, write_parquet
+from common.memory import peak_rss_mb
+from common.records import SPLITS
 from converters.rows import attribute_columns, box_column, make_table, prefixed
-from converters.schema import SPLITS
 
 GOAL_SECONDS = 60
 GOAL_RSS_MB = 3072

@@ -1,7 +1,7 @@
 """tokenize-images benchmark: image preparation, end to end against the encoder alone, against the naive loop.
 
 Generates its own photo-like JPEGs (1024x1024 and CelebA's 178x218) and a tiny random VQGAN, then:
-  1. decode + crop + resize, images/s on one core: `corpus.images.prepare_face` (JPEG draft decoding)
+  1. decode + crop + resize, images/s on one core: `facetokens.images.prepare_face` (JPEG draft decoding)
      against plain Pillow open -> convert -> resize. Goal: >= 3x on the 1024x1024 photos.
   2. `tokenize_images` end to end (CPU, one encoder process, loader workers, shard writing) against
      the encoder alone on pre-decoded tensors with the same batch size and threads. Goal: >= 80%.
@@ -65,7 +65,7 @@ def write_photos(folder: Path, size: tuple[int, int], count: int, tag: str) -> l
 def write_corpus(folder: Path, paths: list[Path]) -> Path:
     import pyarrow as pa
 
-    from converters.fileio import write_parquet
+    from common.fileio import write_parquet
     from converters.rows import make_table
     from converters.schema import BOX_TYPE
 
@@ -90,7 +90,7 @@ def images_per_s(fn, paths: list[Path]) -> float:
 
 def bench_decode(sets: dict[str, list[Path]], rounds: int = 5) -> dict[str, tuple[float, float]]:
     """Ours and plain Pillow alternately, `rounds` times; the best round of each (least disturbed by other load)."""
-    from corpus.images import plain_prepare, prepare_face
+    from facetokens.images import plain_prepare, prepare_face
 
     results = {}
     print(f"\n1. decode + crop + resize to 256x256, one core (images/s; best of {rounds} alternating rounds)")
@@ -121,7 +121,7 @@ def encoder_alone(model, arrays: list[np.ndarray], batch_size: int) -> float:
     """faces/s of the encoder on pre-decoded uint8 faces, normalised and batched as the pipeline does."""
     import torch
 
-    from corpus.tokenize import encode_batch
+    from facetokens.tokenize_images import encode_batch
 
     tensors = [torch.from_numpy(np.stack(arrays[i:i + batch_size])) for i in range(0, len(arrays), batch_size)]
     start = time.perf_counter()
@@ -147,9 +147,9 @@ def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: i
     """Encoder alone and tokenize_images, interleaved `rounds` times; the best round of each is compared."""
     import torch
 
-    from corpus.images import prepare_face
-    from corpus.tokenize import cpu_cores, tokenize_images
-    from corpus.vqgan import load_vqgan
+    from facetokens.images import prepare_face
+    from facetokens.tokenize_images import cpu_cores, tokenize_images
+    from facetokens.vqgan import load_vqgan
 
     corpus = write_corpus(folder, paths)
     threads = cpu_cores()
@@ -188,7 +188,7 @@ def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: i
 def bench_gpu(folder: Path, decode_rate_1024: float, faces: int, batch_size: int) -> None:
     import torch
 
-    from corpus.vqgan import FFHQ_CONFIG, VQGAN
+    from facetokens.vqgan import FFHQ_CONFIG, VQGAN
 
     name = torch.cuda.get_device_name(0)
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
@@ -211,7 +211,7 @@ def bench_gpu(folder: Path, decode_rate_1024: float, faces: int, batch_size: int
 def gpu_rate(model, images, bf16: bool, iters: int = 20) -> float:
     import torch
 
-    from corpus.tokenize import encode_batch
+    from facetokens.tokenize_images import encode_batch
 
     for _ in range(3):
         encode_batch(model, images, "cuda", bf16)
@@ -226,8 +226,8 @@ def gpu_rate(model, images, bf16: bool, iters: int = 20) -> float:
 def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
     from safetensors.torch import save_file
 
-    from corpus.tokenize import cpu_cores, tokenize_images
-    from corpus.vqgan import FFHQ_CONFIG, SAFETENSORS_CONFIG_KEY, VQGAN
+    from facetokens.tokenize_images import cpu_cores, tokenize_images
+    from facetokens.vqgan import FFHQ_CONFIG, SAFETENSORS_CONFIG_KEY, VQGAN
 
     ckpt = folder / "ffhq_random.safetensors"
     model = VQGAN(FFHQ_CONFIG)
@@ -257,7 +257,7 @@ def main() -> None:
 
     import torch
 
-    from corpus.vqgan import write_tiny_vqgan
+    from facetokens.vqgan import write_tiny_vqgan
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; Python {platform.python_version()}, torch {torch.__version__}, "

@@ -10,7 +10,7 @@ import importlib
 import typing
 from pathlib import Path
 
-from .errors import UserError
+from common.errors import UserError
 
 DATASETS = (
     "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad",

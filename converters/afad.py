@@ -19,10 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import later_duplicates
+from common.errors import UserError
+from common.splits import hash_split
+
 from .base import IMAGE_EXTENSIONS, UNSAFE_PATH, Converter
-from .errors import UserError
-from .rows import attribute_columns, later_duplicates, make_table, prefixed
-from .splits import hash_split
+from .rows import attribute_columns, make_table, prefixed
 from .tables import read_table
 
 FOLDERS = {"full": "AFAD-Full", "lite": "AFAD-Lite"}  # the list file is <folder>.txt

@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.errors import UserError
+
 from .base import IMAGE_EXTENSIONS, UNSAFE_PATH, Converter
-from .errors import UserError
 from .rows import attribute_columns, box_column, make_table, prefixed, stems
 from .tables import read_csv
 

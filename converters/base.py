@@ -21,11 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import manifests
+from common.errors import UserError
+from common.fileio import write_json, write_jsonl, write_parquet
+from common.records import SPLITS
 
-from .errors import UserError
-from .fileio import write_json, write_jsonl, write_parquet
 from .rows import map_values, prefixed
-from .schema import RECORD_SCHEMA, SPLITS
+from .schema import RECORD_SCHEMA
 
 log = logging.getLogger(__name__)
 

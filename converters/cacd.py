@@ -15,10 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import later_duplicates
+from common.errors import UserError
+
 from .base import IMAGE_EXTENSIONS, Converter
-from .errors import UserError
 from .matfiles import is_v73, read_struct
-from .rows import attribute_columns, later_duplicates, make_table, prefixed, stems
+from .rows import attribute_columns, make_table, prefixed, stems
 
 META_FILE = "celebrity2000_meta.mat"  # MATLAB v5, small: preferred
 FULL_FILE = "celebrity2000.mat"  # MATLAB v7.3 with the features

@@ -24,11 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import normalise_text
+from common.errors import UserError
+from common.safe_pickle import as_names, load_data_pickle
+
 from .base import IMAGE_EXTENSIONS, Converter
 from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
-from .errors import UserError
-from .rows import make_table, normalise_text, prefixed
-from .safe_pickle import as_names, load_data_pickle
+from .rows import make_table, prefixed
 from .tables import read_bytes
 
 CAPTION_SUFFIX = ".txt"

@@ -12,9 +12,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import later_duplicates
+from common.errors import UserError
+
 from .base import Converter
-from .errors import UserError
-from .rows import attribute_columns, key_name, later_duplicates, make_table, map_values, prefixed, stems
+from .rows import attribute_columns, key_name, make_table, map_values, prefixed, stems
 from .tables import Columns, head_lines, read_csv, read_table
 
 ATTR_FILES = ("list_attr_celeba.txt", "list_attr_celeba.csv")

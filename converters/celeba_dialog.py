@@ -25,13 +25,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import later_duplicates, normalise_text
+from common.errors import UserError
+from common.splits import hash_split
+
 from .base import SEARCH_DEPTH, UNSAFE_PATH, Converter
 from .celeba import read_partition
 from .celeba_hq import HEADER as MAPPING_HEADER
 from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
-from .errors import UserError
-from .rows import attribute_columns, key_name, later_duplicates, make_table, normalise_text, prefixed, stems
-from .splits import hash_split
+from .rows import attribute_columns, key_name, make_table, prefixed, stems
 from .tables import Columns, read_json, read_table, read_text
 
 CAPTION_FILES = {"standard": "captions.json", "hq": "captions_hq.json"}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import UserError
+from common.errors import UserError
+
 from .rows import prefixed, stems
 from .tables import read_table, read_text
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from common.errors import UserError
+
 from .base import IMAGE_EXTENSIONS, Converter
 from .captions import (
     CAPTION_SUFFIX,
@@ -29,7 +31,6 @@ from .captions import (
     read_captions,
     stem_of,
 )
-from .errors import UserError
 from .tables import read_text
 
 CAPTION_DIRS = ("captions", "caption", "text")

@@ -18,9 +18,9 @@ import yaml
 from tqdm import tqdm
 
 import manifests
+from common.errors import UserError
 
 from . import DATASETS, convert
-from .errors import UserError
 
 log = logging.getLogger(__name__)
 

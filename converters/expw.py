@@ -13,10 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import first_positions
+from common.errors import UserError
+from common.splits import hash_split
+
 from .base import Converter
-from .errors import UserError
-from .rows import attribute_columns, box_column, first_positions, make_table, prefixed, stems
-from .splits import hash_split
+from .rows import attribute_columns, box_column, make_table, prefixed, stems
 from .tables import read_table
 
 LABEL_FILE = "label.lst"

@@ -20,9 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import later_duplicates
+from common.errors import UserError
+
 from .base import SEARCH_DEPTH, UNSAFE_PATH, Converter
-from .errors import UserError
-from .rows import attribute_columns, later_duplicates, make_table, stems
+from .rows import attribute_columns, make_table, stems
 from .tables import read_csv
 
 LABEL_FILES = {"train": "fairface_label_train.csv", "val": "fairface_label_val.csv"}

@@ -18,10 +18,12 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from common.arrays import later_duplicates
+from common.errors import UserError
+
 from .base import IMAGE_EXTENSIONS, Converter
 from .colors import nearest_names
-from .errors import UserError
-from .rows import attribute_columns, later_duplicates, make_table, prefixed
+from .rows import attribute_columns, make_table, prefixed
 from .tables import read_text
 
 PHOTO_DIR = "photo"

@@ -17,11 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import later_duplicates, normalise_text
+from common.errors import UserError
+from common.splits import hash_split
+
 from .base import Converter
-from .errors import UserError
 from .matfiles import MatStruct, read_struct
-from .rows import attribute_columns, later_duplicates, make_table, map_values, normalise_text, prefixed, stems
-from .splits import hash_split
+from .rows import attribute_columns, make_table, map_values, prefixed, stems
 
 REQUIRED_FIELDS = ("dob", "photo_taken", "full_path", "gender", "face_score", "second_face_score")
 UNIX_EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): numpy's datetime64 day 0

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from h5py import h5d, h5r, h5s, h5t
 
-from .errors import UserError
+from common.errors import UserError
 
 
 class MatStruct:

@@ -15,9 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.arrays import later_duplicates
+from common.errors import UserError
+
 from .base import Converter
-from .errors import UserError
-from .rows import attribute_columns, later_duplicates, make_table, map_values, prefixed, stems
+from .rows import attribute_columns, make_table, map_values, prefixed, stems
 from .tables import read_table
 
 LABEL_FILES = ("list_patition_label.txt", "list_partition_label.txt")  # the download's spelling first

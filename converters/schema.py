@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SPLITS = ("train", "val", "test")
-KINDS = ("attributes", "caption")
-
 ATTRIBUTE_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
 BOX_TYPE = pa.list_(pa.int32())
 

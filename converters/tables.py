@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .errors import UserError
+from common.errors import UserError
 
 
 @dataclass

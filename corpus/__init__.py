@@ -1,1 +1,1 @@
-"""The corpus: merge converted datasets into leak-free face-text pairs, and tokenize the faces."""
+"""The corpus stage: merge converted datasets into leak-free face-text pairs with statistics against the paper."""

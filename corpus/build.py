@@ -27,16 +27,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import converters
-from converters.errors import UserError
-from converters.fileio import write_jsonl, write_parquet
-from converters.memory import peak_rss_mb
-from converters.schema import RECORD_SCHEMA, SPLITS
-from converters.splits import DEFAULT_RATIOS, DEFAULT_SEED
+from common.arrays import encode
+from common.errors import UserError
+from common.fileio import write_jsonl, write_parquet
+from common.memory import peak_rss_mb
+from common.records import SPLITS
+from common.splits import DEFAULT_RATIOS, DEFAULT_SEED
+from converters.schema import RECORD_SCHEMA
 
 from . import card, stats
 from .converted import ConvertedSet, read_converted
 from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, Hygiene, clean_texts
-from .leakfree import SplitResolution, encode, resolve_splits
+from .leakfree import SplitResolution, resolve_splits
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from converters.fileio import atomic_path
-from converters.schema import SPLITS
+from common.fileio import atomic_path
+from common.records import SPLITS
 
 from .converted import ConvertedSet
 from .stats import CHART_PNG, STATS_MD

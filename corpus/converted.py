@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 
 import converters
 import manifests
-from converters.errors import UserError
-from converters.schema import KINDS, RECORD_SCHEMA, SPLITS
+from common.errors import UserError
+from common.records import KINDS, SPLITS
+from converters.schema import RECORD_SCHEMA
 
 log = logging.getLogger(__name__)
 

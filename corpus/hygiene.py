@@ -13,10 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from converters.rows import normalise_text
-from converters.schema import KINDS
-
-from .leakfree import encode, to_numpy
+from common.arrays import encode, normalise_text, to_numpy
+from common.records import KINDS
 
 EMPTY_TEXT = "empty text"
 DUPLICATE_PAIR = "duplicate pair"

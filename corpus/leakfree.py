@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from converters.rows import later_duplicates
-from converters.schema import SPLITS
-from converters.splits import hash_split
+from common.arrays import encode, later_duplicates, to_numpy
+from common.records import SPLITS
+from common.splits import hash_split
 
 HELD_OUT_ORDER = SPLITS  # rank = position: train 0 < val 1 < test 2; the higher rank wins a conflict
 
@@ -49,23 +49,6 @@ def split_names(ranks: np.ndarray) -> pa.Array:
 
 def split_ranks(splits) -> np.ndarray:
     return to_numpy(pc.index_in(splits, value_set=pa.array(HELD_OUT_ORDER))).astype(np.int8)
-
-
-def to_numpy(values) -> np.ndarray:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return values.to_numpy(zero_copy_only=False)
-
-
-def encode(values) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes per value (first appearance order) and the distinct values."""
-    encoded = pc.dictionary_encode(values)
-    if isinstance(encoded, pa.ChunkedArray):
-        if encoded.num_chunks == 0:
-            return np.zeros(0, np.int64), pa.array([], values.type)
-        indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks])
-        return indices.astype(np.int64), encoded.chunk(encoded.num_chunks - 1).dictionary
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
 def most_held_out(codes: np.ndarray, ranks: np.ndarray, n: int) -> np.ndarray:

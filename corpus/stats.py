@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import converters
-from converters.fileio import atomic_path, write_json
-from converters.schema import KINDS, SPLITS
+from common.arrays import to_numpy
+from common.fileio import atomic_path, write_json
+from common.records import KINDS, SPLITS
 
 from .hygiene import TOKEN_METHOD, token_lengths
-from .leakfree import move_counts, persons_in_train_and_test, to_numpy
+from .leakfree import move_counts, persons_in_train_and_test
 
 if TYPE_CHECKING:
     from .build import Corpus

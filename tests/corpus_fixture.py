@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from converters.fileio import write_parquet
+from common.fileio import write_parquet
 from converters.fixtures import write_image
 from converters.rows import make_table
 from converters.schema import ATTRIBUTE_TYPE, BOX_TYPE

@@ -1,7 +1,7 @@
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import afad as fixture
 from converters.fixtures import write_image
 

@@ -3,8 +3,8 @@ import shutil
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import affectnet as fixture
 
 TRAIN = "Manually_Annotated_file_lists/training.csv"

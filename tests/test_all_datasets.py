@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from conftest import Converted
 
+from common.records import KINDS, SPLITS
 from converters import DATASETS, convert
 from converters.fixtures import writer
-from converters.schema import KINDS, SPLITS
 
 
 @pytest.fixture(scope="module")

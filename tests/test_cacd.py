@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import cacd as fixture
 from converters.fixtures import write_image
 

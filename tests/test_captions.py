@@ -6,12 +6,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from common.arrays import normalise_text
+from common.errors import UserError
 from converters import convert
 from converters.captions import caption_files, innermost, read_captions, read_split_pickle, stem_of
-from converters.errors import UserError
 from converters.fixtures import mm_celeba_hq as mm_fixture
 from converters.mm_celeba_hq import MMCelebAHQ
-from converters.rows import normalise_text
 
 
 def read(tmp_path, files: dict, per_file: int = 3):

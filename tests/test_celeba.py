@@ -1,6 +1,6 @@
 import pytest
 
-from converters.errors import UserError
+from common.errors import UserError
 from converters.fixtures import celeba as fixture
 
 ATTRS = fixture.ATTRIBUTES

@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import celeba_dialog as fixture
 
 NAMES = [f"{i:06d}.jpg" for i in range(1, 13)]

@@ -1,7 +1,7 @@
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import celeba_text_hq as fixture
 
 SAMPLE = fixture.SAMPLE_TRAIN + fixture.SAMPLE_TEST

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from common.errors import UserError
 from converters import parse_options
 from converters.convert_all import find_roots
-from converters.errors import UserError
 from converters.fixtures import celeba
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,12 +22,12 @@ import pytest
 import yaml
 
 import manifests
+from common.errors import UserError
+from common.splits import hash_split
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import celeba as celeba_fixture
 from converters.rows import make_table
 from converters.schema import RECORD_SCHEMA
-from converters.splits import hash_split
 from corpus import build
 from corpus.build import build_corpus
 
@@ -405,7 +405,7 @@ def test_image_source_preference_lists_every_dataset():
 
 
 def test_normalising_only_candidates_equals_normalise_text():
-    from converters.rows import normalise_text
+    from common.arrays import normalise_text
     from corpus.hygiene import normalised_texts
 
     rng = np.random.default_rng(7)

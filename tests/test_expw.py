@@ -3,8 +3,8 @@ from collections import defaultdict
 
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import expw as fixture
 
 LABELS = "label/label.lst"

@@ -2,8 +2,8 @@ import shutil
 
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fairface import bin_from_date
 from converters.fixtures import fairface as fixture
 

@@ -2,8 +2,8 @@ import pickle
 
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import ffhq_text as fixture
 
 NAMES = fixture.SAMPLE_TRAIN + fixture.SAMPLE_TEST

@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import fs2k as fixture
 
 TEXTS = [

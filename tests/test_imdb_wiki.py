@@ -5,11 +5,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from common.errors import UserError
+from common.splits import hash_split
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import imdb_wiki as fixture
 from converters.imdb_wiki import official_age
-from converters.splits import hash_split
 
 # (source, text) of every sample row, unfiltered, in output order (IMDb first)
 UNFILTERED = [

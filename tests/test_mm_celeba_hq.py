@@ -2,8 +2,8 @@ import pickle
 
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import mm_celeba_hq as fixture
 
 SAMPLE = fixture.SAMPLE_INDICES

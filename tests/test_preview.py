@@ -5,10 +5,10 @@ import pytest
 from corpus_fixture import FACES, write_corpus
 from PIL import Image
 
-from converters.errors import UserError
-from corpus.preview import preview, reconstruction_error
-from corpus.tokenize import tokenize_images
-from corpus.vqgan import write_tiny_vqgan
+from common.errors import UserError
+from facetokens.preview import preview, reconstruction_error
+from facetokens.tokenize_images import tokenize_images
+from facetokens.vqgan import write_tiny_vqgan
 
 SOME = {k: FACES[k] for k in ("celeba/000001", "ffhq/00002", "fs2k/rgba_1", "missing/0001")}
 

@@ -2,8 +2,8 @@ import shutil
 
 import pytest
 
+from common.errors import UserError
 from converters import convert
-from converters.errors import UserError
 from converters.fixtures import rafdb as fixture
 
 BASIC_TEXTS = [

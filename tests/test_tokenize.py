@@ -12,12 +12,12 @@ import torch
 from corpus_fixture import FACES, GOOD, REJECT_REASONS, write_corpus, write_file
 from PIL import Image
 
-from converters.errors import UserError
+from common.errors import UserError
 from converters.fixtures import write_image
-from corpus import shards
-from corpus.images import BadImage, prepare_face, square_box, try_prepare_face
-from corpus.tokenize import read_faces, shard_aligned_batches, tokenize_images
-from corpus.vqgan import load_vqgan, write_tiny_vqgan
+from facetokens import shards
+from facetokens.images import BadImage, prepare_face, square_box, try_prepare_face
+from facetokens.tokenize_images import read_faces, shard_aligned_batches, tokenize_images
+from facetokens.vqgan import load_vqgan, write_tiny_vqgan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARD_SIZE = 4
@@ -95,7 +95,7 @@ def test_node_split_covers_every_shard_exactly_once():
 
 
 def test_batches_never_cross_shards(setup):
-    from corpus.tokenize import make_task
+    from facetokens.tokenize_images import make_task
 
     faces = read_faces(setup["corpus"])
     tasks = [make_task(k, faces, 5) for k in range(3)]
@@ -172,7 +172,7 @@ def test_rerun_skips_finished_shards(setup):
 
 def test_resume_after_kill_is_byte_identical(setup):
     out = setup["folder"] / "killed"
-    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from corpus.tokenize import tokenize_images; "
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from facetokens.tokenize_images import tokenize_images; "
               f"tokenize_images({str(setup['corpus'])!r}, {str(out)!r}, vqgan_config={str(setup['vqgan']['config'])!r}, "
               f"vqgan_ckpt={str(setup['vqgan']['ckpt'])!r}, **{RUN!r})")
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)

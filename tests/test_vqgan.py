@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from converters.errors import UserError
-from corpus.vqgan import (
+from common.errors import UserError
+from facetokens.vqgan import (
     FFHQ_CONFIG,
     TINY_CONFIG,
     VQGANConfig,

@@ -9,7 +9,7 @@ import io
 import pickle
 from pathlib import Path
 
-from .errors import UserError
+from common.errors import UserError
 
 
 class _DataOnly(pickle.Unpickler):

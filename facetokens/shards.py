@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.errors import UserError
-from converters.fileio import atomic_path, write_json
+from common.errors import UserError
+from common.fileio import atomic_path, write_json
 
 CODES_MEMBER = "codes.u16"
 JSON_MEMBER = "json"

@@ -5,11 +5,11 @@
 
 How the work flows
   * The faces (CORPUS/images.parquet, sorted by image_id) with their texts (CORPUS/pairs) are cut
-    into shards of `shard_size` faces (`corpus.shards`). This machine takes its block of shards
+    into shards of `shard_size` faces (`facetokens.shards`). This machine takes its block of shards
     (`num_nodes`/`node_rank`, or an explicit `shard_range`) and skips those already complete.
   * One encoder process per GPU (`gpus`; 0 = one CPU process; on a machine without CUDA, N >= 1
     gives N CPU processes) takes every N-th pending shard. Inside it a torch DataLoader with
-    `loader_workers` processes opens, crops and resizes the images (`corpus.images`) in batches
+    `loader_workers` processes opens, crops and resizes the images (`facetokens.images`) in batches
     that never straddle two shards, so a shard's codes do not depend on which process made it.
   * On the GPU, codes come back through an asynchronous copy per batch: the next batch is queued
     before the previous one is collected, so the GPU keeps working while the encoder process
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from converters.errors import UserError
+from common.errors import UserError
 
 from . import shards
 from .images import SIZE, try_prepare_face

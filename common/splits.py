@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import SPLITS
+from .records import SPLITS
 
 DEFAULT_RATIOS = (0.90, 0.05, 0.05)  # train, val, test
 DEFAULT_SEED = "talk2face"

@@ -36,8 +36,8 @@ import torch
 import yaml
 from torch import nn
 
-from converters.errors import UserError
-from converters.fileio import atomic_path
+from common.errors import UserError
+from common.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from converters.errors import UserError
-from converters.fileio import atomic_path
+from common.errors import UserError
+from common.fileio import atomic_path
 
 from . import shards
 from .images import SIZE, try_prepare_face

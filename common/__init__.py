@@ -1,0 +1,10 @@
+"""The ground floor every stage stands on; it knows nothing of datasets, faces or models.
+
+errors      UserError: a problem with the user's input, printed as one line
+fileio      atomic writes (Parquet, JSON, JSONL; `atomic_path` for anything else)
+memory      peak memory of this process
+records     the values every stage shares: splits and text kinds
+splits      deterministic hash splits by key
+arrays      Arrow/numpy helpers (codes, duplicates, whitespace normalisation)
+safe_pickle a restricted unpickler for plain-data pickles
+"""
