@@ -117,7 +117,7 @@ def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, gpus, batch_size,
 @user_errors
 def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> None:
     """Write the VQGAN weights as safetensors once, so later runs load no pickle at all."""
-    from facetokens.vqgan import convert_vqgan as run
+    from facetokens.vqgan_files import convert_vqgan as run
 
     click.echo(str(run(vqgan_config, vqgan_ckpt, out)))
 

@@ -30,7 +30,7 @@ def run_demo(out: Path) -> str:
     from corpus.build import build_corpus
     from facetokens.preview import preview
     from facetokens.tokenize_images import tokenize_images
-    from facetokens.vqgan import write_tiny_vqgan
+    from samples.tiny_vqgan import write_tiny_vqgan
 
     out = Path(out)
     write_samples(out / "datasets")

@@ -149,7 +149,7 @@ def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: i
 
     from facetokens.images import prepare_face
     from facetokens.tokenize_images import cpu_cores, tokenize_images
-    from facetokens.vqgan import load_vqgan
+    from facetokens.vqgan_files import load_vqgan
 
     corpus = write_corpus(folder, paths)
     threads = cpu_cores()
@@ -227,7 +227,8 @@ def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
     from safetensors.torch import save_file
 
     from facetokens.tokenize_images import cpu_cores, tokenize_images
-    from facetokens.vqgan import FFHQ_CONFIG, SAFETENSORS_CONFIG_KEY, VQGAN
+    from facetokens.vqgan import FFHQ_CONFIG, VQGAN
+    from facetokens.vqgan_files import SAFETENSORS_CONFIG_KEY
 
     ckpt = folder / "ffhq_random.safetensors"
     model = VQGAN(FFHQ_CONFIG)
@@ -257,7 +258,7 @@ def main() -> None:
 
     import torch
 
-    from facetokens.vqgan import write_tiny_vqgan
+    from samples.tiny_vqgan import write_tiny_vqgan
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; Python {platform.python_version()}, torch {torch.__version__}, "

@@ -22,7 +22,7 @@ from common.fileio import atomic_path
 
 from . import shards
 from .images import SIZE, try_prepare_face
-from .vqgan import load_vqgan
+from .vqgan_files import load_vqgan
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from common.errors import UserError
 from . import shards
 from .images import SIZE, try_prepare_face
 from .shards import Face
-from .vqgan import VQGANConfig, read_checkpoint, resolve_config, weights_digest
+from .vqgan import VQGANConfig
+from .vqgan_files import read_checkpoint, resolve_config, weights_digest
 
 log = logging.getLogger(__name__)
 

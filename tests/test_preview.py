@@ -8,7 +8,7 @@ from PIL import Image
 from common.errors import UserError
 from facetokens.preview import preview, reconstruction_error
 from facetokens.tokenize_images import tokenize_images
-from facetokens.vqgan import write_tiny_vqgan
+from samples.tiny_vqgan import write_tiny_vqgan
 
 SOME = {k: FACES[k] for k in ("celeba/000001", "ffhq/00002", "fs2k/rgba_1", "missing/0001")}
 

@@ -17,7 +17,8 @@ from converters.fixtures import write_image
 from facetokens import shards
 from facetokens.images import BadImage, prepare_face, square_box, try_prepare_face
 from facetokens.tokenize_images import read_faces, shard_aligned_batches, tokenize_images
-from facetokens.vqgan import load_vqgan, write_tiny_vqgan
+from facetokens.vqgan_files import load_vqgan
+from samples.tiny_vqgan import write_tiny_vqgan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARD_SIZE = 4

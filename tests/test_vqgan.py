@@ -10,19 +10,9 @@ import torch
 import yaml
 
 from common.errors import UserError
-from facetokens.vqgan import (
-    FFHQ_CONFIG,
-    TINY_CONFIG,
-    VQGANConfig,
-    convert_vqgan,
-    lightning_checkpoint,
-    load_vqgan,
-    read_checkpoint,
-    read_vqgan_config,
-    tiny_vqgan,
-    weights_digest,
-    write_tiny_vqgan,
-)
+from facetokens.vqgan import FFHQ_CONFIG, VQGANConfig
+from facetokens.vqgan_files import convert_vqgan, load_vqgan, read_checkpoint, read_vqgan_config, weights_digest
+from samples.tiny_vqgan import TINY_CONFIG, lightning_checkpoint, tiny_vqgan, write_tiny_vqgan
 
 torch.set_num_threads(2)
 
