@@ -19,7 +19,6 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +36,23 @@ from converters.schema import RECORD_SCHEMA
 
 from . import card, stats
 from .converted import ConvertedSet, read_converted
-from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, Hygiene, clean_texts
-from .leakfree import SplitResolution, resolve_splits
+from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, clean_texts
+from .layout import (
+    IMAGE_SCHEMA,
+    IMAGES_FILE,
+    PAIRS_FOLDER,
+    REJECTS_FILE,
+    STATS_JSON,
+    looks_complete,
+    pair_part_name,
+)
+from .leakfree import resolve_splits
+from .state import Corpus
 
 log = logging.getLogger(__name__)
 
 PAIRS_PER_FILE = 500_000
 WRITER_THREADS = 2
-PAIRS_FOLDER = "pairs"
-IMAGES_FILE = "images.parquet"
-REJECTS_FILE = "rejects.jsonl"
 
 # Which dataset an image is read from when several offer the same image_id: the higher-resolution
 # source first (CelebA-Text-HQ uses CelebAMask-HQ's 1024x1024 CelebA-HQ images, MM-CelebA-HQ the
@@ -57,30 +63,6 @@ IMAGE_SOURCE_PREFERENCE = (
     "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad", "imdb_wiki", "fairface", "ffhq_text",
     "celeba_dialog",
 )
-
-IMAGE_SCHEMA = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("dataset", pa.string(), nullable=False),
-    pa.field("path", pa.string(), nullable=False),
-    pa.field("image", pa.string(), nullable=False),
-    pa.field("box", RECORD_SCHEMA.field("box").type),
-    pa.field("split", pa.string(), nullable=False),
-])
-
-
-@dataclass
-class Corpus:
-    """Everything the writers need: the rows with their codes and the decisions taken about them."""
-
-    inputs: ConvertedSet
-    table: pa.Table  # all converted rows, registry order (text as converted)
-    dataset_codes: np.ndarray  # per row: index into converters.DATASETS
-    image_codes: np.ndarray  # per row: code of its image_id
-    hygiene: Hygiene
-    splits: SplitResolution
-    images: pa.Table  # IMAGE_SCHEMA, sorted by image_id
-    options: dict
-
 
 def build_corpus(converted: Path, out: Path, *, split_ratios=DEFAULT_RATIOS, seed: str = DEFAULT_SEED,
                  pairs_per_file: int = PAIRS_PER_FILE, timings: dict | None = None) -> dict:
@@ -148,12 +130,7 @@ def _check_out(converted: Path, out: Path) -> None:
     if target.exists() and not target.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not looks_complete(target):
-        raise UserError(f"--out {out} exists and is not a corpus (no stats.json and pairs/); refusing to replace it")
-
-
-def looks_complete(folder: Path) -> bool:
-    """A finished corpus: the statistics and the pairs folder are there (only a finished build renames them in)."""
-    return (folder / stats.STATS_JSON).is_file() and (folder / PAIRS_FOLDER).is_dir()
+        raise UserError(f"--out {out} exists and is not a corpus (no {STATS_JSON} and {PAIRS_FOLDER}/); refusing to replace it")
 
 
 def _dataset_codes(inputs: ConvertedSet) -> np.ndarray:
@@ -228,7 +205,7 @@ def write_pairs(corpus: Corpus, folder: Path) -> None:
     starts = range(0, max(len(kept_rows), 1), per_file)
     with ThreadPoolExecutor(WRITER_THREADS) as pool:
         done = pool.map(lambda part: _write_part(corpus, final, kept_rows[starts[part]:starts[part] + per_file],
-                                                 folder / f"part-{part:05d}.parquet"), range(len(starts)))
+                                                 folder / pair_part_name(part)), range(len(starts)))
         list(done)  # re-raise the first failure
     log.info("wrote %d pairs in %d files", len(kept_rows), len(starts))
 

@@ -13,9 +13,7 @@ from common.fileio import atomic_path
 from common.records import SPLITS
 
 from .converted import ConvertedSet
-from .stats import CHART_PNG, STATS_MD
-
-CARD_FILE = "README.md"
+from .layout import CARD_FILE, CHART_PNG, IMAGES_FILE, PAIRS_FOLDER, STATS_JSON, STATS_MD
 
 TALK2FACE_CITATION = """@inproceedings{li2022talk2face,
   title     = {Talk2Face: A Unified Sequence-based Framework for Diverse Face Generation and Analysis Tasks},
@@ -83,8 +81,8 @@ def _hub_metadata(stats: dict) -> dict:
         "tags": ["faces", "face-attributes", "image-captioning", "talk2face"],
         "size_categories": [_size_category(stats["corpus"]["pairs"])],
         "configs": [
-            {"config_name": "pairs", "default": True, "data_files": "pairs/*.parquet"},
-            {"config_name": "images", "data_files": "images.parquet"},
+            {"config_name": "pairs", "default": True, "data_files": f"{PAIRS_FOLDER}/*.parquet"},
+            {"config_name": "images", "data_files": IMAGES_FILE},
         ],
     }
 
@@ -97,14 +95,14 @@ def _intro(stats: dict) -> list[str]:
          f"faces), rebuilt from public face datasets as in Talk2Face (ACM MM 2022), whose Table 1 counts "
          f"{total['paper_total']:,}. Each pair is a face and either a key-value attribute text "
          "(`celeba gender: male; bald: false; ...`) or a caption."), "",
-        ("**No image is included.** `images.parquet` names the file to read in your own copy of each "
+        (f"**No image is included.** `{IMAGES_FILE}` names the file to read in your own copy of each "
          "dataset; obtain every dataset from its source under its own terms (see Licences)."), "",
         "```python",
         "import datasets",
         "pairs = datasets.load_dataset(\"parquet\", data_dir=\"CORPUS/pairs\", split=\"train\")  # every pair",
         "test = pairs.filter(lambda row: row[\"split\"] == \"test\")  # the leak-free split is a column",
         "```", "",
-        f"Statistics against the paper: [{STATS_MD}]({STATS_MD}), `stats.json`, [{CHART_PNG}]({CHART_PNG}).",
+        f"Statistics against the paper: [{STATS_MD}]({STATS_MD}), `{STATS_JSON}`, [{CHART_PNG}]({CHART_PNG}).",
     ]
 
 
@@ -140,8 +138,8 @@ def _column_table(columns) -> list[str]:
 
 
 def _schema() -> list[str]:
-    return ["## Schema", "", "`pairs/part-NNNNN.parquet`:", "", *_column_table(PAIR_COLUMNS), "",
-            "`images.parquet`:", "", *_column_table(IMAGE_COLUMNS), "",
+    return ["## Schema", "", f"`{PAIRS_FOLDER}/part-NNNNN.parquet`:", "", *_column_table(PAIR_COLUMNS), "",
+            f"`{IMAGES_FILE}`:", "", *_column_table(IMAGE_COLUMNS), "",
             ("`rejects.jsonl`: the pairs the corpus dropped (`dataset`, `source`, `reason`: "
              "`empty text` or `duplicate pair`, `detail`).")]
 

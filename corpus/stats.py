@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,14 +20,10 @@ from common.fileio import atomic_path, write_json
 from common.records import KINDS, SPLITS
 
 from .hygiene import TOKEN_METHOD, token_lengths
+from .layout import CHART_PNG, STATS_JSON, STATS_MD
 from .leakfree import move_counts, persons_in_train_and_test
+from .state import Corpus
 
-if TYPE_CHECKING:
-    from .build import Corpus
-
-STATS_JSON = "stats.json"
-STATS_MD = "STATS.md"
-CHART_PNG = "pairs_per_dataset.png"
 SPLIT_RULE = ("held-out wins: a face (origin_id, else image_id) that is test or val in any dataset is test or val "
               "in all (test > val > train); datasets without an official split are split by person "
               "(person, else face), inheriting the official split of a face they share, else by hash_split")

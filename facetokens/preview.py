@@ -19,6 +19,7 @@ from PIL import Image
 
 from common.errors import UserError
 from common.fileio import atomic_path
+from corpus import layout
 
 from . import shards
 from .images import SIZE, try_prepare_face
@@ -86,14 +87,12 @@ def corpus_of(shards_dir: Path) -> Path | None:
 
 
 def find_originals(metas: list[dict], corpus: Path | None) -> dict[str, tuple[str, list | None]]:
-    """image_id -> (file, box) from CORPUS/images.parquet; empty when the corpus is not at hand."""
-    if corpus is None or not (corpus / "images.parquet").is_file():
+    """image_id -> (file, box) from the corpus image table; empty when the corpus is not at hand."""
+    if corpus is None or not layout.images_file(corpus).is_file():
         log.warning("corpus not found (%s): the preview shows reconstructions only", corpus)
         return {}
-    import pyarrow.parquet as pq
-
     wanted = {m["image_id"] for m in metas}
-    table = pq.read_table(corpus / "images.parquet", columns=["image_id", "path", "box"])
+    table = layout.read_images(corpus, ["image_id", "path", "box"])
     return {i: (p, b) for i, p, b in zip(*(table.column(c).to_pylist() for c in ("image_id", "path", "box"))) if i in wanted}
 
 

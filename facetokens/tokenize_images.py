@@ -4,7 +4,7 @@
         --vqgan-config 2021-04-23T18-19-01-project.yaml --vqgan-ckpt last.ckpt --gpus 8
 
 How the work flows
-  * The faces (CORPUS/images.parquet, sorted by image_id) with their texts (CORPUS/pairs) are cut
+  * The faces (the corpus image table, sorted by image_id) with their texts (its pairs) are cut
     into shards of `shard_size` faces (`facetokens.shards`). This machine takes its block of shards
     (`num_nodes`/`node_rank`, or an explicit `shard_range`) and skips those already complete.
   * One encoder process per GPU (`gpus`; 0 = one CPU process; on a machine without CUDA, N >= 1
@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from common.errors import UserError
+from corpus import layout
 
 from . import shards
 from .images import SIZE, try_prepare_face
@@ -48,7 +49,6 @@ PRECISIONS = ("fp32", "bf16")
 DEFAULT_SHARD_SIZE = 2000
 DEFAULT_BATCH_SIZE = 64
 AGREEMENT_WARNING = 0.9  # below this share of equal bf16/fp32 codes, the summary warns
-IMAGE_COLUMNS = ("image_id", "dataset", "path", "image", "box", "split")
 TEXT_COLUMNS = ("image_id", "dataset", "kind", "text", "attributes")
 
 
@@ -56,31 +56,22 @@ TEXT_COLUMNS = ("image_id", "dataset", "kind", "text", "attributes")
 def read_faces(corpus: Path) -> list[Face]:
     """Every unique face of CORPUS (sorted by image_id) with the texts paired with it, in pair-file order."""
     corpus = Path(corpus)
-    images_file = corpus / "images.parquet"
-    if not images_file.is_file():
-        raise UserError(f"{corpus}: no images.parquet; is it a folder written by build-corpus?")
-    table = pq.read_table(images_file)
-    missing = [c for c in IMAGE_COLUMNS if c not in table.column_names]
-    if missing:
-        raise UserError(f"{images_file}: missing column(s) {', '.join(missing)}")
-    columns = {c: table.column(c).to_pylist() for c in IMAGE_COLUMNS}
+    table = layout.read_images(corpus)
+    columns = {c: table.column(c).to_pylist() for c in layout.IMAGE_SCHEMA.names}
     texts = read_texts(corpus)
     faces = [Face(image_id=i, dataset=d, path=p, image=r, box=list(b) if b is not None else None, split=s, texts=texts.pop(i, []))
-             for i, d, p, r, b, s in zip(*(columns[c] for c in IMAGE_COLUMNS))]
+             for i, d, p, r, b, s in zip(*(columns[c] for c in layout.IMAGE_SCHEMA.names))]
     if texts:
         log.warning("%d image_ids of the pairs are not in images.parquet; their texts are left out", len(texts))
     faces.sort(key=lambda f: f.image_id)
     if len({f.image_id for f in faces}) != len(faces):
-        raise UserError(f"{images_file}: image_id values are not unique")
+        raise UserError(f"{layout.images_file(corpus)}: image_id values are not unique")
     return faces
 
 
 def read_texts(corpus: Path) -> dict[str, list[dict]]:
-    files = sorted((corpus / "pairs").glob("*.parquet"))
-    if not files:
-        raise UserError(f"{corpus}: no pairs/*.parquet")
     texts: dict[str, list[dict]] = {}
-    for file in files:
+    for file in layout.pair_files(corpus):
         table = pq.read_table(file, columns=list(TEXT_COLUMNS))
         cols = [table.column(c).to_pylist() for c in TEXT_COLUMNS]
         for image_id, dataset, kind, text, attributes in zip(*cols):
