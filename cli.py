@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from common.errors import UserError
+from corpus.config import BuildConfig
+from facetokens.config import PRECISIONS, TokenizeConfig
 
 
 def user_errors(fn):
@@ -66,15 +68,16 @@ def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, opti
 @main.command("build-corpus")
 @click.option("--converted", required=True, type=click.Path(path_type=Path), help="Folder of DATASET.parquet files from `convert`.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The corpus folder (replaced atomically when complete).")
-@click.option("--split-ratios", default="0.90,0.05,0.05", show_default=True, help="train,val,test shares for datasets without an official split.")
-@click.option("--seed", default="talk2face", show_default=True, help="Seed of the deterministic person-level split.")
+@click.option("--split-ratios", help="train,val,test shares for datasets without an official split.",
+              default=",".join(f"{r:.2f}" for r in BuildConfig.split_ratios), show_default=True)
+@click.option("--seed", default=BuildConfig.seed, show_default=True, help="Seed of the deterministic person-level split.")
 @user_errors
 def build_corpus(converted: Path, out: Path, split_ratios: str, seed: str) -> None:
     """Merge converted datasets into one leak-free corpus with statistics against the paper."""
     from corpus.build import build_corpus as build
     from corpus.stats import markdown
 
-    stats = build(converted, out, split_ratios=_ratios(split_ratios), seed=seed)
+    stats = build(converted, out, BuildConfig(split_ratios=_ratios(split_ratios), seed=seed))
     click.echo(markdown(stats))
 
 
@@ -90,23 +93,19 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the WebDataset shards (resumable).")
 @click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml (Net2NetTransformer or VQGAN config); not needed for a converted .safetensors.")
 @click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path), help="last.ckpt (Lightning), a plain state dict, or .safetensors from convert-vqgan.")
-@click.option("--gpus", default=1, show_default=True, help="Worker processes, one per GPU; 0 = one CPU worker.")
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--gpus", default=TokenizeConfig.gpus, show_default=True, help="Worker processes, one per GPU; 0 = one CPU worker.")
+@click.option("--batch-size", default=TokenizeConfig.batch_size, show_default=True)
 @click.option("--loader-workers", type=int, help="Decoding processes per GPU worker [default: cores / gpus - 1].")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-@click.option("--shard-size", default=2000, show_default=True, help="Faces per shard.")
-@click.option("--num-nodes", default=1, show_default=True, help="Machines sharing the work (each gets a static block of shards).")
-@click.option("--node-rank", default=0, show_default=True, help="This machine's rank, 0 .. num-nodes-1.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=TokenizeConfig.precision, show_default=True)
+@click.option("--shard-size", default=TokenizeConfig.shard_size, show_default=True, help="Faces per shard.")
+@click.option("--num-nodes", default=TokenizeConfig.num_nodes, show_default=True, help="Machines sharing the work (each gets a static block of shards).")
+@click.option("--node-rank", default=TokenizeConfig.node_rank, show_default=True, help="This machine's rank, 0 .. num-nodes-1.")
 @user_errors
-def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, gpus, batch_size, loader_workers, precision, shard_size,
-                    num_nodes, node_rank) -> None:
+def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, **settings) -> None:
     """Encode every unique face once to 256 VQGAN codes, into resumable WebDataset shards."""
-    from facetokens.tokenize_images import default_loader_workers
     from facetokens.tokenize_images import tokenize_images as run
 
-    summary = run(corpus_dir, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, gpus=gpus, batch_size=batch_size,
-                  loader_workers=loader_workers if loader_workers is not None else default_loader_workers(gpus),
-                  precision=precision, shard_size=shard_size, num_nodes=num_nodes, node_rank=node_rank, progress=True)
+    summary = run(corpus_dir, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, config=TokenizeConfig(**settings))
     click.echo(json.dumps(summary, indent=2))
 
 

@@ -28,6 +28,7 @@ def write_samples(root: Path) -> list[str]:
 def run_demo(out: Path) -> str:
     """Sample datasets -> convert all -> build-corpus -> tokenize-images (tiny random VQGAN) -> preview."""
     from corpus.build import build_corpus
+    from facetokens.config import TokenizeConfig
     from facetokens.preview import preview
     from facetokens.tokenize_images import tokenize_images
     from samples.tiny_vqgan import write_tiny_vqgan
@@ -39,7 +40,7 @@ def run_demo(out: Path) -> str:
     report.append(f"== build-corpus: {stats['corpus']['pairs']:,} pairs, {stats['corpus']['images']:,} images -> {out / 'corpus'}")
     vqgan = write_tiny_vqgan(out / "vqgan")  # randomly initialised: the real FFHQ weights cannot ship
     tokens = tokenize_images(out / "corpus", out / "shards", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                             gpus=0, batch_size=16, loader_workers=1, precision="fp32", shard_size=64, progress=False)
+                             config=TokenizeConfig(gpus=0, batch_size=16, loader_workers=1, shard_size=64), progress=False)
     report.append(f"== tokenize-images: {tokens['faces_written']:,} faces in {tokens['shards_total']} shards, "
                   f"rejects {tokens['rejects']['total']} -> {out / 'shards'}")
     preview(out / "shards", out / "preview", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], samples=8)

@@ -147,8 +147,9 @@ def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: i
     """Encoder alone and tokenize_images, interleaved `rounds` times; the best round of each is compared."""
     import torch
 
+    from facetokens.config import TokenizeConfig, cpu_cores
     from facetokens.images import prepare_face
-    from facetokens.tokenize_images import cpu_cores, tokenize_images
+    from facetokens.tokenize_images import tokenize_images
     from facetokens.vqgan_files import load_vqgan
 
     corpus = write_corpus(folder, paths)
@@ -162,9 +163,9 @@ def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: i
         alone.append(encoder_alone(model, arrays, batch_size))
         cpu_alone.append(len(paths) / (cpu_seconds() - used))
         start, used = time.perf_counter(), cpu_seconds()
-        summary = tokenize_images(corpus, folder / f"shards{r}", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], gpus=0,
-                                  batch_size=batch_size, loader_workers=loader_workers, precision="fp32", shard_size=16,
-                                  progress=False)
+        summary = tokenize_images(corpus, folder / f"shards{r}", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
+                                  config=TokenizeConfig(gpus=0, batch_size=batch_size, loader_workers=loader_workers,
+                                                        shard_size=16), progress=False)
         command.append(len(paths) / (time.perf_counter() - start))
         cpu_pipeline.append(len(paths) / (cpu_seconds() - used))
         steady.append(summary["faces_per_s"])
@@ -226,7 +227,8 @@ def gpu_rate(model, images, bf16: bool, iters: int = 20) -> float:
 def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
     from safetensors.torch import save_file
 
-    from facetokens.tokenize_images import cpu_cores, tokenize_images
+    from facetokens.config import TokenizeConfig, cpu_cores
+    from facetokens.tokenize_images import tokenize_images
     from facetokens.vqgan import FFHQ_CONFIG, VQGAN
     from facetokens.vqgan_files import SAFETENSORS_CONFIG_KEY
 
@@ -238,8 +240,9 @@ def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
     paths = [unique[i % len(unique)] for i in range(faces)]  # decoded every time; files repeat to save set-up time
     corpus = write_corpus(folder / "gpu", paths)
     workers = max(1, cpu_cores() - 1)
-    summary = tokenize_images(corpus, folder / "gpu_shards", vqgan_config=None, vqgan_ckpt=ckpt, gpus=1, batch_size=batch_size,
-                              loader_workers=workers, precision="bf16", shard_size=256, progress=False)
+    summary = tokenize_images(corpus, folder / "gpu_shards", vqgan_config=None, vqgan_ckpt=ckpt,
+                              config=TokenizeConfig(gpus=1, batch_size=batch_size, loader_workers=workers,
+                                                    precision="bf16", shard_size=256), progress=False)
     print(f"   tokenize_images end to end, {faces} 1024x1024 JPEGs, bf16, {workers} loader workers: {summary['faces_per_s']:,.0f} faces/s"
           f" (bf16/fp32 code agreement on the first batch: {summary['bf16_agreement']})")
 

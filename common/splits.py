@@ -12,10 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .records import SPLITS
-
-DEFAULT_RATIOS = (0.90, 0.05, 0.05)  # train, val, test
-DEFAULT_SEED = "talk2face"
+from .records import DEFAULT_RATIOS, DEFAULT_SEED, SPLITS
 
 
 def hash_split(keys: pa.Array, ratios=DEFAULT_RATIOS, seed: str = DEFAULT_SEED) -> pa.Array:

@@ -14,6 +14,7 @@ so a killed build leaves no corpus that looks complete. The same inputs give byt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -28,16 +29,17 @@ import pyarrow.compute as pc
 import converters
 from common.arrays import encode
 from common.errors import UserError
-from common.fileio import write_jsonl, write_parquet
+from common.fileio import write_json, write_jsonl, write_parquet
 from common.memory import peak_rss_mb
 from common.records import SPLITS
-from common.splits import DEFAULT_RATIOS, DEFAULT_SEED
 from converters.schema import RECORD_SCHEMA
 
 from . import card, stats
+from .config import BuildConfig
 from .converted import ConvertedSet, read_converted
 from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, clean_texts
 from .layout import (
+    CONFIG_FILE,
     IMAGE_SCHEMA,
     IMAGES_FILE,
     PAIRS_FOLDER,
@@ -51,7 +53,6 @@ from .state import Corpus
 
 log = logging.getLogger(__name__)
 
-PAIRS_PER_FILE = 500_000
 WRITER_THREADS = 2
 
 # Which dataset an image is read from when several offer the same image_id: the higher-resolution
@@ -64,19 +65,13 @@ IMAGE_SOURCE_PREFERENCE = (
     "celeba_dialog",
 )
 
-def build_corpus(converted: Path, out: Path, *, split_ratios=DEFAULT_RATIOS, seed: str = DEFAULT_SEED,
-                 pairs_per_file: int = PAIRS_PER_FILE, timings: dict | None = None) -> dict:
+def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, *, timings: dict | None = None) -> dict:
     """Build the corpus in `out` from the converted files in `converted`; return its statistics.
 
-    split_ratios  -- train/val/test fractions for datasets split by person (manifest `split: none`)
-    seed          -- the hash seed of those splits
-    pairs_per_file -- rows per `pairs/part-NNNNN.parquet`
-    timings       -- if given, filled with {stage: {"seconds", "peak_rss_mb"}} (never written to the corpus)
+    timings -- if given, filled with {stage: {"seconds", "peak_rss_mb"}} (never written to the corpus)
     """
-    converted, out = Path(converted), Path(out)
-    ratios = _checked_ratios(split_ratios)
-    if pairs_per_file < 1:
-        raise UserError(f"pairs per file must be at least 1, got {pairs_per_file}")
+    converted, out, config = Path(converted), Path(out), config or BuildConfig()
+    ratios, seed, pairs_per_file = config.split_ratios, config.seed, config.pairs_per_file
     _check_out(converted, out)
     clock = StageClock(timings)
     with clock("read"):
@@ -93,7 +88,7 @@ def build_corpus(converted: Path, out: Path, *, split_ratios=DEFAULT_RATIOS, see
     options = {"split_ratios": dict(zip(SPLITS, ratios)), "seed": seed, "pairs_per_file": pairs_per_file,
                "image_source_preference": list(IMAGE_SOURCE_PREFERENCE)}
     corpus = Corpus(inputs, table, dataset_codes, image_codes, hygiene, splits, images, options)
-    return _write_atomically(corpus, out, clock)
+    return _write_atomically(corpus, config, out, clock)
 
 
 class StageClock:
@@ -110,17 +105,6 @@ class StageClock:
         peak_mb = round(peak_rss_mb())
         self.times[stage] = {"seconds": seconds, "peak_rss_mb": peak_mb}
         log.info("%s: %.2f s, peak RSS %d MB", stage, seconds, peak_mb)
-
-
-def _checked_ratios(ratios) -> tuple[float, float, float]:
-    try:
-        ratios = tuple(float(r) for r in ratios)
-    except (TypeError, ValueError):
-        raise UserError(f"split ratios must be three numbers (train, val, test), got {ratios!r}") from None
-    if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0):
-        raise UserError(f"split ratios must be three non-negative numbers (train, val, test) summing to 1, "
-                        f"got {', '.join(map(str, ratios))}")
-    return ratios
 
 
 def _check_out(converted: Path, out: Path) -> None:
@@ -169,7 +153,7 @@ def _root_of(inputs: ConvertedSet, name: str) -> str | None:
     return next((s.root for s in inputs.sources if s.name == name), None)
 
 
-def _write_atomically(corpus: Corpus, out: Path, clock: StageClock) -> dict:
+def _write_atomically(corpus: Corpus, config: BuildConfig, out: Path, clock: StageClock) -> dict:
     _remove_stale_staging(out)
     staging = out.parent / f".{out.name}.building-{os.getpid()}"
     if staging.exists():
@@ -180,6 +164,7 @@ def _write_atomically(corpus: Corpus, out: Path, clock: StageClock) -> dict:
             write_pairs(corpus, staging / PAIRS_FOLDER)
             write_parquet(corpus.images, staging / IMAGES_FILE)
             write_jsonl(reject_records(corpus), staging / REJECTS_FILE)
+            write_json(dataclasses.asdict(config), staging / CONFIG_FILE)
         with clock("stats"):
             corpus_stats = stats.corpus_stats(corpus)
             stats.write_stats(corpus_stats, staging)

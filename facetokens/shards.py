@@ -6,6 +6,7 @@
   shard-NNNNNN.tar         WebDataset samples, one per face (see `sample`)
   shard-NNNNNN.stats.json  written last, after the tar is renamed into place: the resume marker
   index.json               faces per shard and every reject, once all shards are complete
+  tokenize-config-node-R.json  the TokenizeConfig of machine R's last run
 
 Shard k holds faces [k * shard_size, (k + 1) * shard_size) of the faces sorted by image_id, so
 assignment depends on neither the number of GPUs nor the number of machines. Tar members have
@@ -43,6 +44,10 @@ class Face:
     box: list[int] | None
     split: str
     texts: list[dict] = field(default_factory=list)  # {"dataset", "kind", "text", "attributes"}
+
+
+def write_run_config(out: Path, node_rank: int, config: dict) -> None:
+    write_json(config, Path(out) / f"tokenize-config-node-{node_rank}.json")
 
 
 def shard_name(index: int) -> str:

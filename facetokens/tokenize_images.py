@@ -20,10 +20,10 @@ How the work flows
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import os
 import queue as queue_module
 import time
 import traceback
@@ -38,6 +38,7 @@ from common.errors import UserError
 from corpus import layout
 
 from . import shards
+from .config import TokenizeConfig, cpu_cores
 from .images import SIZE, try_prepare_face
 from .shards import Face
 from .vqgan import VQGANConfig
@@ -45,9 +46,6 @@ from .vqgan_files import read_checkpoint, resolve_config, weights_digest
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
-DEFAULT_SHARD_SIZE = 2000
-DEFAULT_BATCH_SIZE = 64
 AGREEMENT_WARNING = 0.9  # below this share of equal bf16/fp32 codes, the summary warns
 TEXT_COLUMNS = ("image_id", "dataset", "kind", "text", "attributes")
 
@@ -122,18 +120,6 @@ def plan_devices(gpus: int) -> list[str]:
     if gpus > available:
         raise UserError(f"--gpus {gpus}: only {available} CUDA device(s) visible")
     return [f"cuda:{i}" for i in range(gpus)]
-
-
-def default_loader_workers(gpus: int) -> int:
-    """Decoding processes per encoder: the cores left after one per encoder process (at least 1)."""
-    return max(1, cpu_cores() // max(gpus, 1) - 1)
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- decoding (loader workers)
@@ -372,30 +358,31 @@ class Progress:
             self.agreement = value
 
 
-def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckpt: Path, gpus: int = 1,
-                    batch_size: int = DEFAULT_BATCH_SIZE, loader_workers: int = 4, precision: str = "fp32",
-                    shard_size: int = DEFAULT_SHARD_SIZE, num_nodes: int = 1, node_rank: int = 0, progress: bool = True,
-                    shard_range: tuple[int, int] | None = None) -> dict:
+def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckpt: Path,
+                    config: TokenizeConfig | None = None, progress: bool = True) -> dict:
     """Encode every face of `corpus` into WebDataset shards under `out`; resumes finished shards. Returns a summary."""
-    check_options(batch_size, loader_workers, precision, shard_size)
+    config = config or TokenizeConfig()
     out = Path(out)
     started = time.perf_counter()
     faces = read_faces(corpus)
     weights, stored = read_checkpoint(vqgan_ckpt)
-    config = resolve_config(vqgan_config, stored, vqgan_ckpt)
-    plan = {"format": shards.FORMAT_VERSION, "faces": len(faces), "faces_sha256": faces_digest(faces), "shard_size": shard_size,
-            "precision": precision, "vqgan": {"config": config.to_dict(), "encoder_sha256": weights_digest(weights)}}
+    vqgan = resolve_config(vqgan_config, stored, vqgan_ckpt)
+    plan = {"format": shards.FORMAT_VERSION, "faces": len(faces), "faces_sha256": faces_digest(faces),
+            "shard_size": config.shard_size, "precision": config.precision,
+            "vqgan": {"config": vqgan.to_dict(), "encoder_sha256": weights_digest(weights)}}
     del weights
     out.mkdir(parents=True, exist_ok=True)
     shards.check_plan(out, plan)
-    n_shards = shards.shard_count(len(faces), shard_size)
-    mine = my_shards(n_shards, num_nodes, node_rank, shard_range)
+    shards.write_run_config(out, config.node_rank, dataclasses.asdict(config))
+    n_shards = shards.shard_count(len(faces), config.shard_size)
+    mine = my_shards(n_shards, config.num_nodes, config.node_rank, config.shard_range)
     shards.remove_stale_temporaries(out, mine)
     pending = [k for k in mine if not shards.is_complete(out, k)]
-    devices = plan_devices(gpus)[: max(1, len(pending))]
-    assignments = [[make_task(k, faces, shard_size) for k in pending[rank::len(devices)]] for rank in range(len(devices))]
+    devices = plan_devices(config.gpus)[: max(1, len(pending))]
+    assignments = [[make_task(k, faces, config.shard_size) for k in pending[rank::len(devices)]] for rank in range(len(devices))]
     threads = max(1, cpu_cores() // len(devices)) if devices[0] == "cpu" else 2
-    options = [WorkerOptions(config, Path(vqgan_ckpt), batch_size, loader_workers, precision, threads, check_agreement=rank == 0)
+    options = [WorkerOptions(vqgan, Path(vqgan_ckpt), config.batch_size, config.loader_workers, config.precision, threads,
+                             check_agreement=rank == 0)
                for rank in range(len(devices))]
     tracker = Progress(sum(len(t.faces) for a in assignments for t in a), progress)
     log.info("%d faces, %d shards; this machine: shards %d-%d, %d to do on %s", len(faces), n_shards, mine.start, mine.stop - 1,
@@ -407,14 +394,7 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
     finally:
         tracker.bar.close()
     index = shards.write_index(out, n_shards, plan, corpus=Path(corpus).resolve())
-    return summarise(out, n_shards, mine, pending, devices, precision, tracker, index, started, encode_started)
-
-
-def check_options(batch_size: int, loader_workers: int, precision: str, shard_size: int) -> None:
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    if batch_size < 1 or shard_size < 1 or loader_workers < 0:
-        raise UserError("--batch-size and --shard-size must be >= 1, --loader-workers >= 0")
+    return summarise(out, n_shards, mine, pending, devices, config.precision, tracker, index, started, encode_started)
 
 
 def my_shards(n_shards: int, num_nodes: int, node_rank: int, shard_range: tuple[int, int] | None) -> range:

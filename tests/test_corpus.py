@@ -29,7 +29,7 @@ from converters.fixtures import celeba as celeba_fixture
 from converters.rows import make_table
 from converters.schema import RECORD_SCHEMA
 from corpus import build
-from corpus.build import build_corpus
+from corpus.build import BuildConfig, build_corpus
 
 ROOTS = {name: f"/data/{name}" for name in ("celeba", "celeba_dialog", "mm_celeba_hq", "celeba_text_hq", "afad", "expw")}
 
@@ -163,7 +163,7 @@ def test_dedupe_empty_and_whitespace(family, tmp_path):
 
 def test_pairs_order_schema_and_parts(family, tmp_path):
     out = tmp_path / "corpus"
-    build_corpus(family, out, pairs_per_file=7)
+    build_corpus(family, out, BuildConfig(pairs_per_file=7))
     files = sorted(p.name for p in (out / "pairs").iterdir())
     assert files == [f"part-{i:05d}.parquet" for i in range(5)]  # 35 pairs, 7 per file
     for f in files:
@@ -206,7 +206,7 @@ def test_person_split_for_datasets_without_one(tmp_path):
     expw = [row(f"expw/img{i}_0", "train", "expw expression: happy", "attributes") for i in range(30)]
     write_converted(folder, "afad", afad)
     write_converted(folder, "expw", expw)
-    stats = build_corpus(folder, tmp_path / "corpus", split_ratios=(0.5, 0.25, 0.25), seed="test-seed")
+    stats = build_corpus(folder, tmp_path / "corpus", BuildConfig(split_ratios=(0.5, 0.25, 0.25), seed="test-seed"))
     pairs = read_pairs(tmp_path / "corpus")
     by_person = {}
     for p in pairs:
@@ -229,7 +229,7 @@ def test_byte_identical_rebuilds(family, tmp_path):
         files = sorted(p for p in (tmp_path / name).rglob("*") if p.is_file())
         digests.append({str(p.relative_to(tmp_path / name)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
     assert digests[0] == digests[1]
-    assert {"README.md", "STATS.md", "stats.json", "images.parquet", "rejects.jsonl", "pairs_per_dataset.png",
+    assert {"README.md", "build-config.json", "STATS.md", "stats.json", "images.parquet", "rejects.jsonl", "pairs_per_dataset.png",
             "pairs/part-00000.parquet"} == set(digests[0])
 
 
@@ -267,7 +267,7 @@ def test_real_celeba_conversion_builds(tmp_path):
 # -- bad input: one clear line each -----------------------------------------------------------
 def one_line_error(converted: Path, out: Path, **kwargs) -> str:
     with pytest.raises(UserError) as caught:
-        build_corpus(converted, out, **kwargs)
+        build_corpus(converted, out, BuildConfig(**kwargs))
     message = str(caught.value)
     assert "\n" not in message
     return message

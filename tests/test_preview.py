@@ -6,6 +6,7 @@ from corpus_fixture import FACES, write_corpus
 from PIL import Image
 
 from common.errors import UserError
+from facetokens.config import TokenizeConfig
 from facetokens.preview import preview, reconstruction_error
 from facetokens.tokenize_images import tokenize_images
 from samples.tiny_vqgan import write_tiny_vqgan
@@ -18,8 +19,8 @@ def tokenized(tmp_path_factory):
     folder = tmp_path_factory.mktemp("preview")
     corpus = write_corpus(folder, SOME)
     vqgan = write_tiny_vqgan(folder / "vqgan", seed=2)
-    tokenize_images(corpus, folder / "shards", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], gpus=0,
-                    batch_size=4, loader_workers=0, precision="fp32", shard_size=2, progress=False)
+    tokenize_images(corpus, folder / "shards", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
+                    config=TokenizeConfig(gpus=0, batch_size=4, loader_workers=0, shard_size=2), progress=False)
     return folder, vqgan
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from common.errors import UserError
 from converters.fixtures import write_image
 from facetokens import shards
+from facetokens.config import TokenizeConfig
 from facetokens.images import BadImage, prepare_face, square_box, try_prepare_face
 from facetokens.tokenize_images import read_faces, shard_aligned_batches, tokenize_images
 from facetokens.vqgan_files import load_vqgan
@@ -22,7 +23,7 @@ from samples.tiny_vqgan import write_tiny_vqgan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARD_SIZE = 4
-RUN = {"gpus": 0, "batch_size": 4, "loader_workers": 1, "precision": "fp32", "shard_size": SHARD_SIZE, "progress": False}
+RUN = {"gpus": 0, "batch_size": 4, "loader_workers": 1, "precision": "fp32", "shard_size": SHARD_SIZE}
 
 
 # ----------------------------------------------------------------------------- images
@@ -113,17 +114,19 @@ def setup(tmp_path_factory):
     corpus = write_corpus(folder)
     vqgan = write_tiny_vqgan(folder / "vqgan", seed=1)
     baseline = folder / "baseline"
-    summary = tokenize_images(corpus, baseline, vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], **RUN)
+    summary = tokenize_images(corpus, baseline, vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], config=TokenizeConfig(**RUN),
+                              progress=False)
     return {"folder": folder, "corpus": corpus, "vqgan": vqgan, "baseline": baseline, "summary": summary}
 
 
 def run(setup, out, **changes):
     return tokenize_images(setup["corpus"], out, vqgan_config=setup["vqgan"]["config"], vqgan_ckpt=setup["vqgan"]["ckpt"],
-                           **{**RUN, **changes})
+                           config=TokenizeConfig(**{**RUN, **changes}), progress=False)
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """The shards' files; each machine's run settings (tokenize-config-node-R.json) differ by design."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith("tokenize-config-")}
 
 
 def assert_identical(folder: Path, baseline: Path) -> None:
@@ -173,9 +176,10 @@ def test_rerun_skips_finished_shards(setup):
 
 def test_resume_after_kill_is_byte_identical(setup):
     out = setup["folder"] / "killed"
-    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from facetokens.tokenize_images import tokenize_images; "
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from facetokens.config import TokenizeConfig; "
+              f"from facetokens.tokenize_images import tokenize_images; "
               f"tokenize_images({str(setup['corpus'])!r}, {str(out)!r}, vqgan_config={str(setup['vqgan']['config'])!r}, "
-              f"vqgan_ckpt={str(setup['vqgan']['ckpt'])!r}, **{RUN!r})")
+              f"vqgan_ckpt={str(setup['vqgan']['ckpt'])!r}, config=TokenizeConfig(**{RUN!r}), progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "shard-000000.stats.json").exists() and child.poll() is None and time.time() < deadline:
@@ -233,7 +237,7 @@ def test_bf16_reports_agreement_and_a_changed_plan_is_refused(setup):
 
 def test_user_errors(setup, tmp_path):
     with pytest.raises(UserError, match="images.parquet"):
-        tokenize_images(tmp_path, tmp_path / "x", vqgan_config=None, vqgan_ckpt=setup["vqgan"]["ckpt"], **RUN)
+        tokenize_images(tmp_path, tmp_path / "x", vqgan_config=None, vqgan_ckpt=setup["vqgan"]["ckpt"], config=TokenizeConfig(**RUN))
     with pytest.raises(UserError, match="precision"):
         run(setup, tmp_path / "y", precision="fp8")
     with pytest.raises(UserError, match="shard-range"):
