@@ -28,6 +28,10 @@ def user_errors(fn):
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # the file system refused: a full disk, a read-only or vanished folder
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}", err=True)
+            sys.exit(2)
     return wrapper
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from common.fileio import output_folder
 from converters import DATASETS
 from converters.convert_all import convert_all, format_table
 from converters.fixtures import writer
@@ -33,7 +34,7 @@ def run_demo(out: Path) -> str:
     from facetokens.tokenize_images import tokenize_images
     from samples.tiny_vqgan import write_tiny_vqgan
 
-    out = Path(out)
+    out = output_folder(out)
     write_samples(out / "datasets")
     report = ["== convert all", format_table(convert_all(out / "datasets", out / "converted"))]
     stats = build_corpus(out / "converted", out / "corpus")

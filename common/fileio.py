@@ -15,6 +15,31 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.errors import UserError
+
+
+def output_folder(path: Path, option: str = "--out") -> Path:
+    """`path` as a folder that exists and can be written, or one UserError line saying why not."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot create the folder ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: the folder is not writable")
+    return path
+
+
+def output_file(path: Path, option: str = "--out") -> Path:
+    """`path` as a file that can be written (its folder created), or one UserError line saying why not."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder; expected a file name")
+    output_folder(path.parent, option=f"{option} {path}: its folder")
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:

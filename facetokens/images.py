@@ -20,6 +20,7 @@ Failures are data: `prepare_face` raises `BadImage(reason, detail)` and `try_pre
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,12 +133,34 @@ def prepare_face(path: Path | str, box=None, size: int = SIZE) -> np.ndarray:
 
 def _prepare_open(image: Image.Image, box, size: int) -> np.ndarray:
     width, height = image.size
+    _refuse_truncated_jpeg(image)
     crop = square_box(clamp_box(box, width, height), width, height)
     scale = _draft(image, crop[2] - crop[0], size)
     image.load()  # decodes; raises on truncated or corrupt data
     scaled = tuple(min(v * scale, limit) for v, limit in zip(crop, image.size * 2))
     rgb = to_rgb(image)
     return np.asarray(rgb.resize((size, size), RESAMPLE, box=scaled), dtype=np.uint8)
+
+
+def _refuse_truncated_jpeg(image: Image.Image) -> None:
+    """A sequential JPEG whose file is smaller than its blocks could ever be: the data ends early.
+
+    libjpeg pads a scan that ends too soon with flat grey and Pillow raises nothing, so a header
+    claiming 12000x12000 over 250x250 data would become a grey face. Each 8x8 block of a
+    Huffman-coded sequential scan costs at least 2 bits (a DC code and an end-of-block code), which
+    gives a bound that no complete file is under. Progressive files (end-of-band runs) are not checked.
+    """
+    layers = getattr(image, "layer", None)
+    if image.format != "JPEG" or not layers or image.info.get("progressive"):
+        return
+    h_max, v_max = max(h for _, h, _, _ in layers), max(v for _, _, v, _ in layers)
+    width, height = image.size
+    blocks = sum(math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
+                 for _, h, v, _ in layers)
+    file_bytes = os.fstat(image.fp.fileno()).st_size if hasattr(image.fp, "fileno") else image.fp.getbuffer().nbytes
+    if file_bytes * 8 < 2 * blocks:
+        raise BadImage("corrupt", f"{image.filename}: truncated JPEG: the header says {width}x{height} "
+                                  f"({blocks:,} blocks) but the file holds only {file_bytes:,} bytes")
 
 
 def try_prepare_face(path: Path | str, box=None, size: int = SIZE) -> tuple[np.ndarray | None, Reject | None]:

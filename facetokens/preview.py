@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from common.errors import UserError
-from common.fileio import atomic_path
+from common.fileio import atomic_path, output_folder
 from corpus import layout
 
 from . import shards
@@ -34,9 +34,12 @@ DECODE_BATCH = 8
 def preview(shards_dir: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckpt: Path, samples: int = 16,
             corpus: Path | None = None) -> dict:
     """Write OUT/index.html and OUT/grid.png for `samples` faces spread over the shards; returns a summary."""
-    shards_dir, out = Path(shards_dir), Path(out)
+    shards_dir = Path(shards_dir)
+    if samples < 1:
+        raise UserError(f"--samples must be at least 1 (got {samples})")
     if not shards.tar_urls(shards_dir):
         raise UserError(f"{shards_dir}: no shard-*.tar files; run tokenize-images first")
+    out = output_folder(out)
     picked = pick_samples(shards_dir, samples)
     model = load_vqgan(vqgan_config, vqgan_ckpt, with_decoder=True)
     reconstructions = decode_all(model, [codes for _, codes in picked])

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from common.errors import UserError
+from common.fileio import output_folder
 from corpus import layout
 
 from . import shards
@@ -362,7 +363,7 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
                     config: TokenizeConfig | None = None, progress: bool = True) -> dict:
     """Encode every face of `corpus` into WebDataset shards under `out`; resumes finished shards. Returns a summary."""
     config = config or TokenizeConfig()
-    out = Path(out)
+    out = output_folder(out)
     started = time.perf_counter()
     faces = read_faces(corpus)
     weights, stored = read_checkpoint(vqgan_ckpt)
@@ -371,7 +372,6 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
             "shard_size": config.shard_size, "precision": config.precision,
             "vqgan": {"config": vqgan.to_dict(), "encoder_sha256": weights_digest(weights)}}
     del weights
-    out.mkdir(parents=True, exist_ok=True)
     shards.check_plan(out, plan)
     shards.write_run_config(out, config.node_rank, dataclasses.asdict(config))
     n_shards = shards.shard_count(len(faces), config.shard_size)

@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from common.errors import UserError
-from common.fileio import atomic_path
+from common.fileio import atomic_path, output_file
 
 from .vqgan import VQGAN, VQGANConfig, build_vqgan
 
@@ -172,9 +173,11 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], VQGANConfig | 
     if not path.is_file():
         raise UserError(f"{path}: VQGAN checkpoint not found")
     try:
-        if _is_safetensors(path):
+        if _is_safetensors(path) or path.suffix == ".safetensors":
             return _read_safetensors(path)
         obj = _torch_load(path)
+    except SafetensorError as e:
+        raise UserError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
     except pickle.UnpicklingError as e:
         raise UserError(f"{path}: refused to load this checkpoint ({_first_line(e)})") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
@@ -244,7 +247,10 @@ def convert_vqgan(config: Path | None, ckpt: Path, out: Path) -> Path:
     cfg = resolve_config(config, stored, ckpt)
     model = build_vqgan(cfg, weights, with_decoder=True, where=str(ckpt))  # validates shapes before writing
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(Path(out)) as tmp:
-        save_file(tensors, str(tmp), metadata={SAFETENSORS_CONFIG_KEY: json.dumps(cfg.to_dict(), sort_keys=True)})
+    try:
+        with atomic_path(output_file(out)) as tmp:
+            save_file(tensors, str(tmp), metadata={SAFETENSORS_CONFIG_KEY: json.dumps(cfg.to_dict(), sort_keys=True)})
+    except SafetensorError as e:
+        raise UserError(f"--out {out}: cannot write ({_first_line(e)})") from None
     log.info("wrote %s (%d tensors, encoder digest %s)", out, len(tensors), weights_digest(tensors)[:12])
     return Path(out)
