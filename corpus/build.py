@@ -33,10 +33,10 @@ from common.fileio import write_jsonl, write_parquet
 from common.memory import peak_rss_mb
 from common.records import SPLITS
 from common.splits import DEFAULT_RATIOS, DEFAULT_SEED
+from converters.converted import ConvertedSet, read_converted
 from converters.schema import RECORD_SCHEMA
 
 from . import card, stats
-from .converted import ConvertedSet, read_converted
 from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, Hygiene, clean_texts
 from .leakfree import SplitResolution, resolve_splits
 

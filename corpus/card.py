@@ -11,8 +11,8 @@ import yaml
 
 from common.fileio import atomic_path
 from common.records import SPLITS
+from converters.converted import ConvertedSet
 
-from .converted import ConvertedSet
 from .stats import CHART_PNG, STATS_MD
 
 CARD_FILE = "README.md"
