@@ -23,7 +23,8 @@ from common.arrays import later_duplicates
 from common.errors import UserError
 from common.splits import hash_split
 
-from .base import IMAGE_EXTENSIONS, UNSAFE_PATH, Converter
+from .base import Converter
+from .root import IMAGE_EXTENSIONS
 from .rows import attribute_columns, make_table, prefixed
 from .tables import read_table
 
@@ -77,7 +78,7 @@ class AFAD(Converter):
             self.notes.append("--root itself holds the <age> folders")
             variant = "lite" if self.root.name.lower() == FOLDERS["lite"].lower() else "full"
             return variant, self.root
-        found = {v: self.find_dir(name, required=False) for v, name in FOLDERS.items()}
+        found = {v: self.tree.find_dir(name, required=False) for v, name in FOLDERS.items()}
         wanted = self.options.variant
         if wanted == "auto":
             wanted = "full" if found["full"] else "lite"
@@ -88,12 +89,10 @@ class AFAD(Converter):
                             "is --root the extracted download?")
         for other, folder in found.items():
             if other != wanted and folder:
-                self.notes.append(f"{self.rel(folder)} is also present and was not converted (option variant={other})")
+                self.notes.append(f"{self.tree.rel(folder)} is also present and was not converted (option variant={other})")
         if wanted == "lite":
             self.notes.append(f"AFAD-Lite is expected to hold {self.manifest['counts']['lite']['total']} images")
-        folder = found[wanted]
-        nested = folder / folder.name  # a re-zipped AFAD-Full/AFAD-Full/
-        return wanted, nested if nested.is_dir() else folder
+        return wanted, self.tree.unwrap(found[wanted])  # a re-zipped AFAD-Full/AFAD-Full/
 
     # -- walking ---------------------------------------------------------------------------
     def walk(self, folder: Path) -> Walk:
@@ -112,7 +111,7 @@ class AFAD(Converter):
             walk.skipped_files[entry.name] += 1
             return False
         if not _is_number(entry.name):
-            walk.skipped_dirs.append(self.rel(Path(entry.path)))
+            walk.skipped_dirs.append(self.tree.rel(Path(entry.path)))
             return False
         return True
 
@@ -142,10 +141,10 @@ class AFAD(Converter):
 
     def base(self, folder: Path) -> str:
         """The folder as a prefix of root-relative paths."""
-        return "" if folder == self.root else self.rel(folder) + "/"
+        return "" if folder == self.root else self.tree.rel(folder) + "/"
 
     def note_walk(self, folder: Path, walk: Walk, images: int) -> None:
-        self.notes.append(f"walked {self.rel(folder)}: {images} images in {len(walk.folders)} <age>/<gender> folders")
+        self.notes.append(f"walked {self.tree.rel(folder)}: {images} images in {len(walk.folders)} <age>/<gender> folders")
         if walk.skipped_files:
             most = sorted(walk.skipped_files.items(), key=lambda item: (-item[1], item[0]))[:5]
             common = ", ".join(f"{name} {count}" for name, count in most)
@@ -166,7 +165,7 @@ class AFAD(Converter):
 
     def cross_check(self, path: Path, folder: Path, cols: dict) -> pa.Array:
         """Reject list lines that match no image on disk; return each image's `list:line` (null if unlisted)."""
-        table = read_table(path, self.rel(path), ["path"], self.reject)  # a line with spaces: malformed line
+        table = read_table(path, self.tree.rel(path), ["path"], self.reject)  # a line with spaces: malformed line
         self.count_records(table.malformed)
         paths = pc.replace_substring_regex(table["path"], r"^\./", "")
         paths = pc.replace_substring_regex(paths, f"^(?i){re.escape(folder.name)}/", "")
@@ -179,15 +178,14 @@ class AFAD(Converter):
         if len(pc.unique(paths)) < len(paths):
             repeat = pc.is_in(lines["path"], value_set=paths.filter(pa.array(matched))).to_numpy(zero_copy_only=False)
             lines = self.reject_where(lines, repeat | later_duplicates(lines["path"]), "duplicate line", lines["path"])
-        unsafe = pc.match_substring_regex(lines["path"], UNSAFE_PATH).to_numpy(zero_copy_only=False)
-        lines = self.reject_where(lines, unsafe, "path escapes root", lines["path"])
+        lines = self.reject_unsafe(lines, "path")
         odd = ~pc.match_substring_regex(lines["path"], LIST_PATH).to_numpy(zero_copy_only=False)
         lines = self.reject_where(lines, odd, "malformed line", "expected ./<age>/<gender>/<file>")
         every = np.ones(len(lines["path"]), dtype=bool)  # each line left names an image that is not on disk
         self.reject_where(lines, every, "image missing", prefixed(self.base(folder), lines["path"]))
         unlisted = line_of_image.null_count
         if unlisted:
-            self.notes.append(f"{unlisted} images on disk are not listed in {self.rel(path)} (kept)")
+            self.notes.append(f"{unlisted} images on disk are not listed in {self.tree.rel(path)} (kept)")
         return sources.take(line_of_image)
 
 

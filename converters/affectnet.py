@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 
 from common.errors import UserError
 
-from .base import IMAGE_EXTENSIONS, UNSAFE_PATH, Converter
+from .base import Converter
+from .root import IMAGE_EXTENSIONS
 from .rows import attribute_columns, box_column, make_table, prefixed, stems
 from .tables import read_csv
 
@@ -57,7 +58,7 @@ class AffectNet(Converter):
         cols = self.affect_values(cols)
         if self.release == "csv":
             cols = self.crop_boxes(cols)
-            cols = self.locate_images(cols, self.find_dir(CSV_IMAGE_DIR))
+            cols = self.locate_images(cols, self.tree.find_dir(CSV_IMAGE_DIR))
         keys = ["expression", *AFFECT]
         text, attributes = attribute_columns(self.name, keys, [cols[k] for k in keys])
         n = len(cols["source"])
@@ -69,9 +70,9 @@ class AffectNet(Converter):
     def detect_release(self) -> str:
         if self.options.release != "auto":
             return self.options.release
-        if any(self.find_file(name, required=False) for name in CSV_FILES):
+        if any(self.tree.find_file(name, required=False) for name in CSV_FILES):
             return "csv"
-        if any(self.find_dir(name, required=False) for name in NPY_SETS):
+        if any(self.tree.find_dir(name, required=False) for name in NPY_SETS):
             return "npy"
         raise UserError(f"{self.name}: found neither the CSV release ({', '.join(CSV_FILES)}) nor the npy release "
                         f"({'/, '.join(NPY_SETS)}/) under {self.root}; is --root the extracted download?")
@@ -80,8 +81,8 @@ class AffectNet(Converter):
     def read_csv_release(self) -> dict:
         parts = []
         for name in CSV_FILES:
-            path = self.find_file(name)
-            table = read_csv(path, self.rel(path), CSV_COLUMNS, self.reject)
+            path = self.tree.find_file(name)
+            table = read_csv(path, self.tree.rel(path), CSV_COLUMNS, self.reject)
             self.count_records(table.records)
             split = self.manifest["labels"]["split"][name]
             parts.append({"source": table.sources(), "split": pa.array([split] * len(table), pa.string()),
@@ -91,7 +92,7 @@ class AffectNet(Converter):
         return self.reject_where(cols, bad, "missing value", detail)
 
     def read_npy_release(self) -> dict:
-        parts = [self.read_npy_set(name, self.find_dir(name)) for name in NPY_SETS]
+        parts = [self.read_npy_set(name, self.tree.find_dir(name)) for name in NPY_SETS]
         cols = {k: pa.concat_arrays([p[k] for p in parts]) for k in parts[0]}
         for key in AFFECT:
             if cols[key].null_count:
@@ -100,26 +101,26 @@ class AffectNet(Converter):
 
     def read_npy_set(self, name: str, set_dir: Path) -> dict:
         """One record per image id: the ids named by the images and by the annotation files together."""
-        images_dir, notes_dir = self.find_dir("images", under=set_dir), self.find_dir("annotations", under=set_dir)
-        images = sorted(n for n in self.listing(images_dir) if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+        images_dir, notes_dir = self.tree.find_dir("images", under=set_dir), self.tree.find_dir("annotations", under=set_dir)
+        images = sorted(n for n in self.tree.listing(images_dir) if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         images = pa.array(images, pa.string())
-        notes = pa.array(sorted(self.listing(notes_dir)), pa.string())
+        notes = pa.array(sorted(self.tree.listing(notes_dir)), pa.string())
         noted = pc.struct_field(pc.extract_regex(notes, r"^(?P<id>.+)_(?:exp|val|aro|lnd)\.npy$"), "id").drop_null()
         ids = pc.unique(pa.concat_arrays([stems(images), noted]))
         order = [("n", "ascending"), ("id", "ascending")]  # numeric ids in numeric order
         ids = ids.take(pc.sort_indices(pa.table({"n": pc.utf8_length(ids), "id": ids}), order))
         self.count_records(len(ids))
         exp_files = pc.binary_join_element_wise(ids, NPY_FILES["expression"], "")
-        cols = {"source": prefixed(self.rel(notes_dir) + "/", exp_files),
+        cols = {"source": prefixed(self.tree.rel(notes_dir) + "/", exp_files),
                 "split": pa.array([self.manifest["labels"]["split"][name]] * len(ids), pa.string()), "id": ids,
-                "image": prefixed(self.rel(images_dir) + "/", images.take(pc.index_in(ids, value_set=stems(images)))),
+                "image": prefixed(self.tree.rel(images_dir) + "/", images.take(pc.index_in(ids, value_set=stems(images)))),
                 "image_id": prefixed(f"{self.name}/{name}/", ids)}
         cols = self.reject_where(cols, cols["image"].is_null().to_numpy(zero_copy_only=False), "image missing",
-                                 f"no image of that id in {self.rel(images_dir)}")
+                                 f"no image of that id in {self.tree.rel(images_dir)}")
         errors = np.full(len(cols["id"]), "", dtype=object)
         for key, suffix in NPY_FILES.items():
             files = [f"{i}{suffix}" for i in cols["id"].to_pylist()]
-            values, problems = read_npy_scalars(notes_dir, files, self.listing(notes_dir))
+            values, problems = read_npy_scalars(notes_dir, files, self.tree.listing(notes_dir))
             cols[key] = pa.array(values, pa.string())
             errors = np.where(errors == "", problems, errors)
         cols["expression"] = pc.replace_substring_regex(cols["expression"], r"^(\d+)\.0*$", r"\1")  # stored as 1.0
@@ -193,17 +194,13 @@ class AffectNet(Converter):
         if found.null_count:
             found = pc.coalesce(found, pc.index_in(pc.utf8_lower(paths), value_set=pc.utf8_lower(present)))
         cols["found"] = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
-        absent = np.flatnonzero(cols["found"] < 0)  # a listed name never holds `..`: only these can escape
-        unsafe = np.zeros(len(paths), dtype=bool)
-        unsafe[absent] = pc.match_substring_regex(paths.take(pa.array(absent)), UNSAFE_PATH).to_numpy(
-            zero_copy_only=False)
-        cols = self.reject_where(cols, unsafe, "path escapes root", paths)
+        cols = self.reject_unsafe(cols, PATH, where=cols["found"] < 0)  # a listed name never holds `..`
         cols = self.reject_where(cols, cols["found"] < 0, "image missing", cols[PATH])
         _, first, inverse = np.unique(cols["found"], return_index=True, return_inverse=True)
         first = first[inverse]
         earlier = pc.binary_join_element_wise("same image as ", cols["source"].take(pa.array(first)), "")
         cols = self.reject_where(cols, first != np.arange(len(first)), "duplicate image", earlier)
-        cols["image"] = prefixed(self.rel(image_dir) + "/", present.take(pa.array(cols["found"])))
+        cols["image"] = prefixed(self.tree.rel(image_dir) + "/", present.take(pa.array(cols["found"])))
         cols["image_id"] = prefixed(f"{self.name}/", stems(cols[PATH]))
         return cols
 

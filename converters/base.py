@@ -1,19 +1,19 @@
-"""The interface every dataset converter implements, and the machinery they share.
+"""The interface every dataset converter implements, and the bookkeeping they share.
 
 A converter is declared like a tensorflow-datasets builder: a `name` (its registry key and the
-name of its manifest), an `Options` dataclass for its switches, and `convert()`, which yields
-tables of RECORD_SCHEMA. The base class finds files under the root, lists image folders,
-keeps the rejects report, and `run()` writes the Parquet file, the rejects and the summary.
+name of its manifest), an `Options` dataclass for its switches where it has any, and `convert()`,
+which yields tables of RECORD_SCHEMA. It holds its dataset folder as `self.tree`
+(`converters.root.DatasetRoot`: finding files, listings, the unsafe-path rule). The base class
+keeps the bookkeeping (records in, rejects, notes), and `run()` checks that nothing was lost and
+writes the converted layout (`converters.converted`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -21,18 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import manifests
-from common.errors import UserError
-from common.fileio import write_json, write_jsonl, write_parquet
 from common.records import SPLITS
 
-from .rows import map_values, prefixed
+from .converted import write_converted
+from .root import DatasetRoot
+from .rows import map_values
 from .schema import RECORD_SCHEMA
 
 log = logging.getLogger(__name__)
-
-SEARCH_DEPTH = 3  # annotation files may sit up to two folder levels below the root (re-zipped downloads)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-UNSAFE_PATH = r"(^/|^[A-Za-z]:|^~|\\|(^|/)\.\.(/|$))"
 
 
 @dataclasses.dataclass
@@ -45,16 +41,17 @@ class Converter:
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, root: Path, options=None):
-        self.root = Path(root).expanduser().resolve()
-        if not self.root.is_dir():
-            raise UserError(f"{self.name}: dataset root {self.root} is not a directory")
+        self.tree = DatasetRoot(root, self.name)
         self.options = options if options is not None else self.Options()
         self.manifest = manifests.load(self.name)
         self.rejects: list[dict] = []
         self.records_in = 0
         self.notes: list[str] = []  # facts worth a line in the summary (variant found, corrections made)
-        self._listings: dict[Path, frozenset[str]] = {}
-        self._scans: dict[Path, tuple[dict, list[Path]]] = {}
+
+    @property
+    def root(self) -> Path:
+        """The dataset folder (resolved) that `image` and `source` paths are relative to."""
+        return self.tree.path
 
     # -- to implement ---------------------------------------------------------------------
     def convert(self) -> Iterator[pa.Table]:
@@ -106,101 +103,27 @@ class Converter:
                 bad |= unknown
         return self.reject_where(columns, bad, "unknown label value", pa.array(detail.tolist(), pa.string()))
 
-    # -- finding files --------------------------------------------------------------------
-    def find_file(self, *names: str, under: Path | None = None, required: bool = True) -> Path | None:
-        """The shallowest file with one of `names` (case-insensitive) within SEARCH_DEPTH levels."""
-        return self._find(names, under, want_dir=False, required=required)
-
-    def find_dir(self, *names: str, under: Path | None = None, required: bool = True) -> Path | None:
-        return self._find(names, under, want_dir=True, required=required)
-
-    def _find(self, names, under, want_dir, required):
-        wanted = {n.lower(): i for i, n in enumerate(names)}
-        start = under or self.root
-        level = [start]
-        for _ in range(SEARCH_DEPTH):
-            exact = [(i, folder / name) for folder in level for i, name in enumerate(names)
-                     if (folder / name).is_dir() == want_dir and (folder / name).exists()]
-            if exact:  # the usual case, found without listing big image folders
-                return min(exact)[1]
-            hits, deeper = [], []
-            for folder in level:
-                entries, subdirs = self._scan(folder)
-                hits += [(wanted[low], folder / name) for low, (name, is_dir) in entries.items()
-                         if low in wanted and is_dir == want_dir]
-                deeper += subdirs
-            if hits:
-                return min(hits)[1]
-            level = deeper
-        if required:
-            kind = "folder" if want_dir else "file"
-            raise UserError(f"{self.name}: no {kind} named {' or '.join(names)} under {start} "
-                            f"(looked {SEARCH_DEPTH} levels deep); is --root the extracted download?")
-        return None
-
-    def _scan(self, folder: Path) -> tuple[dict, list[Path]]:
-        """One folder's entries by lower-case name, and its visible subfolders (sorted), read once."""
-        if folder not in self._scans:
-            entries, subdirs = {}, []
-            with os.scandir(folder) as it:
-                for entry in it:
-                    is_dir = entry.is_dir()
-                    entries.setdefault(entry.name.lower(), (entry.name, is_dir))
-                    if is_dir and not entry.name.startswith("."):
-                        subdirs.append(Path(entry.path))
-            self._scans[folder] = (entries, sorted(subdirs))
-        return self._scans[folder]
-
-    def rel(self, path: Path) -> str:
-        """A path under the root as a POSIX string relative to the root."""
-        return PurePosixPath(Path(path).relative_to(self.root)).as_posix()
-
-    def listing(self, folder: Path) -> frozenset[str]:
-        """Names of the files in one folder, read once (existence is checked by listing, not opening)."""
-        folder = Path(folder)
-        if folder not in self._listings:
-            try:
-                # os.listdir is ~6x faster than filtering scandir entries; a folder named like an
-                # image is not worth that cost
-                self._listings[folder] = frozenset(os.listdir(folder))
-            except (FileNotFoundError, NotADirectoryError):
-                self._listings[folder] = frozenset()
-        return self._listings[folder]
-
-    def existing(self, images: pa.Array, folders: Iterable[Path]) -> np.ndarray:
-        """Mask of the root-relative image paths that exist in the given folders."""
-        present = []
-        for folder in folders:
-            names = pa.array(list(self.listing(folder)), pa.string())  # a set: order does not matter
-            present.append(names if Path(folder) == self.root else prefixed(self.rel(folder) + "/", names))
-        value_set = pa.concat_arrays(present) if present else pa.array([], pa.string())
-        return pc.is_in(images, value_set=value_set).to_numpy(zero_copy_only=False)
+    def reject_unsafe(self, columns: dict, column: str, where: np.ndarray | None = None) -> dict:
+        """Reject the rows whose path in `column` would escape the root (checked only `where` given)."""
+        unsafe = self.tree.escapes(columns[column], where)
+        return self.reject_where(columns, unsafe, "path escapes root", columns[column])
 
     def drop_missing_images(self, columns: dict, folders: Iterable[Path]) -> dict:
         """Reject rows whose path escapes the root, then rows whose image is not on disk."""
-        unsafe = pc.match_substring_regex(columns["image"], UNSAFE_PATH).to_numpy(zero_copy_only=False)
-        columns = self.reject_where(columns, unsafe, "path escapes root", columns["image"])
-        missing = ~self.existing(columns["image"], folders)
+        columns = self.reject_unsafe(columns, "image")
+        missing = ~self.tree.existing(columns["image"], folders)
         return self.reject_where(columns, missing, "image missing", columns["image"])
 
     # -- running --------------------------------------------------------------------------
     def run(self, out: Path) -> dict:
-        """Convert and write OUT/NAME.parquet, NAME.rejects.jsonl and (last) NAME.summary.json."""
+        """Convert, check that records in = rows out + rejects, and write the converted layout into `out`."""
         tables = [t for t in self.convert() if t.num_rows]
         table = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
         summary = self.summary(table)
         if summary["records_in"] != summary["rows"] + summary["rejects"]["total"]:
             raise RuntimeError(f"{self.name}: {summary['records_in']} records in, but {summary['rows']} rows "
                                f"+ {summary['rejects']['total']} rejects out; a converter lost records")
-        out = Path(out)
-        # The summary marks a complete conversion: drop an older one first, so a run killed between
-        # the files below never leaves a new Parquet file beside a stale summary.
-        (out / f"{self.name}.summary.json").unlink(missing_ok=True)
-        with ThreadPoolExecutor(1) as pool:  # Parquet encoding runs in C++ beside the Python rejects writer
-            parquet = pool.submit(write_parquet, table, out / f"{self.name}.parquet")
-            write_jsonl(self.rejects, out / f"{self.name}.rejects.jsonl")
-            parquet.result()
-        write_json(summary, out / f"{self.name}.summary.json")
+        write_converted(Path(out), self.name, table, self.rejects, summary)
         return summary
 
     def summary(self, table: pa.Table) -> dict:

@@ -7,7 +7,6 @@ decoded one by one. Split by the celebrity's rank, as the CARC protocol does (ma
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import pyarrow.compute as pc
 from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import IMAGE_EXTENSIONS, Converter
+from .base import Converter
 from .matfiles import is_v73, read_struct
+from .root import IMAGE_EXTENSIONS
 from .rows import attribute_columns, make_table, prefixed, stems
 
 META_FILE = "celebrity2000_meta.mat"  # MATLAB v5, small: preferred
@@ -31,14 +31,8 @@ IMAGE_DIR = "CACD2000"
 IMAGE_NAME = "(" + "|".join(re.escape(ext) for ext in sorted(IMAGE_EXTENSIONS)) + ")$"
 
 
-@dataclasses.dataclass
-class Options:
-    pass
-
-
 class CACD(Converter):
     name = "cacd"
-    Options = Options
 
     def convert(self):
         labels = self.manifest["labels"]
@@ -48,7 +42,7 @@ class CACD(Converter):
         self.note_unlisted_images(image_dir, cols["name"])
         cols = self.reject_bad_records(cols, labels)
 
-        cols["image"] = prefixed(self.rel(image_dir) + "/", cols["name"])
+        cols["image"] = prefixed(self.tree.rel(image_dir) + "/", cols["name"])
         cols = self.drop_missing_images(cols, [image_dir])
 
         age = pa.array(cols["age"].astype(np.int64)).cast(pa.string())
@@ -62,14 +56,14 @@ class CACD(Converter):
         )
 
     def annotation_file(self) -> Path:
-        meta = self.find_file(META_FILE, required=False)
+        meta = self.tree.find_file(META_FILE, required=False)
         if meta is not None:
             return meta
-        return self.find_file(META_FILE, FULL_FILE)  # the error, if any, names both
+        return self.tree.find_file(META_FILE, FULL_FILE)  # the error, if any, names both
 
     def read_records(self, path: Path) -> dict:
         """The fields we need, one entry per image, with `file:celebrityImageData(i)` sources."""
-        rel = self.rel(path)
+        rel = self.tree.rel(path)
         with read_struct(path, STRUCT) as struct:
             cols = {field: struct.numbers(field) for field in NUMBER_FIELDS}
             cols["name"] = struct.strings(NAME_FIELD)
@@ -104,9 +98,7 @@ class CACD(Converter):
         return self.reject_where(cols, bad, "unknown label value", detail.tolist())
 
     def image_dir(self) -> Path:
-        folder = self.find_dir(IMAGE_DIR)
-        nested = [folder / name for name in (folder.name, IMAGE_DIR) if (folder / name).is_dir()]
-        return nested[0] if nested else folder  # some users have CACD2000/CACD2000/
+        return self.tree.unwrap(self.tree.find_dir(IMAGE_DIR), IMAGE_DIR)  # some users have CACD2000/CACD2000/
 
     def splits(self, rank: np.ndarray, labels: dict) -> pa.Array:
         ranges = labels["split_by_rank"]
@@ -115,11 +107,11 @@ class CACD(Converter):
         return pa.array(choice.tolist(), pa.string())
 
     def note_unlisted_images(self, image_dir: Path, names: pa.Array) -> None:
-        files = pa.array(list(self.listing(image_dir)), pa.string())
+        files = pa.array(list(self.tree.listing(image_dir)), pa.string())
         images = files.filter(pc.match_substring_regex(files, IMAGE_NAME, ignore_case=True))
         unlisted = len(images) - (pc.sum(pc.is_in(images, value_set=names)).as_py() or 0)
         if unlisted:
-            self.notes.append(f"{unlisted} images in {self.rel(image_dir)}/ are not named in {STRUCT} (not converted)")
+            self.notes.append(f"{unlisted} images in {self.tree.rel(image_dir)}/ are not named in {STRUCT} (not converted)")
 
     def note_name_age_mismatch(self, names: pa.Array, age: pa.Array) -> None:
         prefix = pc.struct_field(pc.extract_regex(names, r"^(?P<age>\d+)_"), "age")

@@ -9,7 +9,7 @@ The record policy, in one place:
   `\\ufffd\\ufffd` by a space). Each run of U+FFFD becomes one space and the caption is kept while the
   rest is readable; a line holding more U+FFFD than letters is rejected as `undecodable text`.
 - A line with no letter or digit at all (`.`, `-`) is rejected as `empty caption`.
-- Whitespace is normalised as `converters.rows.normalise_text` does.
+- Whitespace is normalised as `common.arrays.normalise_text` does.
 
 Everything that depends only on the caption file (image id, split, image path) is computed once
 per file and spread to its lines with `take`, so 300k captions cost little more than reading them.
@@ -28,8 +28,9 @@ from common.arrays import normalise_text
 from common.errors import UserError
 from common.safe_pickle import as_names, load_data_pickle
 
-from .base import IMAGE_EXTENSIONS, Converter
+from .base import Converter
 from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
+from .root import IMAGE_EXTENSIONS
 from .rows import make_table, prefixed
 from .tables import read_bytes
 
@@ -68,11 +69,6 @@ def innermost(folder: Path, suffixes) -> Path:
         if len(subfolders) != 1:
             return folder
         folder = Path(subfolders[0].path)
-
-
-def rel_prefix(conv: Converter, folder: Path) -> str:
-    """`folder/` relative to the root ('' for the root itself), to put before file names."""
-    return "" if Path(folder) == conv.root else conv.rel(folder) + "/"
 
 
 def natural_key(name: str):
@@ -120,7 +116,7 @@ def read_captions(conv: Converter, folder: Path, per_file: int) -> Captions:
     conv.count_records(len(file_of_line))
     note_odd_files(conv, folder, names, np.bincount(file_of_line, minlength=len(names)), per_file)
 
-    prefix = rel_prefix(conv, folder)
+    prefix = conv.tree.prefix(folder)
     sources = pa.array([f"{prefix}{name}:" for name in names], pa.string()).take(pa.array(file_of_line))
     columns = {
         "source": pc.binary_join_element_wise(sources, pa.array(line_number).cast(pa.string()), ""),
@@ -137,7 +133,7 @@ def note_odd_files(conv: Converter, folder: Path, names: list[str], captions: np
                        (f"hold more than {per_file} captions", captions > per_file)):
         if mask.any():
             example = names[int(np.flatnonzero(mask)[0])]
-            conv.notes.append(f"{int(mask.sum())} caption files in {conv.rel(folder)} {what} (e.g. {example})")
+            conv.notes.append(f"{int(mask.sum())} caption files in {conv.tree.rel(folder)} {what} (e.g. {example})")
 
 
 def clean_texts(conv: Converter, columns: dict, any_replacement: bool) -> dict:
@@ -159,10 +155,10 @@ def clean_texts(conv: Converter, columns: dict, any_replacement: bool) -> dict:
 # -- splits -----------------------------------------------------------------------------------
 def find_split_pickle(conv: Converter, split: str) -> Path:
     """`<split>/filenames.pickle` (AttnGAN layout, any case), else a flat `<split>_filenames.pickle`."""
-    folder = conv.find_dir(split, required=False)
-    found = folder and conv.find_file(*SPLIT_FILES, under=folder, required=False)
+    folder = conv.tree.find_dir(split, required=False)
+    found = folder and conv.tree.find_file(*SPLIT_FILES, under=folder, required=False)
     flat = (f"{split}_filenames.pickle", f"filenames_{split}.pickle", f"{split}.pickle", f"{split}.pkl")
-    found = found or conv.find_file(*flat, required=False)
+    found = found or conv.tree.find_file(*flat, required=False)
     if found is None:
         raise UserError(f"{conv.name}: no {split}/filenames.pickle (nor {', '.join(flat)}) under {conv.root}; "
                         f"expected the {split} list of the download")
@@ -200,7 +196,7 @@ def assign_splits(conv: Converter, caps: Captions, lists: dict[str, pa.Array]) -
 def attach_images(conv: Converter, caps: Captions, folder: Path, extension: str) -> None:
     """`image` = the file in `folder` with the caption file's stem (any image extension, `extension`
     preferred); lines without one are rejected `image missing` by the base class."""
-    files = pa.array(sorted(conv.listing(folder)), pa.string())
+    files = pa.array(sorted(conv.tree.listing(folder)), pa.string())
     ext = pc.utf8_lower(pc.extract_regex(files, r"(?P<ext>\.[^.]*)$").field("ext"))
     files = files.filter(pc.is_in(ext, value_set=pa.array(sorted(IMAGE_EXTENSIONS))))
     order = pa.table({"stem": stem_of(files), "other": pc.invert(pc.ends_with(pc.utf8_lower(files), extension)),
@@ -208,7 +204,7 @@ def attach_images(conv: Converter, caps: Captions, folder: Path, extension: str)
     # index_in finds the first of equal stems: the preferred extension
     found = order["name"].combine_chunks().take(pc.index_in(caps.stems, value_set=order["stem"].combine_chunks()))
     names = pc.coalesce(found, pc.binary_join_element_wise(caps.stems, extension, ""))
-    caps.columns["image"] = caps.spread(prefixed(rel_prefix(conv, folder), names))
+    caps.columns["image"] = caps.spread(prefixed(conv.tree.prefix(folder), names))
     caps.columns = conv.drop_missing_images(caps.columns, [folder])
 
 
@@ -226,15 +222,12 @@ def numbered_ids(conv: Converter, caps: Captions, prefix: str, count: int, width
     return digits
 
 
-def find_mapping(conv: Converter, option: str | None, search: tuple[Path, ...]) -> Path | None:
+def find_mapping(conv: Converter, option: Path | None, search: tuple[Path, ...]) -> Path | None:
     """CelebAMask-HQ's mapping file: the option (checked), else the first found in `search`, else None (noted)."""
-    if option:
-        path = Path(option).expanduser()
-        if not path.is_file():
-            raise UserError(f"{conv.name}: mapping={path} is not a file; expected CelebAMask-HQ's {MAPPING_FILE}")
-        return path
+    if option is not None:
+        return conv.tree.given(option, "mapping", expected=f"CelebAMask-HQ's {MAPPING_FILE}")
     for folder in search:
-        path = conv.find_file(MAPPING_FILE, under=folder, required=False)
+        path = conv.tree.find_file(MAPPING_FILE, under=folder, required=False)
         if path is not None:
             return path
     conv.notes.append(f"origin_id is null: no {MAPPING_FILE} found (pass mapping=PATH from CelebAMask-HQ "

@@ -6,7 +6,6 @@ doubly nested `img_align_celeba/img_align_celeba/`). Split from `list_eval_parti
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,18 +24,12 @@ IDENTITY_FILE = "identity_CelebA.txt"
 IMAGE_DIR = "img_align_celeba"
 
 
-@dataclasses.dataclass
-class Options:
-    pass
-
-
 class CelebA(Converter):
     name = "celeba"
-    Options = Options
 
     def convert(self):
         labels = self.manifest["labels"]
-        attrs = self.read_attributes(self.find_file(*ATTR_FILES), labels["attributes"])
+        attrs = self.read_attributes(self.tree.find_file(*ATTR_FILES), labels["attributes"])
         self.count_records(attrs.records)
         name = attrs["image_id"] if "image_id" in attrs.names else attrs["image"]  # Kaggle CSV / official
         cols = {"source": attrs.sources(), "name": name, **{a: attrs[a] for a in labels["attributes"]}}
@@ -44,7 +37,7 @@ class CelebA(Converter):
         cols = self.map_labels(cols, labels["attributes"], labels["values"], encoded=True)  # CelebA's -1/1 -> false/true
 
         image_dir = self.image_dir()
-        cols["image"] = prefixed(self.rel(image_dir) + "/", cols["name"])
+        cols["image"] = prefixed(self.tree.rel(image_dir) + "/", cols["name"])
         cols = self.drop_missing_images(cols, [image_dir])
 
         cols["split"] = self.splits(cols["name"], labels["partition"])
@@ -58,7 +51,7 @@ class CelebA(Converter):
         )
 
     def read_attributes(self, path: Path, expected: list[str]) -> Columns:
-        rel = self.rel(path)
+        rel = self.tree.rel(path)
         if path.suffix.lower() == ".csv":
             return read_csv(path, rel, ["image_id", *expected], self.reject)
         head = head_lines(path, 2)
@@ -75,22 +68,18 @@ class CelebA(Converter):
         return table
 
     def image_dir(self) -> Path:
-        folder = self.find_dir(IMAGE_DIR)
-        nested = folder / IMAGE_DIR
-        if nested.is_dir():  # Kaggle mirror: img_align_celeba/img_align_celeba/
-            folder = nested
-        return folder
+        return self.tree.unwrap(self.tree.find_dir(IMAGE_DIR), IMAGE_DIR)  # Kaggle: img_align_celeba/img_align_celeba/
 
     def splits(self, names: pa.Array, partition: dict) -> pa.Array:
-        path = self.find_file(*PARTITION_FILES)
-        keys, splits = read_partition(path, self.rel(path), partition)
+        path = self.tree.find_file(*PARTITION_FILES)
+        keys, splits = read_partition(path, self.tree.rel(path), partition)
         return splits.take(pc.index_in(names, value_set=keys))
 
     def identities(self, names: pa.Array) -> pa.Array | None:
-        path = self.find_file(IDENTITY_FILE, required=False)
+        path = self.tree.find_file(IDENTITY_FILE, required=False)
         if path is None:
             return None
-        table = read_table(path, self.rel(path), ["image", "identity"], lambda *a: None)
+        table = read_table(path, self.tree.rel(path), ["image", "identity"], lambda *a: None)
         return prefixed("celeba:", table["identity"]).take(pc.index_in(names, value_set=table["image"]))
 
     def texts(self, cols: dict, labels: dict) -> tuple[pa.Array, pa.Array]:

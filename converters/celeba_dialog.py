@@ -29,10 +29,11 @@ from common.arrays import later_duplicates, normalise_text
 from common.errors import UserError
 from common.splits import hash_split
 
-from .base import SEARCH_DEPTH, UNSAFE_PATH, Converter
+from .base import Converter
 from .celeba import read_partition
 from .celeba_hq import HEADER as MAPPING_HEADER
 from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
+from .root import HEAD_BYTES, SEARCH_DEPTH
 from .rows import attribute_columns, key_name, make_table, prefixed, stems
 from .tables import Columns, read_json, read_table, read_text
 
@@ -41,7 +42,6 @@ LABEL_FILE = "combined_annotation.txt"
 PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
 IMAGE_DIRS = {"standard": ("img_align_celeba",), "hq": ("image", "images", "CelebA-HQ-img", "CelebAimg")}
 ID_PREFIX = {"standard": "celeba/", "hq": "celeba_hq/"}
-HEAD_BYTES = 8192  # holds a caption file's first entry, or a table's header and first line
 FIRST_KEY = re.compile(r'"(\d+)\.\w+"\s*:')
 CAPTION_FILE_HELP = "a JSON object keyed by image file name whose values hold overall_caption"
 MISSING = object()
@@ -59,7 +59,7 @@ class Options:
 
 
 @dataclasses.dataclass
-class Captions:
+class CaptionEntries:
     names: pa.Array  # the JSON keys (image file names)
     overall: pa.Array  # overall captions, null where absent or not a string
     wellformed: np.ndarray  # the entry is an object whose overall caption is a string or null
@@ -80,8 +80,8 @@ class CelebADialog(Converter):
         self.find_images()
         self.mapping = self.read_mapping(found) if self.version == "hq" else None
         self.partition = self.read_partition(found, labels["partition"])
-        self.notes.append(f"files: captions {self.shown(captions)}, images {self.shown(self.image_dir)}, labels "
-                          + (self.shown(label_file) if label_file else "none found (no attributes rows)"))
+        self.notes.append(f"files: captions {self.tree.shown(captions)}, images {self.tree.shown(self.image_dir)}, labels "
+                          + (self.tree.shown(label_file) if label_file else "none found (no attributes rows)"))
         yield self.caption_rows(captions, labels["caption_keys"])
         if label_file is not None:
             yield self.label_rows(label_file, labels)
@@ -89,13 +89,13 @@ class CelebADialog(Converter):
     # -- finding the files ----------------------------------------------------------------
     def survey(self, image_column: str) -> dict[str, list[tuple[Path, str | None]]]:
         """The files under the root by kind (by name or content), each with the version its image names suggest."""
-        found = {"all": candidate_files(self.root), "captions": [], "labels": [], "mapping": [], "partition": []}
+        found = {"all": self.candidate_files(), "captions": [], "labels": [], "mapping": [], "partition": []}
         label_header = {image_column, *self.attributes}
         for path in found["all"]:
             if path.name.lower() in PARTITION_FILES:
                 found["partition"].append((path, None))
                 continue
-            head = read_head(path)
+            head = self.tree.head(path)
             if path.suffix.lower() == ".json":
                 if head.lstrip().startswith("{") and '"overall_caption"' in head:
                     key = FIRST_KEY.search(head)
@@ -115,8 +115,8 @@ class CelebADialog(Converter):
         fits = [p for p, v in found[kind] if v in (self.version, None)]
         fits.sort(key=lambda p: p.name.lower() != known_name.lower())  # stable: shallowest first otherwise
         if len(fits) > 1:
-            self.notes.append(f"several {kind} files: used {self.shown(fits[0])}, ignored "
-                              + ", ".join(self.shown(p) for p in fits[1:]))
+            self.notes.append(f"several {kind} files: used {self.tree.shown(fits[0])}, ignored "
+                              + ", ".join(self.tree.shown(p) for p in fits[1:]))
         return fits[0] if fits else None
 
     def pick_captions(self, found: dict) -> Path:
@@ -133,39 +133,40 @@ class CelebADialog(Converter):
                             f"under {self.root} (looked {SEARCH_DEPTH} levels deep); or pass captions=PATH")
         return path
 
+    def candidate_files(self) -> list[Path]:
+        """The .json/.txt/.csv files within SEARCH_DEPTH levels, shallowest first, in name order.
+
+        Listings are filtered in C++: an image folder holds 200k names.
+        """
+        files = []
+        for level in self.tree.levels():
+            for folder in level:
+                names = pa.array(sorted(self.tree.listing(folder)), pa.string())
+                names = names.filter(pc.invert(pc.starts_with(names, ".")))
+                scanned = names.filter(pc.match_substring_regex(names, SCANNED)).to_pylist()
+                if len(scanned) <= MAX_FILES_PER_FOLDER:
+                    files += [folder / n for n in scanned if (folder / n).is_file()]
+        return files
+
     def given(self, option: str, folder: bool = False) -> Path | None:
-        """The path an option names, checked to exist."""
-        path = getattr(self.options, option)
-        if path is None:
-            return None
-        path = Path(path).expanduser().resolve()
-        if not (path.is_dir() if folder else path.is_file()):
-            raise UserError(f"{self.name}: option {option}={getattr(self.options, option)}: no such "
-                            + ("folder" if folder else "file"))
-        return path
+        return self.tree.given(getattr(self.options, option), option, folder)
 
     def find_images(self) -> None:
-        folder = self.given("images", folder=True) or self.find_dir(*IMAGE_DIRS[self.version], required=False)
+        folder = self.given("images", folder=True) or self.tree.find_dir(*IMAGE_DIRS[self.version], required=False)
         if folder is None:
             raise UserError(f"{self.name}: no image folder named {' or '.join(IMAGE_DIRS[self.version])} under "
                             f"{self.root}; pass images=PATH (CelebA's img_align_celeba for the standard version)")
-        if (folder / folder.name).is_dir():  # re-zipped: img_align_celeba/img_align_celeba/
-            folder = folder / folder.name
-        self.image_dir = folder
-        self.image_names = pa.array(os.listdir(folder), pa.string())  # existence by one listing, never by opening
+        self.image_dir = folder = self.tree.unwrap(folder)  # re-zipped: img_align_celeba/img_align_celeba/
+        self.image_names = pa.array(list(self.tree.listing(folder)), pa.string())  # one listing, never opening
         self.image_prefix = "" if folder == self.root else Path(os.path.relpath(folder, self.root)).as_posix() + "/"
         if self.image_prefix.startswith("../"):
             self.notes.append(f"images are outside the root: image paths start with {self.image_prefix}")
-
-    def shown(self, path: Path) -> str:
-        """A path relative to the root where it lies under it, else absolute."""
-        return self.rel(path) if Path(path).is_relative_to(self.root) else Path(path).as_posix()
 
     # -- splits ---------------------------------------------------------------------------
     def read_mapping(self, found: dict) -> dict | None:
         path = (self.given("mapping") or self.pick(found, "mapping", MAPPING_FILE)
                 or named(found, MAPPING_FILE))  # found by name only if its header is wrong: an error then
-        self.notes.append(f"CelebA origins from {self.shown(path)}" if path else
+        self.notes.append(f"CelebA origins from {self.tree.shown(path)}" if path else
                           f"no {MAPPING_FILE} (pass mapping=PATH): origin_id is empty")
         return read_mapping(path) if path else None
 
@@ -176,15 +177,15 @@ class CelebADialog(Converter):
                               + ("no list_eval_partition found (pass partition=PATH)" if path is None
                                  else "HQ faces need the CelebA-HQ mapping to use it"))
             return None
-        names, splits = read_partition(path, self.shown(path), codes)
+        names, splits = read_partition(path, self.tree.shown(path), codes)
         if not len(names):
             raise UserError(f"{path}: no partition lines; expected lines like '000001.jpg 0'")
-        self.notes.append(f"split: CelebA's partition from {self.shown(path)}")
+        self.notes.append(f"split: CelebA's partition from {self.tree.shown(path)}")
         return {"ids": prefixed("celeba/", stems(names)), "split": splits}
 
     # -- rows -----------------------------------------------------------------------------
     def caption_rows(self, path: Path, keys: dict) -> pa.Table:
-        rel = self.shown(path)
+        rel = self.tree.shown(path)
         caps = read_captions(path, keys, self.attributes)
         self.count_records(len(caps.names))
         cols = {"source": pc.binary_join_element_wise(rel, caps.names, ":"), "name": caps.names,
@@ -200,7 +201,7 @@ class CelebADialog(Converter):
         cols = self.checked(cols)
         return self.table(cols, "caption", cols["text"])
 
-    def attribute_captions(self, rel: str, caps: Captions) -> dict:
+    def attribute_captions(self, rel: str, caps: CaptionEntries) -> dict:
         parts = []
         for attribute in self.attributes:
             texts = normalise_text(caps.wise[attribute])
@@ -210,7 +211,7 @@ class CelebADialog(Converter):
                           "text": texts.filter(keep)})
         return {k: pa.concat_arrays([p[k] for p in parts]) for k in ("source", "name", "text")}
 
-    def report_captionless(self, caps: Captions) -> None:
+    def report_captionless(self, caps: CaptionEntries) -> None:
         empty = sum(int((blank(caps.wise[a]) & caps.wellformed).sum()) for a in self.attributes)
         if empty:
             self.notes.append(f"{empty} of {int(caps.wellformed.sum()) * len(self.attributes)} attribute-wise captions "
@@ -218,7 +219,7 @@ class CelebADialog(Converter):
         on_disk = self.image_names.filter(pc.match_substring_regex(self.image_names, r"(?i)\.(jpe?g|png)$"))
         uncaptioned = sorted(on_disk.filter(pc.invert(pc.is_in(on_disk, value_set=caps.names))).to_pylist())
         if uncaptioned:
-            self.notes.append(f"images in {self.shown(self.image_dir)} without a caption entry: {len(uncaptioned)} ("
+            self.notes.append(f"images in {self.tree.shown(self.image_dir)} without a caption entry: {len(uncaptioned)} ("
                               + ", ".join(uncaptioned[:5]) + (", ...)" if len(uncaptioned) > 5 else ")"))
 
     def label_rows(self, path: Path, labels: dict) -> pa.Table:
@@ -242,12 +243,11 @@ class CelebADialog(Converter):
         if not set(expected) <= set(header.split()):
             raise UserError(f"{path}:{number}: expected the label header '{' '.join(expected)}', "
                             f"found {header.strip()!r}")
-        return read_table(path, self.shown(path), header.split(), self.reject, skip_lines=number)
+        return read_table(path, self.tree.shown(path), header.split(), self.reject, skip_lines=number)
 
     def checked(self, cols: dict) -> dict:
         """Reject unsafe names, images not on disk and faces without a split; add image, ids and split."""
-        unsafe = pc.match_substring_regex(cols["name"], UNSAFE_PATH).to_numpy(zero_copy_only=False)
-        cols = self.reject_where(cols, unsafe, "path escapes root", cols["name"])
+        cols = self.reject_unsafe(cols, "name")
         cols["image"] = prefixed(self.image_prefix, cols["name"])
         on_disk = pc.is_in(cols["name"], value_set=self.image_names).to_numpy(zero_copy_only=False)
         cols = self.reject_where(cols, ~on_disk, "image missing", cols["image"])
@@ -284,7 +284,7 @@ def version_of(digits: str | None) -> str | None:
     return None if not digits else "standard" if len(digits) == 6 else "hq"
 
 
-def read_captions(path: Path, keys: dict, attributes: list[str]) -> Captions:
+def read_captions(path: Path, keys: dict, attributes: list[str]) -> CaptionEntries:
     """One pass over the caption JSON: names, overall captions, and the attribute-wise captions."""
     collecting = gc.isenabled()
     gc.disable()  # 1.2M fresh dicts would trigger repeated full collections that find nothing to free
@@ -295,13 +295,13 @@ def read_captions(path: Path, keys: dict, attributes: list[str]) -> Captions:
             gc.enable()
 
 
-def caption_columns(data, path: Path, keys: dict, attributes: list[str]) -> Captions:
+def caption_columns(data, path: Path, keys: dict, attributes: list[str]) -> CaptionEntries:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected {CAPTION_FILE_HELP}, found a JSON {type(data).__name__}")
     entries = [e if type(e) is dict else {} for e in data.values()]
     overall = [e.get(keys["overall"], MISSING) for e in entries]
     wise = [w if type(w := e.get(keys["attribute_wise"])) is dict else {} for e in entries]
-    return Captions(
+    return CaptionEntries(
         names=pa.array(list(data), pa.string()),
         overall=pa.array([o if type(o) is str else None for o in overall], pa.string()),
         wellformed=np.array([o is None or type(o) is str for o in overall], dtype=bool),
@@ -309,42 +309,8 @@ def caption_columns(data, path: Path, keys: dict, attributes: list[str]) -> Capt
     )
 
 
-# -- generic helpers (candidates for the shared code) ----------------------------------------
 SCANNED = r"(?i)\.(json|txt|csv)$"
-NOT_A_FOLDER = r"(?i)\.(json|txt|csv|jpe?g|png|bmp|webp|tiff?|npy|mat|pickle|pkl)$"  # names not worth a stat
 MAX_FILES_PER_FOLDER = 100  # a folder with more (one text file per image) holds no index files
-
-
-def candidate_files(root: Path) -> list[Path]:
-    """The .json/.txt/.csv files within SEARCH_DEPTH levels, shallowest first, in name order.
-
-    Folders are listed with os.listdir and filtered in C++: an image folder holds 200k names.
-    """
-    files, level = [], [root]
-    for _ in range(SEARCH_DEPTH):
-        deeper = []
-        for folder in level:
-            try:
-                names = pa.array(os.listdir(folder), pa.string())
-            except OSError:  # an unreadable folder holds nothing we can use
-                continue
-            visible = names.filter(pc.invert(pc.starts_with(names, ".")))
-            scanned = sorted(visible.filter(pc.match_substring_regex(visible, SCANNED)).to_pylist())
-            if len(scanned) <= MAX_FILES_PER_FOLDER:
-                files += [folder / n for n in scanned if (folder / n).is_file()]
-            others = sorted(visible.filter(pc.invert(pc.match_substring_regex(visible, NOT_A_FOLDER))).to_pylist())
-            deeper += [folder / n for n in others if (folder / n).is_dir()]
-        level = deeper
-    return files
-
-
-def read_head(path: Path) -> str:
-    """The first HEAD_BYTES of a file as text ("" if unreadable: a file we only sniff is not an error)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(HEAD_BYTES).decode("utf-8-sig", errors="replace")
-    except OSError:
-        return ""
 
 
 def blank(values: pa.Array) -> np.ndarray:

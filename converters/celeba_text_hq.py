@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from common.errors import UserError
 
-from .base import IMAGE_EXTENSIONS, Converter
+from .base import Converter
 from .captions import (
     CAPTION_SUFFIX,
     assign_splits,
@@ -31,6 +31,7 @@ from .captions import (
     read_captions,
     stem_of,
 )
+from .root import IMAGE_EXTENSIONS, DatasetRoot
 from .tables import read_text
 
 CAPTION_DIRS = ("captions", "caption", "text")
@@ -40,8 +41,8 @@ SPLIT_FILES = {"train": "train.flist", "test": "test.flist"}
 
 @dataclasses.dataclass
 class Options:
-    images: str | None = None  # CelebAMask-HQ's CelebA-HQ-img folder (else searched under the root)
-    mapping: str | None = None  # CelebAMask-HQ's CelebA-HQ-to-CelebA-mapping.txt (else searched)
+    images: Path | None = None  # CelebAMask-HQ's CelebA-HQ-img folder (else searched under the root)
+    mapping: Path | None = None  # CelebAMask-HQ's CelebA-HQ-to-CelebA-mapping.txt (else searched)
 
 
 class CelebATextHQ(Converter):
@@ -50,8 +51,8 @@ class CelebATextHQ(Converter):
 
     def convert(self):
         labels = self.manifest["labels"]
-        caption_dir = innermost(self.find_dir(*CAPTION_DIRS), {CAPTION_SUFFIX})
-        lists = {split: self.read_flist(self.find_file(name)) for split, name in SPLIT_FILES.items()}
+        caption_dir = innermost(self.tree.find_dir(*CAPTION_DIRS), {CAPTION_SUFFIX})
+        lists = {split: self.read_flist(self.tree.find_file(name)) for split, name in SPLIT_FILES.items()}
         image_dir = self.image_dir()
         mapping = find_mapping(self, self.options.mapping, (*beside(image_dir), self.root))
         self.widen_root(image_dir)
@@ -68,25 +69,20 @@ class CelebATextHQ(Converter):
 
     def image_dir(self) -> Path:
         if self.options.images is None:
-            folder = self.find_dir(*IMAGE_DIRS, required=False)
+            folder = self.tree.find_dir(*IMAGE_DIRS, required=False)
             if folder is None:
                 raise UserError(f"{self.name}: no folder named {' or '.join(IMAGE_DIRS)} under {self.root}; the images "
                                 "are CelebAMask-HQ's CelebA-HQ-img: pass images=PATH")
         else:
-            # a path (or symlink) under the root stays there; any other is compared with the resolved root
-            folder = Path(os.path.abspath(Path(self.options.images).expanduser()))
-            if not folder.is_relative_to(self.root):
-                folder = folder.resolve()
-            if not folder.is_dir():
-                raise UserError(f"{self.name}: images={folder} is not a folder; "
-                                "expected CelebAMask-HQ's CelebA-HQ-img/")
+            folder = self.tree.given(self.options.images, "images", folder=True,
+                                     expected="CelebAMask-HQ's CelebA-HQ-img/")
         return innermost(folder, IMAGE_EXTENSIONS)
 
     def widen_root(self, image_dir: Path) -> None:
         if image_dir.is_relative_to(self.root):
             return
         dataset = self.root
-        self.root = Path(os.path.commonpath([dataset, image_dir]))
+        self.tree = DatasetRoot(Path(os.path.commonpath([dataset, image_dir])), self.name)
         self.notes.append(f"the images lie outside the dataset folder {dataset}: image and source paths are relative "
                           f"to their common parent {self.root}")
 

@@ -7,8 +7,6 @@ name, so all faces of one picture land in the same split.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,18 +28,12 @@ NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 PATTERNS = {"face_id_in_image": (r"^\d+$", "not a face number"), **{c: (NUMBER, "not a number") for c in BOX}}
 
 
-@dataclasses.dataclass
-class Options:
-    pass
-
-
 class ExpW(Converter):
     name = "expw"
-    Options = Options
 
     def convert(self):
-        path = self.find_file(LABEL_FILE)
-        table = read_table(path, self.rel(path), COLUMNS, self.reject)
+        path = self.tree.find_file(LABEL_FILE)
+        table = read_table(path, self.tree.rel(path), COLUMNS, self.reject)
         if not len(table):
             raise UserError(f"{path}: no line has the {len(COLUMNS)} space-separated columns {' '.join(COLUMNS)}")
         self.count_records(table.records)
@@ -55,8 +47,8 @@ class ExpW(Converter):
             prefixed("expw/", stems(cols["image_name"])), cols["face_id_in_image"], "_")
         cols = self.drop_repeats(cols, cols["image_id"], "duplicate face")  # same face id, other values
 
-        image_dir = self.find_dir(IMAGE_DIR)
-        cols["image"] = prefixed(self.rel(image_dir) + "/", cols["image_name"])
+        image_dir = self.tree.find_dir(IMAGE_DIR)
+        cols["image"] = prefixed(self.tree.rel(image_dir) + "/", cols["image_name"])
         cols = self.drop_missing_images(cols, [image_dir])
         text, attributes = attribute_columns(self.name, ["expression"], [cols["expression_label"]])
         n = len(cols["source"])

@@ -9,21 +9,19 @@ Age bins a spreadsheet turned into dates (`9-Mar` for 3-9) are repaired (or reje
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import SEARCH_DEPTH, UNSAFE_PATH, Converter
+from .base import Converter
 from .rows import attribute_columns, make_table, stems
 from .tables import read_csv
 
@@ -56,7 +54,7 @@ class FairFace(Converter):
         cols = self.split_by_prefix(cols)
 
         folders = self.image_folders()
-        folder = pc.if_else(pc.equal(cols["split"], "train"), self.rel(folders["train"]), self.rel(folders["val"]))
+        folder = pc.if_else(pc.equal(cols["split"], "train"), self.tree.rel(folders["train"]), self.tree.rel(folders["val"]))
         cols["image"] = pc.binary_join_element_wise(folder, cols["name"], "/")
         cols = self.drop_missing_images(cols, folders.values())
 
@@ -78,19 +76,14 @@ class FairFace(Converter):
         cols["split"] = pc.if_else(is_train, "train", pc.if_else(is_val, "val", pa.scalar(None, pa.string())))
         cols["name"] = pc.if_else(is_train, pc.utf8_slice_codeunits(file, len("train/")),
                                   pc.utf8_slice_codeunits(file, len("val/")))
-        no_split = cols["split"].is_null().to_numpy(zero_copy_only=False)
-        unsafe = np.zeros(len(file), dtype=bool)
-        if no_split.any():  # the regex only where needed: it is the slowest step on 97k paths
-            unsafe[no_split] = pc.match_substring_regex(file.filter(pa.array(no_split)), UNSAFE_PATH).to_numpy(
-                zero_copy_only=False)
-        cols = self.reject_where(cols, unsafe, "path escapes root", file)
+        cols = self.reject_unsafe(cols, "file", where=cols["split"].is_null().to_numpy(zero_copy_only=False))
         return self.reject_where(cols, cols["split"].is_null().to_numpy(zero_copy_only=False), "no split",
                                  pc.binary_join_element_wise("file does not start with train/ or val/: ", cols["file"], ""))
 
     def read_labels(self) -> dict:
         """Both label files, every column as strings, concatenated (train first)."""
-        tables = [read_csv(path, self.rel(path), COLUMNS, self.reject)
-                  for path in (self.find_file(name) for name in LABEL_FILES.values())]
+        tables = [read_csv(path, self.tree.rel(path), COLUMNS, self.reject)
+                  for path in (self.tree.find_file(name) for name in LABEL_FILES.values())]
         self.count_records(sum(t.records for t in tables))
         cols = {"source": pa.concat_arrays([t.sources() for t in tables])}
         cols.update({name: pa.concat_arrays([t[name] for t in tables]) for name in COLUMNS})
@@ -126,37 +119,38 @@ class FairFace(Converter):
             if padding is not None:
                 raise UserError(f"{self.name}: padding={padding} asked for, but no folder named like "
                                 f"fairface-img-{PADDING_FOLDERS[padding]}-trainval under {self.root}")
-            train = self.find_dir("train")
-            self.notes.append(f"images: {self.rel(train)} (and val beside it), padding unknown "
+            train = self.tree.find_dir("train")
+            self.notes.append(f"images: {self.tree.rel(train)} (and val beside it), padding unknown "
                               f"(not inside a fairface-img-margin025/125 folder)")
         else:
             padding = padding or (DEFAULT_PADDING if DEFAULT_PADDING in variants else next(iter(variants)))
             if padding not in variants:
                 raise UserError(f"{self.name}: padding={padding} asked for, but only "
-                                f"{', '.join(self.rel(v) for v in variants.values())} found under {self.root}")
-            train = self.find_dir("train", under=variants[padding])
+                                f"{', '.join(self.tree.rel(v) for v in variants.values())} found under {self.root}")
+            train = self.tree.find_dir("train", under=variants[padding])
             others = [p for p in variants if p != padding]
-            self.notes.append(f"images: padding {padding} ({self.rel(variants[padding])})"
+            self.notes.append(f"images: padding {padding} ({self.tree.rel(variants[padding])})"
                               + (f"; padding {others[0]} also present (option padding={others[0]})" if others else ""))
-        return {"train": train, "val": self.find_dir("val", under=train.parent)}
+        return {"train": train, "val": self.tree.find_dir("val", under=train.parent)}
 
     def padding_variants(self) -> dict[str, Path]:
         """The shallowest folder whose name says its padding (`...margin025...`), per padding."""
         found: dict[str, Path] = {}
-        level = [self.root]
-        for _ in range(SEARCH_DEPTH):
-            deeper = []
+        for level in self.tree.levels(descend=lambda folder: padding_of(folder) is None and not image_set(folder)):
             for folder in level:
-                for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-                    if not entry.is_dir() or entry.name.startswith(".") or entry.name.lower() in LABEL_FILES:
-                        continue  # never list the image folders themselves: 87k files
-                    padding = next((p for p, tag in PADDING_FOLDERS.items() if tag in entry.name.lower()), None)
-                    if padding and padding not in found:
-                        found[padding] = Path(entry.path)
-                    elif not padding:
-                        deeper.append(Path(entry.path))
-            level = deeper
+                for sub in self.tree.subfolders(folder):
+                    if not image_set(sub) and (padding := padding_of(sub)) is not None:
+                        found.setdefault(padding, sub)
         return dict(sorted(found.items()))
+
+
+def padding_of(folder: Path) -> str | None:
+    return next((p for p, tag in PADDING_FOLDERS.items() if tag in folder.name.lower()), None)
+
+
+def image_set(folder: Path) -> bool:
+    """`train/` or `val/`: never listed while searching (87k files)."""
+    return folder.name.lower() in LABEL_FILES
 
 
 def bin_from_date(value: str, bins: list[str], months: list[str]) -> str | None:

@@ -8,9 +8,7 @@ FFHQ everywhere else. The paper counts 8k pairs; the release holds 760 x 9 = 6,8
 """
 from __future__ import annotations
 
-import dataclasses
-
-from .base import IMAGE_EXTENSIONS, Converter
+from .base import Converter
 from .captions import (
     CAPTION_SUFFIX,
     assign_splits,
@@ -22,27 +20,22 @@ from .captions import (
     read_captions,
     read_split_pickle,
 )
+from .root import IMAGE_EXTENSIONS
 
 TEXT_DIRS = ("text", "texts", "captions")
 IMAGE_DIRS = ("image", "images", "img")
 
 
-@dataclasses.dataclass
-class Options:
-    pass
-
-
 class FFHQText(Converter):
     name = "ffhq_text"
-    Options = Options
 
     def convert(self):
         labels = self.manifest["labels"]
-        caps = read_captions(self, innermost(self.find_dir(*TEXT_DIRS), {CAPTION_SUFFIX}), labels["captions_per_image"])
+        caps = read_captions(self, innermost(self.tree.find_dir(*TEXT_DIRS), {CAPTION_SUFFIX}), labels["captions_per_image"])
         numbered_ids(self, caps, "ffhq/", labels["ffhq_images"], labels["id_digits"], "an FFHQ image number")
         lists = {split: read_split_pickle(find_split_pickle(self, split)) for split in ("train", "test")}
         assign_splits(self, caps, lists)
-        attach_images(self, caps, innermost(self.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS), ".png")
+        attach_images(self, caps, innermost(self.tree.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS), ".png")
         yield caption_table(self, caps)
 
 

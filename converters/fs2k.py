@@ -21,8 +21,9 @@ from PIL import Image
 from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import IMAGE_EXTENSIONS, Converter
+from .base import Converter
 from .colors import nearest_names
+from .root import IMAGE_EXTENSIONS
 from .rows import attribute_columns, make_table, prefixed
 from .tables import read_text
 
@@ -57,20 +58,20 @@ class FS2K(Converter):
         for key, codes in labels["codes"].items():
             cols = self.map_labels(cols, [key], codes)
         folders, index = self.photo_index()
-        cols["image"] = pa.array([index.get(photo_key(n), f"{self.rel(folders[0])}/{n}")
+        cols["image"] = pa.array([index.get(photo_key(n), f"{self.tree.rel(folders[0])}/{n}")
                                   for n in cols["name"].to_pylist()], pa.string())
         cols = self.drop_missing_images(cols, folders)
         cols = self.skin_colours(cols)
         yield self.table(cols, labels)
 
     def read_split(self, split: str, filename: str, labels: dict) -> dict:
-        path = self.find_file(filename)
+        path = self.tree.find_file(filename)
         records = load_records(path)
         self.count_records(len(records))
         fields = [record_fields(r, labels) for r in records]
         values = {key: [f[key] for f in fields] for key in record_fields(None, labels)}
         return {
-            "source": pa.array([f"{self.rel(path)}:{i}" for i in range(len(records))], pa.string()),
+            "source": pa.array([f"{self.tree.rel(path)}:{i}" for i in range(len(records))], pa.string()),
             "split": pa.array([split] * len(records), pa.string()),
             "malformed": np.array(values.pop("malformed"), dtype=bool),
             "missing": np.array(values.pop("missing"), dtype=object),
@@ -81,14 +82,14 @@ class FS2K(Converter):
 
     def photo_index(self) -> tuple[list[Path], dict[str, str]]:
         """The photo folders (`photo/` first) and `photo1/image0110` (lower case) -> root-relative file."""
-        top = self.find_dir(PHOTO_DIR)
+        top = self.tree.find_dir(PHOTO_DIR)
         folders = [top] + sorted(Path(e.path) for e in os.scandir(top) if e.is_dir() and not e.name.startswith("."))
         index = {}
         for folder in folders:
             prefix = "" if folder == top else folder.name + "/"
-            for name in sorted(self.listing(folder)):
+            for name in sorted(self.tree.listing(folder)):
                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                    index.setdefault(photo_key(prefix + name), self.rel(folder / name))
+                    index.setdefault(photo_key(prefix + name), self.tree.rel(folder / name))
         return folders, index
 
     def skin_colours(self, cols: dict) -> dict:

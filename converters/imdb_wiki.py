@@ -60,24 +60,23 @@ class ImdbWiki(Converter):
 
     def locate(self, source: str) -> tuple[Path, Path] | None:
         """The source's .mat file and the folder its full_path entries are relative to."""
-        crop = self.find_dir(f"{source}_crop", required=False)
-        mat = crop and self.find_file(f"{source}.mat", under=crop, required=False)
+        crop = self.tree.find_dir(f"{source}_crop", required=False)
+        mat = crop and self.tree.find_file(f"{source}.mat", under=crop, required=False)
         if mat:
             return mat, mat.parent  # the official tar: the .mat beside the 00..99 folders
-        mat = self.find_file(f"{source}.mat", required=False)
+        mat = self.tree.find_file(f"{source}.mat", required=False)
         if mat is None:
             return None
         if crop is None:
             return mat, mat.parent
-        nested = crop / crop.name
-        return mat, nested if nested.is_dir() else crop  # metadata download beside the crops
+        return mat, self.tree.unwrap(crop)  # metadata download beside the crops
 
     def convert_source(self, source: str, mat: Path, images: Path) -> pa.Table:
         cols = self.read_columns(mat, source)
         n = len(cols["full_path"])
         self.count_records(n)
-        rel = self.rel(mat)
-        self.notes.append(f"{source}: {rel}, {n} entries, images under {self.rel(images)}/")
+        rel = self.tree.rel(mat)
+        self.notes.append(f"{source}: {rel}, {n} entries, images under {self.tree.rel(images)}/")
         cols["source"] = pc.binary_join_element_wise(rel, pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), ":")
         cols = self.reject_where(cols, cols["full_path"].is_null().to_numpy(zero_copy_only=False), "malformed line",
                                  "full_path is not a 1-element string array")
@@ -87,7 +86,7 @@ class ImdbWiki(Converter):
         cols["age"], cols["age_ok"] = official_age(cols["dob"], cols["photo_taken"], self.manifest["labels"]["plausible_age"])
         cols = self.apply_filter(cols) if self.options.filtered else self.drop_empty(cols, source)
 
-        prefix = "" if images == self.root else self.rel(images) + "/"
+        prefix = "" if images == self.root else self.tree.rel(images) + "/"
         cols["image"] = prefixed(prefix, cols["full_path"])
         folders = [images] + [Path(e.path) for e in os.scandir(images) if e.is_dir()]
         cols = self.drop_missing_images(cols, folders)

@@ -8,11 +8,12 @@ content and put back the right way round, with a note in the summary.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .base import IMAGE_EXTENSIONS, Converter
+from .base import Converter
 from .captions import (
     CAPTION_SUFFIX,
     assign_splits,
@@ -26,6 +27,7 @@ from .captions import (
     read_captions,
     read_split_pickle,
 )
+from .root import IMAGE_EXTENSIONS
 
 TEXT_DIRS = ("celeba-caption", "text")
 IMAGE_DIRS = ("image", "images", "img", "CelebA-HQ-img")
@@ -33,7 +35,7 @@ IMAGE_DIRS = ("image", "images", "img", "CelebA-HQ-img")
 
 @dataclasses.dataclass
 class Options:
-    mapping: str | None = None  # CelebAMask-HQ's CelebA-HQ-to-CelebA-mapping.txt (else searched under the root)
+    mapping: Path | None = None  # CelebAMask-HQ's CelebA-HQ-to-CelebA-mapping.txt (else searched under the root)
 
 
 class MMCelebAHQ(Converter):
@@ -43,10 +45,10 @@ class MMCelebAHQ(Converter):
     def convert(self):
         labels = self.manifest["labels"]
         mapping = find_mapping(self, self.options.mapping, (self.root,))
-        caps = read_captions(self, innermost(self.find_dir(*TEXT_DIRS), {CAPTION_SUFFIX}), labels["captions_per_image"])
+        caps = read_captions(self, innermost(self.tree.find_dir(*TEXT_DIRS), {CAPTION_SUFFIX}), labels["captions_per_image"])
         hq = numbered_ids(self, caps, "celeba_hq/", labels["hq_images"], 1, "a CelebA-HQ index")
         assign_splits(self, caps, self.split_lists(labels["test_from_index"]))
-        attach_images(self, caps, innermost(self.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS), ".jpg")
+        attach_images(self, caps, innermost(self.tree.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS), ".jpg")
         yield caption_table(self, caps, celeba_origins(self, caps, hq, mapping))
 
     def split_lists(self, test_from: int) -> dict[str, pa.Array]:
@@ -54,7 +56,7 @@ class MMCelebAHQ(Converter):
         lists = {split: read_split_pickle(path) for split, path in paths.items()}
         train_high, test_high = (share_at_or_above(lists[s], test_from) for s in ("train", "test"))
         if train_high > 0.5 > test_high:
-            self.notes.append(f"the split pickles are swapped ({self.rel(paths['train'])} holds {len(lists['train'])} "
+            self.notes.append(f"the split pickles are swapped ({self.tree.rel(paths['train'])} holds {len(lists['train'])} "
                               f"names, mostly indices >= {test_from}): corrected, train = indices < {test_from}")
             return {"train": lists["test"], "test": lists["train"]}
         if train_high > 0 or test_high < 1:

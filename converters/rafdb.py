@@ -46,11 +46,11 @@ class RafDB(Converter):
             yield self.convert_subset(subset, folder, labels)
 
     def subsets(self) -> list[tuple[str, Path]]:
-        found = [("basic", self.find_dir("basic", required=False) or self.bare_basic())]
+        found = [("basic", self.tree.find_dir("basic", required=False) or self.bare_basic())]
         if not self.options.compound:
             self.notes.append("compound subset not converted (option compound=false)")
             return found
-        compound = self.find_dir("compound", required=False)
+        compound = self.tree.find_dir("compound", required=False)
         if compound is None:
             self.notes.append("no compound/ folder: only the basic subset was converted")
         else:
@@ -59,16 +59,16 @@ class RafDB(Converter):
 
     def bare_basic(self) -> Path:
         """A root holding the basic subset's own folders (EmoLabel/, Image/) without `basic/` above them."""
-        path = self.find_file(*LABEL_FILES, required=False)
-        if path is None or "compound" in [p.lower() for p in (self.root.name, *Path(self.rel(path)).parts)]:
+        path = self.tree.find_file(*LABEL_FILES, required=False)
+        if path is None or "compound" in [p.lower() for p in (self.root.name, *Path(self.tree.rel(path)).parts)]:
             raise UserError(f"rafdb: no basic/EmoLabel/{LABEL_FILES[0]} (or {LABEL_FILES[1]}) under {self.root}; "
                             "is --root the extracted RAF-DB download?")
-        self.notes.append(f"no basic/ folder: read {self.rel(path)} as the basic subset")
+        self.notes.append(f"no basic/ folder: read {self.tree.rel(path)} as the basic subset")
         return path.parent.parent if path.parent.name.lower() == "emolabel" and path.parent != self.root else path.parent
 
     def convert_subset(self, subset: str, folder: Path, labels: dict) -> pa.Table:
-        path = self.find_file(*LABEL_FILES, under=folder)
-        table = read_table(path, self.rel(path), ["name", "label"], self.reject)
+        path = self.tree.find_file(*LABEL_FILES, under=folder)
+        table = read_table(path, self.tree.rel(path), ["name", "label"], self.reject)
         self.count_records(table.records)
         cols = {"source": table.sources(), "name": table["name"], "label": table["label"]}
         cols = self.reject_where(cols, later_duplicates(cols["name"]), "duplicate line", cols["name"])
@@ -88,26 +88,24 @@ class RafDB(Converter):
         )
 
     def aligned_dir(self, folder: Path) -> Path:
-        aligned = self.find_dir(ALIGNED_DIR, under=folder)
-        nested = aligned / ALIGNED_DIR
-        return nested if nested.is_dir() else aligned  # aligned.zip extracted into a folder of its own name
+        return self.tree.unwrap(self.tree.find_dir(ALIGNED_DIR, under=folder), ALIGNED_DIR)  # aligned.zip in aligned/
 
     def aligned_images(self, aligned: Path, names: pa.Array) -> pa.Array:
         """Root-relative `<stem>_aligned.jpg` paths, spelled as on disk when only the case differs."""
-        on_disk = sorted(self.listing(aligned))
+        on_disk = sorted(self.tree.listing(aligned))
         wanted = pc.binary_join_element_wise(names, ALIGNED_SUFFIX, "")
         found = pa.array(on_disk, pa.string()).take(
             pc.index_in(pc.utf8_lower(wanted), value_set=pa.array([n.lower() for n in on_disk], pa.string())))
-        return prefixed(self.rel(aligned) + "/", pc.coalesce(found, wanted))
+        return prefixed(self.tree.rel(aligned) + "/", pc.coalesce(found, wanted))
 
     def manual_values(self, folder: Path, names: pa.Array, labels: dict) -> dict[str, pa.Array]:
         """Gender, race and age per face from `<stem>_manu_attri.txt` (null where absent or unusable)."""
-        manual = self.find_dir(MANUAL_DIR, under=folder, required=False)
+        manual = self.tree.find_dir(MANUAL_DIR, under=folder, required=False)
         if manual is None:
-            self.notes.append(f"no Annotation/manual folder in {self.rel(folder) or '.'}: "
+            self.notes.append(f"no Annotation/manual folder in {self.tree.rel(folder) or '.'}: "
                               "texts carry the expression only")
             return {}
-        files = {n.lower(): n for n in self.listing(manual) if n.lower().endswith(MANUAL_SUFFIX)}
+        files = {n.lower(): n for n in self.tree.listing(manual) if n.lower().endswith(MANUAL_SUFFIX)}
         stems_ = names.to_pylist()
         codes = {key: [None] * len(stems_) for key in labels["manual"]}
         problems: dict[str, list[str]] = {}  # what is wrong -> the faces it is wrong for
@@ -130,7 +128,7 @@ class RafDB(Converter):
                 why = f"{key} code {code}, left out by the manifest" if code in omitted else f"an unknown {key} code"
                 problems.setdefault(why, []).append(f"{stems_[i]}: {key} {code!r}")
         for why, faces in sorted(problems.items()):
-            self.notes.append(f"{self.rel(manual)}: {len(faces)} of {len(stems_)} faces with {why} (e.g. {faces[0]}); "
+            self.notes.append(f"{self.tree.rel(manual)}: {len(faces)} of {len(stems_)} faces with {why} (e.g. {faces[0]}); "
                               "the pairs it would give are left out of their texts")
         return values
 

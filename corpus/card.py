@@ -11,8 +11,8 @@ import yaml
 
 from common.fileio import atomic_path
 from common.records import SPLITS
+from converters.converted import ConvertedSet
 
-from .converted import ConvertedSet
 from .layout import CARD_FILE, CHART_PNG, IMAGES_FILE, PAIRS_FOLDER, STATS_JSON, STATS_MD
 
 TALK2FACE_CITATION = """@inproceedings{li2022talk2face,

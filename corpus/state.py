@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .converted import ConvertedSet
+from converters.converted import ConvertedSet
+
 from .hygiene import Hygiene
 from .leakfree import SplitResolution
 

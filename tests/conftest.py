@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from converters import convert
+from converters.converted import parquet_path, rejects_path, summary_path
 from converters.schema import RECORD_SCHEMA
 
 
@@ -18,11 +19,11 @@ class Converted:
     """What one conversion wrote: rows (dicts), rejects, summary; checks the reconciliation."""
 
     def __init__(self, name: str, out: Path):
-        table = pq.read_table(out / f"{name}.parquet")
+        table = pq.read_table(parquet_path(out, name))
         assert table.schema.equals(RECORD_SCHEMA), table.schema
         self.rows = table.to_pylist()
-        self.rejects = [json.loads(line) for line in (out / f"{name}.rejects.jsonl").read_text().splitlines()]
-        self.summary = json.loads((out / f"{name}.summary.json").read_text())
+        self.rejects = [json.loads(line) for line in rejects_path(out, name).read_text().splitlines()]
+        self.summary = json.loads(summary_path(out, name).read_text())
         assert self.summary["records_in"] == len(self.rows) + len(self.rejects)
         assert self.summary["rows"] == len(self.rows)
 

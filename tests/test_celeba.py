@@ -93,7 +93,7 @@ def test_wrong_header_names_the_file_and_line(tmp_path):
 
 
 def test_a_killed_rerun_leaves_no_stale_summary(tmp_path, monkeypatch):
-    from converters import base, convert
+    from converters import convert, converted
 
     fixture.write_sample(tmp_path / "celeba")
     convert("celeba", tmp_path / "celeba", tmp_path / "out")
@@ -101,7 +101,7 @@ def test_a_killed_rerun_leaves_no_stale_summary(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(base, "write_jsonl", killed)  # dies after the Parquet file, before the summary
+    monkeypatch.setattr(converted, "write_jsonl", killed)  # dies after the Parquet file, before the summary
     with pytest.raises(KeyboardInterrupt):
         convert("celeba", tmp_path / "celeba", tmp_path / "out")
     assert not (tmp_path / "out" / "celeba.summary.json").exists()

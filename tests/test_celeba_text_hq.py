@@ -76,7 +76,7 @@ def test_missing_images_or_annotations_are_clear_errors(tmp_path):
     fixture.write_sample(root, images=tmp_path / "elsewhere")
     with pytest.raises(UserError, match=r"no folder named CelebA-HQ-img or CelebAimg under .*cthq; .*pass images=PATH"):
         convert("celeba_text_hq", root, tmp_path / "out")
-    with pytest.raises(UserError, match=r"images=.*nowhere is not a folder"):
+    with pytest.raises(UserError, match=r"option images=.*nowhere: no such folder"):
         convert("celeba_text_hq", root, tmp_path / "out", [f"images={tmp_path / 'nowhere'}"])
     (root / "data_flist" / "test.flist").unlink()
     with pytest.raises(UserError, match=r"no file named test\.flist under .*cthq"):

@@ -128,6 +128,6 @@ def test_missing_or_broken_annotation_files_are_clear_errors(tmp_path):
     (root / "text").rename(root / "captions_elsewhere")
     with pytest.raises(UserError, match=r"no folder named celeba-caption or text under .*mm"):
         convert("mm_celeba_hq", root, tmp_path / "out")
-    with pytest.raises(UserError, match=r"mapping=.*nowhere\.txt is not a file"):
+    with pytest.raises(UserError, match=r"option mapping=.*nowhere\.txt: no such file"):
         convert("mm_celeba_hq", root, tmp_path / "out", [f"mapping={tmp_path / 'nowhere.txt'}"])
     assert not (tmp_path / "out" / "mm_celeba_hq.parquet").exists()

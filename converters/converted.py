@@ -1,6 +1,10 @@
-"""Read the converted datasets (`CONVERTED/NAME.parquet` + `NAME.summary.json`) and check them.
+"""The converted layout, written and read here only: `OUT/NAME.parquet`, `NAME.rejects.jsonl`, `NAME.summary.json`.
 
-Each problem with the input is one `UserError` line that names the file: a missing folder, a
+Writing (`write_converted`, called by `Converter.run`): an older summary is dropped first, then the
+Parquet file and the rejects are written, and the summary last: the summary marks a complete
+conversion, so a run killed in between never leaves new rows beside a stale summary.
+
+Reading (`read_converted`, for build-corpus): each problem with the input is one `UserError` line that names the file: a missing folder, a
 Parquet file without its summary (or the reverse), an unreadable file, a wrong schema, values
 outside the record vocabulary, or a file whose rows claim another dataset than its name.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,16 +24,43 @@ import pyarrow.parquet as pq
 import converters
 import manifests
 from common.errors import UserError
+from common.fileio import write_json, write_jsonl, write_parquet
 from common.records import KINDS, SPLITS
-from converters.schema import RECORD_SCHEMA
+
+from .schema import RECORD_SCHEMA
 
 log = logging.getLogger(__name__)
 
 PARQUET_SUFFIX = ".parquet"
+REJECTS_SUFFIX = ".rejects.jsonl"
 SUMMARY_SUFFIX = ".summary.json"
 REQUIRED_COLUMNS_WITHOUT_NULLS = ("dataset", "image", "image_id", "split", "kind", "source")  # a null `text` is an empty text
 
 
+def parquet_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"{name}{PARQUET_SUFFIX}"
+
+
+def rejects_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"{name}{REJECTS_SUFFIX}"
+
+
+def summary_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"{name}{SUMMARY_SUFFIX}"
+
+
+# -- writing ----------------------------------------------------------------------------------
+def write_converted(folder: Path, name: str, table: pa.Table, rejects: list[dict], summary: dict) -> None:
+    """Write one dataset's rows, rejects and (last) summary into `folder`."""
+    summary_path(folder, name).unlink(missing_ok=True)
+    with ThreadPoolExecutor(1) as pool:  # Parquet encoding runs in C++ beside the Python rejects writer
+        parquet = pool.submit(write_parquet, table, parquet_path(folder, name))
+        write_jsonl(rejects, rejects_path(folder, name))
+        parquet.result()
+    write_json(summary, summary_path(folder, name))
+
+
+# -- reading ----------------------------------------------------------------------------------
 @dataclass
 class Source:
     """One converted dataset: its rows (RECORD_SCHEMA), its summary and its manifest (None if it has none)."""
