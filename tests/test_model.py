@@ -168,6 +168,7 @@ def test_export_folder_round_trips_with_config_and_tokenizer_settings(tmp_path, 
         assert torch.equal(model(tokens, segments), back(tokens, segments))
     with pytest.raises(UserError, match="numbers 'digits' vs 'whole'"):
         load_model(tmp_path / "export", TINY.replace(numbers="whole"))
+    assert load_model(tmp_path / "export", TINY.replace(attention="flex")).config.attention == "flex"  # a runtime choice
 
 
 # ---------------------------------------------------------------------- configs and size

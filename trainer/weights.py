@@ -132,16 +132,22 @@ def _size_mismatches(state, config: ModelConfig) -> list[str]:
     return problems
 
 
-def config_differences(a: ModelConfig, b: ModelConfig) -> str:
+RUNTIME_FIELDS = ("attention",)  # how to compute, not what the weights mean: a given config may change them
+
+
+def config_differences(a: ModelConfig, b: ModelConfig, ignore: tuple[str, ...] = ()) -> str:
     da, db = a.to_dict(), b.to_dict()
-    return ", ".join(f"{k} {da[k]!r} vs {db[k]!r}" for k in da if da[k] != db[k])
+    return ", ".join(f"{k} {da[k]!r} vs {db[k]!r}" for k in da if da[k] != db[k] and k not in ignore)
 
 
 # ---------------------------------------------------------------------- model in, model out
 def resolve_config(carried: ModelConfig | None, given: ModelConfig | None, where: str) -> ModelConfig:
     """The checkpoint's own config wins; a given one must then agree (tokenizer settings included)."""
-    if carried is not None and given is not None and carried != given:
-        raise UserError(f"{where}: the checkpoint was saved with another config: {config_differences(carried, given)}")
+    if carried is not None and given is not None:
+        differences = config_differences(carried, given, ignore=RUNTIME_FIELDS)
+        if differences:
+            raise UserError(f"{where}: the checkpoint was saved with another config: {differences}")
+        return carried.replace(**{k: getattr(given, k) for k in RUNTIME_FIELDS})
     return carried or given or load_config("paper")
 
 
