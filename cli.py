@@ -139,6 +139,19 @@ def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path
     click.echo(json.dumps(run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples), indent=2, default=str))
 
 
+@main.command("inspect-model")
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="talk2face.bin, a .safetensors file or an export folder.")
+@click.option("--config", "config_file", help="A config JSON (ours or the released base_config.json) or a preset: paper, tiny.")
+@user_errors
+def inspect_model(checkpoint: Path | None, config_file: str | None) -> None:
+    """Load a checkpoint strictly and print its config, parameter count, key format and tokenizer settings."""
+    from trainer.config import load_config
+    from trainer.weights import inspect
+
+    config = load_config(config_file) if config_file else None
+    click.echo(json.dumps(inspect(checkpoint, config), indent=2))
+
+
 @main.command()
 def datasets() -> None:
     """List the dataset names, their access and their paper counts."""

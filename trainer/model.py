@@ -1,0 +1,275 @@
+"""The Talk2Face prefix-LM, exactly the released architecture (TencentPretrain `talk2face` config).
+
+Module names follow the released `talk2face.bin`, so its state dict loads with no renaming:
+
+    embedding.{word,pos,seg}.embedding.weight
+    encoder.transformer.{i}.self_attn.linear_layers.{0,1,2}.{weight,bias}   Q, K, V
+    encoder.transformer.{i}.self_attn.final_linear.{weight,bias}
+    encoder.transformer.{i}.feed_forward.linear_{1,2}.{weight,bias}
+    encoder.transformer.{i}.layer_norm_{1,2}.{gamma,beta}
+    encoder.layer_norm.{gamma,beta}
+    target.lm.output_layer.weight                                           untied, no bias
+
+Segments: 0 padding, 1 prompt and prefix (bidirectional), 2 target (causal). Token i attends to
+token j iff j is not padding and (segment_j == 1 or j <= i). Positions run 0..L-1 over the row.
+
+Incremental decoding: `cache = model.new_cache(batch, capacity)`, `model(prefix, segments, cache=cache)`
+runs the right-padded segment-1 prefixes in one pass, then `model(next_tokens[:, None], twos, cache=cache)`
+adds one target token per row and step; each row continues at its own position after its prefix.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.errors import UserError
+from trainer.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT = 0, 1, 2
+
+
+class LayerNorm(nn.Module):
+    """UER's LayerNorm: eps is added to the *unbiased* std, not to the variance (differs from nn.LayerNorm)."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(size))
+        self.beta = nn.Parameter(torch.zeros(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)
+        std = x.std(-1, keepdim=True)
+        return self.gamma * (x - mean) / (std + self.eps) + self.beta
+
+
+class TableEmbedding(nn.Module):
+    """A wrapper so the weight is named `<name>.embedding.weight`, as in the released file."""
+
+    def __init__(self, rows: int, size: int):
+        super().__init__()
+        self.embedding = nn.Embedding(rows, size)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+
+class Embedding(nn.Module):
+    """word + position + segment, then dropout; no LayerNorm (`remove_embedding_layernorm`)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.word = TableEmbedding(config.vocab_size, config.hidden_size)
+        self.pos = TableEmbedding(config.max_positions, config.hidden_size)
+        self.seg = TableEmbedding(config.segments, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, tokens, segments, positions):
+        return self.dropout(self.word(tokens) + self.pos(positions) + self.seg(segments))
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for incremental decoding, with the segments of the cached slots."""
+
+    keys: list[torch.Tensor]  # per layer [batch, heads, capacity, head_dim]
+    values: list[torch.Tensor]
+    segments: torch.Tensor  # [batch, capacity], 0 for padding and unused slots
+    next_position: torch.Tensor  # [batch] position id of each row's next token
+    length: int = 0  # slots filled
+
+    @property
+    def capacity(self) -> int:
+        return self.segments.shape[1]
+
+
+class MultiHeadedAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads, self.head_dim = config.heads, config.head_dim
+        self.linear_layers = nn.ModuleList(nn.Linear(config.hidden_size, config.hidden_size) for _ in range(3))
+        self.final_linear = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.dropout  # on the attention probabilities
+        self.use_flex = config.attention == "flex"
+
+    def forward(self, x, mask, layer_cache=None):
+        """mask: [batch, 1, queries, keys] bool (True = may attend), or a FlexAttention BlockMask."""
+        batch, length, _ = x.shape
+        q, k, v = (linear(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2) for linear in self.linear_layers)
+        if layer_cache is not None:
+            k, v = layer_cache(k, v)
+        dropout = self.dropout if self.training else 0.0
+        if self.use_flex and layer_cache is None:
+            out = flex_attention(q, k, v, block_mask=mask)  # no dropout on probabilities: FlexAttention has none
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # scale 1/sqrt(head_dim)
+        return self.final_linear(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.linear_1 = nn.Linear(config.hidden_size, config.feedforward_size)
+        self.linear_2 = nn.Linear(config.feedforward_size, config.hidden_size)
+
+    def forward(self, x):
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))  # `gelu_fast`
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LN: h = h + dropout(attn(ln1(h))); h = h + dropout(ffn(ln2(h)))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadedAttention(config)
+        self.layer_norm_1 = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout_1 = nn.Dropout(config.dropout)
+        self.feed_forward = FeedForward(config)
+        self.layer_norm_2 = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout_2 = nn.Dropout(config.dropout)
+
+    def forward(self, h, mask, layer_cache=None):
+        h = h + self.dropout_1(self.self_attn(self.layer_norm_1(h), mask, layer_cache))
+        return h + self.dropout_2(self.feed_forward(self.layer_norm_2(h)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.transformer = nn.ModuleList(TransformerLayer(config) for _ in range(config.layers))
+        self.layer_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+
+
+class LMTarget(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.output_layer = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+
+class Target(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.lm = LMTarget(config)
+
+
+class Talk2Face(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = Embedding(config)
+        self.encoder = Encoder(config)
+        self.target = Target(config)
+        self.init_weights()
+        if config.attention == "flex" and config.dropout > 0:
+            log.info("FlexAttention applies no dropout to attention probabilities (the SDPA path does)")
+
+    def init_weights(self) -> None:
+        """N(0, 0.02) for every parameter but the LayerNorms' gamma and beta (biases included), as UER does."""
+        for name, p in self.named_parameters():
+            if not name.endswith((".gamma", ".beta")):
+                nn.init.normal_(p, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, tokens: torch.Tensor, segments: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits [batch, length, vocab] for tokens and segments [batch, length]."""
+        if cache is None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+            mask = self.attention_mask(segments)
+            layer_caches = [None] * len(self.encoder.transformer)
+        else:
+            positions, mask, layer_caches = self._cache_step(tokens, segments, cache)
+        h = self.embedding(tokens, segments, positions)
+        for layer, layer_cache in zip(self.encoder.transformer, layer_caches):
+            h = layer(h, mask, layer_cache)
+        return self.target.lm.output_layer(self.encoder.layer_norm(h))
+
+    def attention_mask(self, segments: torch.Tensor):
+        if self.config.attention == "flex":
+            return flex_block_mask(segments)
+        return prefix_mask(segments)[:, None]
+
+    # ------------------------------------------------------------------ incremental decoding
+    def new_cache(self, batch: int, capacity: int, device=None, dtype=None) -> KVCache:
+        device = device or self.target.lm.output_layer.weight.device
+        dtype = dtype or self.target.lm.output_layer.weight.dtype
+        if capacity > self.config.max_positions:
+            raise UserError(f"a cache of {capacity} tokens exceeds the model's {self.config.max_positions} positions")
+        shape = (batch, self.config.heads, capacity, self.config.head_dim)
+        layers = len(self.encoder.transformer)
+        return KVCache(keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)],
+                       values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)],
+                       segments=torch.zeros(batch, capacity, dtype=torch.long, device=device),
+                       next_position=torch.zeros(batch, dtype=torch.long, device=device))
+
+    def _cache_step(self, tokens, segments, cache: KVCache):
+        """Positions, mask and per-layer writers for tokens appended to the cache's filled slots."""
+        start, new = cache.length, tokens.shape[1]
+        if start + new > cache.capacity:
+            raise UserError(f"the key-value cache holds {cache.capacity} tokens; {start + new} requested")
+        if start == 0:  # prefill: right-padded prefixes, positions 0.. as in an uncached row
+            positions = torch.arange(new, device=tokens.device).expand_as(tokens)
+            cache.next_position = (segments != PAD_SEGMENT).sum(1)
+        else:  # each row continues after its own prefix, whatever padding the batch put between
+            positions = cache.next_position[:, None] + torch.arange(new, device=tokens.device)
+            cache.next_position = cache.next_position + new
+        cache.segments[:, start:start + new] = segments
+        cache.length = start + new
+        keys = cache.segments[:, :cache.length]
+        mask = prefix_mask(keys, query_slots=torch.arange(start, start + new, device=tokens.device))[:, None]
+
+        def writer(index):
+            def write(k, v):
+                cache.keys[index][:, :, start:start + new] = k
+                cache.values[index][:, :, start:start + new] = v
+                return cache.keys[index][:, :, :start + new], cache.values[index][:, :, :start + new]
+            return write
+
+        return positions, mask, [writer(i) for i in range(len(self.encoder.transformer))]
+
+
+def prefix_mask(segments: torch.Tensor, query_slots: torch.Tensor | None = None) -> torch.Tensor:
+    """[batch, queries, keys] bool: query i may attend to key j iff seg_j != 0 and (seg_j == 1 or j <= i).
+
+    `segments` are the keys' segments; queries are the same slots unless `query_slots` says which.
+    """
+    keys = torch.arange(segments.shape[1], device=segments.device)
+    queries = keys if query_slots is None else query_slots
+    causal = keys[None, :] <= queries[:, None]  # [queries, keys]
+    seg = segments[:, None, :]
+    return (seg != PAD_SEGMENT) & ((seg == PREFIX_SEGMENT) | causal[None])
+
+
+# ---------------------------------------------------------------------- FlexAttention (CUDA)
+_compiled_flex = None
+
+
+def flex_attention(q, k, v, block_mask):
+    """FlexAttention, compiled on CUDA (fused kernel); eager elsewhere (exact but materialises the scores)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    if not q.is_cuda:
+        return flex(q, k, v, block_mask=block_mask)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
+
+
+def flex_block_mask(segments: torch.Tensor):
+    """The prefix-LM mask as a FlexAttention BlockMask (blocks wholly masked are skipped)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, kv):
+        seg = segments[b, kv]
+        return (seg != PAD_SEGMENT) & ((seg == PREFIX_SEGMENT) | (kv <= q))
+
+    batch, length = segments.shape
+    return create_block_mask(mask_mod, batch, None, length, length, device=segments.device)
