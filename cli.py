@@ -153,11 +153,17 @@ def inspect_model(checkpoint: Path | None, config_file: str | None) -> None:
 
 
 @main.command()
-def datasets() -> None:
+@click.option("--markdown", is_flag=True, help="Print the README's dataset section (generated from the manifests).")
+def datasets(markdown: bool) -> None:
     """List the dataset names, their access and their paper counts."""
     import converters
     import manifests
 
+    if markdown:
+        from manifests.readme import datasets_markdown
+
+        click.echo(datasets_markdown(converters.DATASETS))
+        return
     for name in converters.DATASETS:
         m = manifests.load(name)
         click.echo(f"{name:15s} {m['access']:10s} paper {m['counts']['paper']:>7,}  {m['title']}")
