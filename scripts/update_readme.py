@@ -5,8 +5,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from converters import DATASETS  # noqa: E402
-from manifests.readme import datasets_markdown, replace_block  # noqa: E402
+from converters import DATASETS
+from manifests.readme import datasets_markdown, replace_block
 
 readme = ROOT / "README.md"
 readme.write_text(replace_block(readme.read_text(encoding="utf-8"), datasets_markdown(DATASETS)), encoding="utf-8")
