@@ -157,7 +157,7 @@ class CelebADialog(Converter):
             raise UserError(f"{self.name}: no image folder named {' or '.join(IMAGE_DIRS[self.version])} under "
                             f"{self.root}; pass images=PATH (CelebA's img_align_celeba for the standard version)")
         self.image_dir = folder = self.tree.unwrap(folder)  # re-zipped: img_align_celeba/img_align_celeba/
-        self.image_names = pa.array(list(self.tree.listing(folder)), pa.string())  # one listing, never opening
+        self.image_names = pa.array(list(self.tree.files(folder)), pa.string())  # one listing, never opening
         self.image_prefix = "" if folder == self.root else Path(os.path.relpath(folder, self.root)).as_posix() + "/"
         if self.image_prefix.startswith("../"):
             self.notes.append(f"images are outside the root: image paths start with {self.image_prefix}")

@@ -4,7 +4,9 @@ Converters hold a `DatasetRoot` (as `self.tree`) rather than inherit these abili
 - `find_file` / `find_dir`: the shallowest entry of a name, case-insensitive, up to SEARCH_DEPTH
   levels deep (a re-zipped download adds a level or two); `levels` is the same breadth-first walk
   for searches of another kind (files by pattern, folders by a tag in their name);
-- `listing` / `subfolders`: one folder's names and visible subfolders, listed once per run;
+- `listing` / `files` / `subfolders`: one folder's names, its files and its visible subfolders, listed
+  once per run. An image is a regular file or a symlink to one (wherever it points: image folders
+  are often linked from another disk); a folder or a broken link named like an image is not one;
 - `unwrap`: a folder extracted into a folder of its own name (`img_align_celeba/img_align_celeba/`);
 - `escapes`: the unsafe-path rule, the one place it is written;
 - `head`: the first bytes of a file as text, to recognise it by content;
@@ -40,6 +42,7 @@ class DatasetRoot:
         if not self.path.is_dir():
             raise UserError(f"{name}: dataset root {self.path} is not a directory")
         self._listings: dict[Path, frozenset[str]] = {}
+        self._files: dict[Path, frozenset[str]] = {}
         self._subfolders: dict[Path, list[Path]] = {}
 
     # -- listing --------------------------------------------------------------------------
@@ -52,6 +55,20 @@ class DatasetRoot:
             except OSError:  # absent, not a folder, unreadable: nothing we can use is in it
                 self._listings[folder] = frozenset()
         return self._listings[folder]
+
+    def files(self, folder: Path) -> frozenset[str]:
+        """Names of the files of one folder (regular files, or symlinks to them), read once.
+
+        Directory entries carry their type, so this costs no more than `listing`; only symlinks are stat'ed.
+        """
+        folder = Path(folder)
+        if folder not in self._files:
+            try:
+                with os.scandir(folder) as entries:
+                    self._files[folder] = frozenset([e.name for e in entries if e.is_file()])
+            except OSError:
+                self._files[folder] = frozenset()
+        return self._files[folder]
 
     def subfolders(self, folder: Path) -> list[Path]:
         """The visible subfolders of a folder, sorted; names that look like files are not even stat'ed
@@ -151,10 +168,10 @@ class DatasetRoot:
         return unsafe
 
     def existing(self, images: pa.Array, folders) -> np.ndarray:
-        """Mask of the root-relative image paths that exist in the given folders."""
+        """Mask of the root-relative image paths that are files in the given folders."""
         present = []
         for folder in folders:
-            names = pa.array(list(self.listing(folder)), pa.string())  # a set: order does not matter
+            names = pa.array(list(self.files(folder)), pa.string())  # a set: order does not matter
             present.append(names if Path(folder) == self.path else prefixed(self.prefix(folder), names))
         value_set = pa.concat_arrays(present) if present else pa.array([], pa.string())
         return pc.is_in(images, value_set=value_set).to_numpy(zero_copy_only=False)

@@ -1,0 +1,43 @@
+"""One writer per output folder: a lock held for the run and released by the kernel when the process dies.
+
+`fcntl.flock` on `FOLDER/.lock`: a second run on the same folder is refused at once with a one-line
+`UserError` instead of doing all the work again and racing the first for the last write. The lock
+file stays (removing it would let two later runs lock two different files); it holds the pid of
+the last holder, for the message.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import UserError
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, command: str) -> Iterator[Path]:
+    """Create `folder` if needed and hold its lock for the block; `command` names the run in the refusal."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder; {command} writes into a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write there ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise UserError(f"{folder}: another {command} is writing there (pid {holder}); "
+                            "wait for it to finish or choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing releases the lock; so does the process dying
