@@ -2,8 +2,8 @@
 
 `fcntl.flock` on `FOLDER/.lock`: a second run on the same folder is refused at once with a one-line
 `UserError` instead of doing all the work again and racing the first for the last write. The lock
-file stays (removing it would let two later runs lock two different files); it holds the pid of
-the last holder, for the message.
+file stays, empty (removing it would let two later runs lock two different files; a pid in it would
+make two runs' folders differ).
 """
 from __future__ import annotations
 
@@ -33,11 +33,8 @@ def folder_lock(folder: Path, command: str) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise UserError(f"{folder}: another {command} is writing there (pid {holder}); "
+            raise UserError(f"{folder}: another {command} is writing there (it holds {LOCK_FILE}); "
                             "wait for it to finish or choose another output folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield folder
     finally:
         os.close(fd)  # closing releases the lock; so does the process dying

@@ -120,10 +120,9 @@ class AFAD(Converter):
             for gender_entry in _sorted_entries(age_entry.path):
                 if self._descend(gender_entry, walk):
                     walk.folders.append((age_entry.name, gender_entry.name))
-                    files = self.tree.files(gender_entry.path)  # a folder named like an image is not one
-                    walk.names.append(sorted(files))
+                    walk.names.append(sorted(self.tree.files(gender_entry.path)))  # a folder named x.jpg is no image
                     walk.inner_dirs += sorted(f"{self.tree.rel(Path(gender_entry.path))}/{n}"
-                                              for n in self.tree.listing(gender_entry.path) - files)
+                                              for n in self.tree.not_files(gender_entry.path))
         return walk
 
     def _descend(self, entry: os.DirEntry, walk: Walk) -> bool:

@@ -141,11 +141,11 @@ class CelebADialog(Converter):
         files = []
         for level in self.tree.levels():
             for folder in level:
-                names = pa.array(sorted(self.tree.listing(folder)), pa.string())
+                names = pa.array(sorted(self.tree.files(folder)), pa.string())
                 names = names.filter(pc.invert(pc.starts_with(names, ".")))
                 scanned = names.filter(pc.match_substring_regex(names, SCANNED)).to_pylist()
                 if len(scanned) <= MAX_FILES_PER_FOLDER:
-                    files += [folder / n for n in scanned if (folder / n).is_file()]
+                    files += [folder / n for n in scanned]
         return files
 
     def given(self, option: str, folder: bool = False) -> Path | None:

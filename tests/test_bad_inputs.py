@@ -206,7 +206,7 @@ def test_out_is_a_file_or_unwritable(samples, tmp_path):
 
 def test_a_second_run_on_the_same_out_is_refused(samples, tmp_path):
     root = sample(samples, "expw", tmp_path)
-    refused = pytest.raises(UserError, match=r"out: another convert is writing there \(pid \d+\)")
+    refused = pytest.raises(UserError, match=r"out: another convert is writing there \(it holds \.lock\)")
     with folder_lock(tmp_path / "out", "convert"), refused:
         convert("expw", root, tmp_path / "out")
     convert("expw", root, tmp_path / "out")  # released with the block
