@@ -56,7 +56,8 @@ class AFAD(Converter):
     Options = Options
 
     def convert(self):
-        variant, folder = self.variant = self.variant_folder()
+        variant, folder = self.variant_folder()
+        self.variant = variant
         cols = self.image_columns(folder)
         self.count_records(len(cols["key"]))
         list_file = self.find_list(folder, FOLDERS[variant])
@@ -85,7 +86,7 @@ class AFAD(Converter):
 
     def summary(self, table: pa.Table) -> dict:
         summary = super().summary(table)
-        if getattr(self, "variant", ("full",))[0] == "lite":
+        if getattr(self, "variant", None) == "lite":
             summary["expected"]["official"] = self.manifest["counts"]["lite"]
         return summary
 

@@ -173,7 +173,7 @@ class CelebADialog(Converter):
     def read_partition(self, found: dict, codes: dict) -> dict | None:
         path = self.given("partition") or self.pick(found, "partition", PARTITION_FILES[0])
         if path is None or (self.version == "hq" and self.mapping is None):
-            self.notes.append("split: hash split by CelebA face (converters.splits.hash_split), not CelebA's own: "
+            self.notes.append("split: hash split by CelebA face (common.splits.hash_split), not CelebA's own: "
                               + ("no list_eval_partition found (pass partition=PATH)" if path is None
                                  else "HQ faces need the CelebA-HQ mapping to use it"))
             return None
