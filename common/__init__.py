@@ -1,7 +1,8 @@
 """The ground floor every stage stands on; it knows nothing of datasets, faces or models.
 
 errors      UserError: a problem with the user's input, printed as one line
-fileio      atomic writes (Parquet, JSON, JSONL; `atomic_path` for anything else)
+fileio      atomic writes (Parquet, JSON, JSONL; `atomic_path` for anything else), leftover temporaries
+locks       one writer per output folder (flock, released when the process dies)
 memory      peak memory of this process
 records     the values every stage shares: splits and text kinds
 splits      deterministic hash splits by key

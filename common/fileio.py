@@ -41,12 +41,28 @@ def output_file(path: Path, option: str = "--out") -> Path:
     return path
 
 
+def temporary_name(path: Path, pid: int | str) -> Path:
+    """The temporary sibling `.NAME.tmp-PID` that `atomic_path` writes before renaming."""
+    return path.with_name(f".{path.name}.tmp-{pid}")
+
+
+def remove_temporaries(path: Path) -> int:
+    """Remove the temporaries of `path` that killed runs left behind; how many there were.
+
+    Call it only while holding the folder's lock (`common.locks`): a live writer's temporary looks the same.
+    """
+    stale = list(Path(path).parent.glob(temporary_name(Path(path), "*").name))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(path, os.getpid())
     try:
         yield tmp
         os.replace(tmp, path)

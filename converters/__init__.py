@@ -63,7 +63,16 @@ def _typed(dataset: str, key: str, raw: str, hint):
         raise UserError(f"{dataset}: option {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from None
 
 
+def converter(name: str, root: Path, options: list[str] | None = None):
+    """The converter of dataset `name` for the download at `root`, with its `KEY=VALUE` options."""
+    cls = converter_class(name)
+    return cls(root, parse_options(cls, options or []))
+
+
 def convert(name: str, root: Path, out: Path, options: list[str] | None = None) -> dict:
     """Convert one dataset and write its Parquet file, rejects and summary; return the summary."""
-    cls = converter_class(name)
-    return cls(root, parse_options(cls, options or [])).run(out)
+    from .converted import output_folder
+
+    job = converter(name, root, options)
+    with output_folder(out):
+        return job.run(out)

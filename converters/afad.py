@@ -1,9 +1,12 @@
 """AFAD: age and gender from the folders -> `afad age: 15; gender: male`.
 
 A record is an image found by walking `AFAD-Full/<age>/<111|112>/` (AFAD-Lite alike); no image is
-opened. Folders that are not numbers and files that are not images (README.md, Thumbs.db, the
-list) are skipped and counted in the notes. Where `AFAD-Full.txt` exists it is cross-checked:
-listed images absent from disk are rejected as `image missing`, images not listed are kept.
+opened. Folders that are not numbers, files that are not images (README.md, Thumbs.db, the
+list) and folders inside a gender folder are skipped and counted in the notes. An age folder
+outside the manifest's `labels.age` range (`0`, `999`) is no AFAD age: its images are rejected as
+`age out of range`. Where `AFAD-Full.txt` exists it is cross-checked: listed images absent from
+disk are rejected as `image missing`, images not listed are kept, and lines naming files that are
+not images (the real list names 14 `Thumbs.db`) are not records (noted).
 No official split: `hash_split` by person (the `<personId>` of `<personId>-<k>.jpg`).
 """
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Walk:
     names: list[list[str]] = dataclasses.field(default_factory=list)
     skipped_files: Counter = dataclasses.field(default_factory=Counter)
     skipped_dirs: list[str] = dataclasses.field(default_factory=list)
+    inner_dirs: list[str] = dataclasses.field(default_factory=list)  # folders in a gender folder (`x.jpg/`)
 
 
 class AFAD(Converter):
@@ -53,6 +57,7 @@ class AFAD(Converter):
 
     def convert(self):
         variant, folder = self.variant_folder()
+        self.variant = variant
         cols = self.image_columns(folder)
         self.count_records(len(cols["key"]))
         list_file = self.find_list(folder, FOLDERS[variant])
@@ -61,6 +66,7 @@ class AFAD(Converter):
         else:
             self.notes.append(f"no {FOLDERS[variant]}.txt found: the images on disk are all the records")
         cols = self.map_labels(cols, ["gender"], self.manifest["labels"]["gender"])
+        cols = self.reject_implausible_ages(cols, self.manifest["labels"]["age"])
 
         text, attributes = attribute_columns(self.name, ["age", "gender"], [cols["age"], cols["gender"]])
         stem = pc.list_element(pc.split_pattern(cols["name"], ".", max_splits=1, reverse=True), 0)  # split beats a regex
@@ -71,6 +77,18 @@ class AFAD(Converter):
             split=hash_split(pc.coalesce(person, image_id)), kind="attributes", text=text, attributes=attributes,
             source=cols["source"], person=person,
         )
+
+    def reject_implausible_ages(self, cols: dict, bounds: dict) -> dict:
+        age = pc.cast(cols["age"], pa.int64()).to_numpy(zero_copy_only=False)
+        bad = (age < bounds["min"]) | (age > bounds["max"])
+        detail = pc.binary_join_element_wise("age folder ", cols["age"], f" outside {bounds['min']}..{bounds['max']}", "")
+        return self.reject_where(cols, bad, "age out of range", detail)
+
+    def summary(self, table: pa.Table) -> dict:
+        summary = super().summary(table)
+        if getattr(self, "variant", None) == "lite":
+            summary["expected"]["official"] = self.manifest["counts"]["lite"]
+        return summary
 
     # -- which folder ----------------------------------------------------------------------
     def variant_folder(self) -> tuple[str, Path]:
@@ -103,7 +121,9 @@ class AFAD(Converter):
             for gender_entry in _sorted_entries(age_entry.path):
                 if self._descend(gender_entry, walk):
                     walk.folders.append((age_entry.name, gender_entry.name))
-                    walk.names.append(sorted(os.listdir(gender_entry.path)))
+                    walk.names.append(sorted(self.tree.files(gender_entry.path)))  # a folder named x.jpg is no image
+                    walk.inner_dirs += sorted(f"{self.tree.rel(Path(gender_entry.path))}/{n}"
+                                              for n in self.tree.not_files(gender_entry.path))
         return walk
 
     def _descend(self, entry: os.DirEntry, walk: Walk) -> bool:
@@ -152,6 +172,10 @@ class AFAD(Converter):
         if walk.skipped_dirs:
             shown = ", ".join(walk.skipped_dirs[:5])
             self.notes.append(f"skipped {len(walk.skipped_dirs)} folders that are not numbers ({shown})")
+        if walk.inner_dirs:
+            shown = ", ".join(walk.inner_dirs[:5])
+            self.notes.append(f"skipped {len(walk.inner_dirs)} folders inside <age>/<gender> folders, not images "
+                              f"({shown})")
 
     # -- the list file ---------------------------------------------------------------------
     def find_list(self, folder: Path, folder_name: str) -> Path | None:
@@ -174,6 +198,13 @@ class AFAD(Converter):
         matched[line_of_image.drop_null().to_numpy()] = True
         sources = table.sources()
         lines = {"source": sources.filter(pa.array(~matched)), "path": paths.filter(pa.array(~matched))}
+        image = pc.match_substring_regex(lines["path"], IMAGE_NAME, ignore_case=True).to_numpy(zero_copy_only=False)
+        if not image.all():  # Thumbs.db and the like: nothing is missing, they are no records
+            names = pc.replace_substring_regex(lines["path"].filter(pa.array(~image)), r"^.*/", "")
+            common = ", ".join(f"{c['values']} {c['counts']}" for c in pc.value_counts(names).to_pylist()[:5])
+            self.notes.append(f"{int((~image).sum())} lines of {self.tree.rel(path)} name files that are not images "
+                              f"({common}): not records")
+            lines = {k: v.filter(pa.array(image)) for k, v in lines.items()}
         self.count_records(len(lines["path"]))
         if len(pc.unique(paths)) < len(paths):
             repeat = pc.is_in(lines["path"], value_set=paths.filter(pa.array(matched))).to_numpy(zero_copy_only=False)

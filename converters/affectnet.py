@@ -102,7 +102,7 @@ class AffectNet(Converter):
     def read_npy_set(self, name: str, set_dir: Path) -> dict:
         """One record per image id: the ids named by the images and by the annotation files together."""
         images_dir, notes_dir = self.tree.find_dir("images", under=set_dir), self.tree.find_dir("annotations", under=set_dir)
-        images = sorted(n for n in self.tree.listing(images_dir) if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+        images = sorted(n for n in self.tree.files(images_dir) if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         images = pa.array(images, pa.string())
         notes = pa.array(sorted(self.tree.listing(notes_dir)), pa.string())
         noted = pc.struct_field(pc.extract_regex(notes, r"^(?P<id>.+)_(?:exp|val|aro|lnd)\.npy$"), "id").drop_null()
@@ -189,7 +189,7 @@ class AffectNet(Converter):
     def locate_images(self, cols: dict, image_dir: Path) -> dict:
         """Find each path in one listing of the image folders (a name differing only in case, `.JPG`, matches
         too); reject the absent, unsafe and repeated ones."""
-        present, paths = files_below(image_dir), cols[PATH]
+        present, paths = self.files_below(image_dir), cols[PATH]
         found = pc.index_in(paths, value_set=present)
         if found.null_count:
             found = pc.coalesce(found, pc.index_in(pc.utf8_lower(paths), value_set=pc.utf8_lower(present)))
@@ -204,19 +204,21 @@ class AffectNet(Converter):
         cols["image_id"] = prefixed(f"{self.name}/", stems(cols[PATH]))
         return cols
 
+    def files_below(self, folder: Path) -> pa.Array:
+        """`name` and `sub/name` of every file of a folder and its subfolders, sorted (listed once, never opened)."""
+        names = []
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.is_dir():
+                names += [f"{entry.name}/{n}" for n in sorted(self.tree.files(entry.path))]
+            elif entry.is_file():
+                names.append(entry.name)
+        return pa.array(names, pa.string())
+
     def summary(self, table: pa.Table) -> dict:
         summary = super().summary(table)
         if getattr(self, "release", None) == "npy":
             summary["expected"]["official"] = self.manifest["counts"]["official_npy"]
         return summary
-
-
-def files_below(folder: Path) -> pa.Array:
-    """`name` and `sub/name` of every entry of a folder and its subfolders, sorted (listed once, never opened)."""
-    names = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        names += [f"{entry.name}/{n}" for n in sorted(os.listdir(entry.path))] if entry.is_dir() else [entry.name]
-    return pa.array(names, pa.string())
 
 
 def is_missing(values: pa.Array) -> np.ndarray:

@@ -107,7 +107,7 @@ class CACD(Converter):
         return pa.array(choice.tolist(), pa.string())
 
     def note_unlisted_images(self, image_dir: Path, names: pa.Array) -> None:
-        files = pa.array(list(self.tree.listing(image_dir)), pa.string())
+        files = pa.array(list(self.tree.files(image_dir)), pa.string())
         images = files.filter(pc.match_substring_regex(files, IMAGE_NAME, ignore_case=True))
         unlisted = len(images) - (pc.sum(pc.is_in(images, value_set=names)).as_py() or 0)
         if unlisted:

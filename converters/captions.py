@@ -196,7 +196,7 @@ def assign_splits(conv: Converter, caps: Captions, lists: dict[str, pa.Array]) -
 def attach_images(conv: Converter, caps: Captions, folder: Path, extension: str) -> None:
     """`image` = the file in `folder` with the caption file's stem (any image extension, `extension`
     preferred); lines without one are rejected `image missing` by the base class."""
-    files = pa.array(sorted(conv.tree.listing(folder)), pa.string())
+    files = pa.array(sorted(conv.tree.files(folder)), pa.string())
     ext = pc.utf8_lower(pc.extract_regex(files, r"(?P<ext>\.[^.]*)$").field("ext"))
     files = files.filter(pc.is_in(ext, value_set=pa.array(sorted(IMAGE_EXTENSIONS))))
     order = pa.table({"stem": stem_of(files), "other": pc.invert(pc.ends_with(pc.utf8_lower(files), extension)),

@@ -79,8 +79,15 @@ class CelebA(Converter):
         path = self.tree.find_file(IDENTITY_FILE, required=False)
         if path is None:
             return None
-        table = read_table(path, self.tree.rel(path), ["image", "identity"], lambda *a: None)
-        return prefixed("celeba:", table["identity"]).take(pc.index_in(names, value_set=table["image"]))
+        rel, malformed = self.tree.rel(path), []
+        table = read_table(path, rel, ["image", "identity"], lambda source, *_: malformed.append(source))
+        if malformed:  # identity lines are not records: a bad one costs its face the person, said here
+            self.notes.append(f"{rel}: {len(malformed)} malformed lines ignored (e.g. {malformed[0]}); "
+                              "their faces have no person")
+        person = prefixed("celeba:", table["identity"]).take(pc.index_in(names, value_set=table["image"]))
+        if person.null_count:
+            self.notes.append(f"{person.null_count} faces have no identity in {rel}: their person is null")
+        return person
 
     def texts(self, cols: dict, labels: dict) -> tuple[pa.Array, pa.Array]:
         order = labels["first"] + [a for a in labels["attributes"] if a not in labels["first"]]

@@ -141,11 +141,11 @@ class CelebADialog(Converter):
         files = []
         for level in self.tree.levels():
             for folder in level:
-                names = pa.array(sorted(self.tree.listing(folder)), pa.string())
+                names = pa.array(sorted(self.tree.files(folder)), pa.string())
                 names = names.filter(pc.invert(pc.starts_with(names, ".")))
                 scanned = names.filter(pc.match_substring_regex(names, SCANNED)).to_pylist()
                 if len(scanned) <= MAX_FILES_PER_FOLDER:
-                    files += [folder / n for n in scanned if (folder / n).is_file()]
+                    files += [folder / n for n in scanned]
         return files
 
     def given(self, option: str, folder: bool = False) -> Path | None:
@@ -157,7 +157,7 @@ class CelebADialog(Converter):
             raise UserError(f"{self.name}: no image folder named {' or '.join(IMAGE_DIRS[self.version])} under "
                             f"{self.root}; pass images=PATH (CelebA's img_align_celeba for the standard version)")
         self.image_dir = folder = self.tree.unwrap(folder)  # re-zipped: img_align_celeba/img_align_celeba/
-        self.image_names = pa.array(list(self.tree.listing(folder)), pa.string())  # one listing, never opening
+        self.image_names = pa.array(list(self.tree.files(folder)), pa.string())  # one listing, never opening
         self.image_prefix = "" if folder == self.root else Path(os.path.relpath(folder, self.root)).as_posix() + "/"
         if self.image_prefix.startswith("../"):
             self.notes.append(f"images are outside the root: image paths start with {self.image_prefix}")
@@ -173,7 +173,7 @@ class CelebADialog(Converter):
     def read_partition(self, found: dict, codes: dict) -> dict | None:
         path = self.given("partition") or self.pick(found, "partition", PARTITION_FILES[0])
         if path is None or (self.version == "hq" and self.mapping is None):
-            self.notes.append("split: hash split by CelebA face (converters.splits.hash_split), not CelebA's own: "
+            self.notes.append("split: hash split by CelebA face (common.splits.hash_split), not CelebA's own: "
                               + ("no list_eval_partition found (pass partition=PATH)" if path is None
                                  else "HQ faces need the CelebA-HQ mapping to use it"))
             return None

@@ -20,7 +20,8 @@ from tqdm import tqdm
 import manifests
 from common.errors import UserError
 
-from . import DATASETS, convert
+from . import DATASETS, converter
+from .converted import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,15 @@ def find_roots(roots: Path) -> dict[str, tuple[Path, list[str]]]:
 def _roots_from_yaml(path: Path) -> dict[str, tuple[Path, list[str]]]:
     try:
         mapping = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: not a readable YAML mapping of dataset names to paths ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; expected a YAML mapping of dataset names to paths") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or ["invalid YAML"])[0]
+        raise UserError(f"{where}: not a valid YAML mapping of dataset names to paths ({problem})") from None
     if not isinstance(mapping, dict):
         raise UserError(f"{path}: expected a mapping `dataset: path`, found {type(mapping).__name__}")
     found = {}
@@ -62,7 +70,7 @@ def _roots_from_yaml(path: Path) -> dict[str, tuple[Path, list[str]]]:
             root, options = value, []
         if not root:
             raise UserError(f"{path}: dataset {name!r} has no path")
-        found[name] = ((path.parent / str(root)).expanduser(), options)
+        found[name] = (path.parent / Path(str(root)).expanduser(), options)
     return found
 
 
@@ -80,9 +88,12 @@ def split_options(options: list[str]) -> dict[str, list[str]]:
 def convert_all(roots: Path, out: Path, options: list[str] | None = None) -> list[dict]:
     """Convert every dataset found; one result row per registry name, in registry order."""
     found = find_roots(roots)
+    missing = [f"{name}: {root}" for name, (root, _) in found.items() if not root.is_dir()]
+    if missing:  # a mistake in the mapping: nothing is converted until it is fixed
+        raise UserError(f"{roots}: not a folder: {'; '.join(missing)}")
     extra = split_options(options or [])
     results = []
-    with tqdm(DATASETS, desc="convert", unit="dataset", disable=None) as bar:
+    with output_folder(out), tqdm(DATASETS, desc="convert", unit="dataset", disable=None) as bar:
         for name in bar:
             counts = manifests.load(name)["counts"]
             row = {"dataset": name, "official": counts["official"].get("total"), "paper": counts["paper"]}
@@ -92,10 +103,15 @@ def convert_all(roots: Path, out: Path, options: list[str] | None = None) -> lis
             bar.set_postfix_str(name)
             root, file_options = found[name]
             try:
-                summary = convert(name, root, out, file_options + extra.get(name, []))
+                summary = converter(name, root, file_options + extra.get(name, [])).run(out)
             except UserError as e:
                 log.error("%s", e)
                 results.append({**row, "status": f"failed: {e}"})
+                continue
+            except Exception as e:  # a defect in one converter must not cost the user the others
+                log.exception("%s: conversion failed", name)
+                reason = (str(e).strip().splitlines() or [""])[0]
+                results.append({**row, "status": f"failed: {type(e).__name__}: {reason}"})
                 continue
             results.append({**row, "status": "converted", "rows": summary["rows"], "images": summary["images"],
                             "rejects": summary["rejects"]["total"]})

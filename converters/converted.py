@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import converters
 import manifests
 from common.errors import UserError
-from common.fileio import write_json, write_jsonl, write_parquet
+from common.fileio import remove_temporaries, write_json, write_jsonl, write_parquet
+from common.locks import folder_lock
 from common.records import KINDS, SPLITS
 
 from .schema import RECORD_SCHEMA
@@ -50,8 +51,18 @@ def summary_path(folder: Path, name: str) -> Path:
 
 
 # -- writing ----------------------------------------------------------------------------------
+def output_folder(folder: Path):
+    """Hold `folder` for one `convert` run (created if needed): a second run on it is refused."""
+    return folder_lock(folder, "convert")
+
+
 def write_converted(folder: Path, name: str, table: pa.Table, rejects: list[dict], summary: dict) -> None:
-    """Write one dataset's rows, rejects and (last) summary into `folder`."""
+    """Write one dataset's rows, rejects and (last) summary into `folder` (held with `output_folder`).
+
+    Temporaries that a killed run left beside these files are removed first.
+    """
+    for path in (parquet_path(folder, name), rejects_path(folder, name), summary_path(folder, name)):
+        remove_temporaries(path)
     summary_path(folder, name).unlink(missing_ok=True)
     with ThreadPoolExecutor(1) as pool:  # Parquet encoding runs in C++ beside the Python rejects writer
         parquet = pool.submit(write_parquet, table, parquet_path(folder, name))

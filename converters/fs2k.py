@@ -25,7 +25,7 @@ from .base import Converter
 from .colors import nearest_names
 from .root import IMAGE_EXTENSIONS
 from .rows import attribute_columns, make_table, prefixed
-from .tables import read_text
+from .tables import NESTED_TOO_DEEPLY, read_text
 
 PHOTO_DIR = "photo"
 NAME_KEY = "image_name"
@@ -87,30 +87,35 @@ class FS2K(Converter):
         index = {}
         for folder in folders:
             prefix = "" if folder == top else folder.name + "/"
-            for name in sorted(self.tree.listing(folder)):
+            for name in sorted(self.tree.files(folder)):
                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                     index.setdefault(photo_key(prefix + name), self.tree.rel(folder / name))
         return folders, index
 
     def skin_colours(self, cols: dict) -> dict:
-        """Mean RGB of the patch around each skin point; rejects points outside and unreadable photos."""
+        """Mean RGB of the patch around each skin point; rejects unreadable photos.
+
+        A point outside its photo (real: photo3/image0116, (2159, 1192) on 475x340) spoils only the skin
+        colour: the record keeps its other labels, the colour is left out of its text, and a note says so.
+        """
         n = len(cols["source"])
         cols["skin_color"] = np.full((n, 3), np.nan)
         if not self.options.skin_colour:
             self.notes.append("skin colour not sampled (option skin_colour=false)")
             return cols
         cols["why"], cols["detail"] = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
-        images = cols["image"].to_pylist()
+        images, sources, outside = cols["image"].to_pylist(), cols["source"].to_pylist(), []
         for i in np.flatnonzero(np.isfinite(cols["point"]).all(axis=1)):
             try:
                 cols["skin_color"][i] = patch_mean(self.root / images[i], cols["point"][i], self.options.patch)
             except PointOutside as e:
-                cols["why"][i], cols["detail"][i] = "point outside image", str(e)
+                outside.append(f"{sources[i]}: {e}")
             except (OSError, ValueError, Image.DecompressionBombError) as e:
                 cols["why"][i], cols["detail"][i] = "unreadable image", f"{images[i]}: {e}"
-        for why in ("point outside image", "unreadable image"):
-            cols = self.reject_where(cols, cols["why"] == why, why, cols["detail"])
-        return cols
+        if outside:
+            self.notes.append(f"skin point outside the photo in {len(outside)} records (e.g. {outside[0]}): "
+                              "their skin colour is left out of their texts, their other labels kept")
+        return self.reject_where(cols, cols["why"] == "unreadable image", "unreadable image", cols["detail"])
 
     def table(self, cols: dict, labels: dict) -> pa.Table:
         names = {key: nearest_names(cols[key]) for key in [*labels["colours"], "skin_color"]}
@@ -133,6 +138,8 @@ def load_records(path: Path) -> list:
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); "
                         "expected an array of FS2K records") from None
+    except RecursionError:
+        raise UserError(NESTED_TOO_DEEPLY.format(path=path)) from None
     if not isinstance(records, list):
         raise UserError(f"{path}: expected a JSON array of FS2K records, found a {type(records).__name__}")
     return records

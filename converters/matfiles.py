@@ -61,6 +61,10 @@ class MatStruct:
         return _cell_strings(value.ravel(order="F"))
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _describe(value) -> str:
     return f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
 
@@ -100,7 +104,11 @@ def read_struct(path: Path, variable: str) -> Iterator[MatStruct]:
     """The struct `variable` of a .mat file (v5/v7 or v7.3), with its fields readable by name."""
     path = Path(path)
     if is_v73(path):
-        with h5py.File(path, "r") as f:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise UserError(f"{path}: not a readable MATLAB v7.3 (HDF5) file ({_first_line(e)})") from None
+        with f:
             group = f.get(variable)
             if not isinstance(group, h5py.Group) or variable.startswith("#"):
                 raise UserError(f"{path}: expected a struct variable {variable!r} (MATLAB v7.3), "
@@ -143,7 +151,7 @@ class _H5Field:
             return np.zeros(0)
         if self._class(self.dataset) in ("cell", "char", "struct") or self.dataset.dtype.kind not in "biuf":
             return self.dataset  # not numeric: MatStruct.numbers names it in the error
-        return np.asarray(self.dataset[()]).T  # HDF5 holds MATLAB arrays transposed
+        return np.asarray(self._read(self.dataset)).T  # HDF5 holds MATLAB arrays transposed
 
     def strings(self) -> list[str | None]:
         if self._class(self.dataset) == "char":
@@ -152,7 +160,18 @@ class _H5Field:
             raise UserError(f"{self.file.filename}: field {self.dataset.name} should be a cell array of strings, "
                             f"found {self.dataset.dtype} of shape {self.dataset.shape}")
         file_id = self.file.id
-        return [self._deref_string(file_id, ref) for ref in np.asarray(self.dataset[()]).T.ravel()]
+        refs = np.asarray(self._read(self.dataset)).T.ravel()
+        try:
+            return [self._deref_string(file_id, ref) for ref in refs]
+        except (OSError, ValueError) as e:
+            raise UserError(f"{self.file.filename}: field {self.dataset.name} cannot be read ({_first_line(e)})") from None
+
+    def _read(self, dataset):
+        """A dataset's values; a corrupt file is a user error naming it."""
+        try:
+            return dataset[()]
+        except (OSError, ValueError) as e:
+            raise UserError(f"{self.file.filename}: field {dataset.name} cannot be read ({_first_line(e)})") from None
 
     def _deref_string(self, file_id, ref) -> str | None:
         target = h5r.dereference(ref, file_id)  # the low-level calls are ~2x faster than file[ref]

@@ -92,7 +92,7 @@ class RafDB(Converter):
 
     def aligned_images(self, aligned: Path, names: pa.Array) -> pa.Array:
         """Root-relative `<stem>_aligned.jpg` paths, spelled as on disk when only the case differs."""
-        on_disk = sorted(self.tree.listing(aligned))
+        on_disk = sorted(self.tree.files(aligned))
         wanted = pc.binary_join_element_wise(names, ALIGNED_SUFFIX, "")
         found = pa.array(on_disk, pa.string()).take(
             pc.index_in(pc.utf8_lower(wanted), value_set=pa.array([n.lower() for n in on_disk], pa.string())))

@@ -4,7 +4,9 @@ Converters hold a `DatasetRoot` (as `self.tree`) rather than inherit these abili
 - `find_file` / `find_dir`: the shallowest entry of a name, case-insensitive, up to SEARCH_DEPTH
   levels deep (a re-zipped download adds a level or two); `levels` is the same breadth-first walk
   for searches of another kind (files by pattern, folders by a tag in their name);
-- `listing` / `subfolders`: one folder's names and visible subfolders, listed once per run;
+- `files` / `not_files` / `listing` / `subfolders`: one folder's entries, read once per run (one
+  `scandir`). An image is a regular file or a symlink to one (wherever it points: image folders
+  are often linked from another disk); a folder or a broken link named like an image is not one;
 - `unwrap`: a folder extracted into a folder of its own name (`img_align_celeba/img_align_celeba/`);
 - `escapes`: the unsafe-path rule, the one place it is written;
 - `head`: the first bytes of a file as text, to recognise it by content;
@@ -27,7 +29,6 @@ from .rows import prefixed
 SEARCH_DEPTH = 3  # annotation files may sit up to two folder levels below the root (re-zipped downloads)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 UNSAFE_PATH = r"(^/|^[A-Za-z]:|^~|\\|(^|/)\.\.(/|$))"  # absolute, drive, home, backslash or `..` step
-NOT_A_FOLDER = r"(?i)\.(json|txt|csv|lst|jpe?g|png|bmp|webp|tiff?|npy|mat|pickle|pkl)$"  # names not worth a stat
 HEAD_BYTES = 8192  # enough to recognise a file: a caption file's first entry, a table's header and first line
 
 
@@ -39,30 +40,42 @@ class DatasetRoot:
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_dir():
             raise UserError(f"{name}: dataset root {self.path} is not a directory")
-        self._listings: dict[Path, frozenset[str]] = {}
-        self._subfolders: dict[Path, list[Path]] = {}
+        self._scans: dict[Path, tuple[frozenset[str], frozenset[str]]] = {}  # folder -> (files, other entries)
 
     # -- listing --------------------------------------------------------------------------
+    def files(self, folder: Path) -> frozenset[str]:
+        """Names of the files of one folder (regular files, or symlinks to them), listed once per run.
+
+        Directory entries carry their type, so only symlinks cost a stat; nothing is opened.
+        """
+        return self._scan(folder)[0]
+
+    def not_files(self, folder: Path) -> frozenset[str]:
+        """Names of the other entries of one folder: folders, and links to folders or to nothing."""
+        return self._scan(folder)[1]
+
     def listing(self, folder: Path) -> frozenset[str]:
-        """Names of the entries of one folder, read once (existence is checked by listing, not opening)."""
-        folder = Path(folder)
-        if folder not in self._listings:
-            try:
-                self._listings[folder] = frozenset(os.listdir(folder))  # ~6x faster than scandir entries
-            except OSError:  # absent, not a folder, unreadable: nothing we can use is in it
-                self._listings[folder] = frozenset()
-        return self._listings[folder]
+        """Names of all the entries of one folder."""
+        files, others = self._scan(folder)
+        return files | others if others else files
 
     def subfolders(self, folder: Path) -> list[Path]:
-        """The visible subfolders of a folder, sorted; names that look like files are not even stat'ed
-        (an image folder holds 200k names)."""
+        """The visible subfolders of a folder (links to folders included), sorted."""
         folder = Path(folder)
-        if folder not in self._subfolders:
-            names = pa.array(sorted(self.listing(folder)), pa.string())
-            names = names.filter(pc.invert(pc.starts_with(names, ".")))
-            names = names.filter(pc.invert(pc.match_substring_regex(names, NOT_A_FOLDER)))
-            self._subfolders[folder] = [folder / n for n in names.to_pylist() if (folder / n).is_dir()]
-        return self._subfolders[folder]
+        return [folder / n for n in sorted(self.not_files(folder)) if not n.startswith(".") and (folder / n).is_dir()]
+
+    def _scan(self, folder: Path) -> tuple[frozenset[str], frozenset[str]]:
+        folder = Path(folder)
+        if folder not in self._scans:
+            files, others = [], []
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        (files if entry.is_file() else others).append(entry.name)
+            except OSError:  # absent, not a folder, unreadable: nothing we can use is in it
+                pass
+            self._scans[folder] = (frozenset(files), frozenset(others))
+        return self._scans[folder]
 
     def levels(self, under: Path | None = None, descend: Callable[[Path], bool] | None = None) -> Iterator[list[Path]]:
         """The folders breadth-first, one list per level (`under` alone first), SEARCH_DEPTH levels.
@@ -151,10 +164,10 @@ class DatasetRoot:
         return unsafe
 
     def existing(self, images: pa.Array, folders) -> np.ndarray:
-        """Mask of the root-relative image paths that exist in the given folders."""
+        """Mask of the root-relative image paths that are files in the given folders."""
         present = []
         for folder in folders:
-            names = pa.array(list(self.listing(folder)), pa.string())  # a set: order does not matter
+            names = pa.array(list(self.files(folder)), pa.string())  # a set: order does not matter
             present.append(names if Path(folder) == self.path else prefixed(self.prefix(folder), names))
         value_set = pa.concat_arrays(present) if present else pa.array([], pa.string())
         return pc.is_in(images, value_set=value_set).to_numpy(zero_copy_only=False)

@@ -3,7 +3,9 @@
 Files are parsed by pyarrow's CSV reader in C++ (a 200k-line table in well under a second, less
 than pandas needs), and every data row keeps its 1-based line number for the `source` column and
 the rejects report. A line with the wrong number of fields is rejected as `malformed line`;
-blank lines are not records and are skipped silently.
+blank lines are not records and are skipped silently. In a CSV, a stray quote would join the lines
+up to the next quote into one row: the lines holding an odd number of quotes are then rejected as
+`malformed line` (`unbalanced quote`) and the others parsed as usual.
 """
 from __future__ import annotations
 
@@ -72,6 +74,11 @@ def read_json(path: Path):
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; expected a JSON file") from None
+    except RecursionError:
+        raise UserError(NESTED_TOO_DEEPLY.format(path=path)) from None
+
+
+NESTED_TOO_DEEPLY = "{path}: JSON nested too deeply to be an annotation file"
 
 
 def head_lines(path: Path, n: int, max_bytes: int = 1 << 16) -> list[str]:
@@ -105,19 +112,53 @@ def parse_rows(data: bytes, names: list[str], rel: str, reject, *, first_line: i
     """Parse the lines from `first_line` (1-based) on into string columns `names` (only `keep` ones built)."""
     keep = list(keep or names)
     try:
+        return _parse_numbered(data, names, keep, rel, reject, first_line, delimiter, quoted)
+    except _Misaligned as e:
+        if not quoted:
+            raise UserError(f"{rel}: {e}") from None
+    data, unbalanced = blank_unbalanced_quotes(data, first_line)
+    try:
+        table = _parse_numbered(data, names, keep, rel, reject, first_line, delimiter, quoted)
+    except _Misaligned as e:
+        raise UserError(f"{rel}: {e}; its quotes do not pair up") from None
+    for number in unbalanced:
+        reject(f"{rel}:{number}", "malformed line", "unbalanced quote")
+    table.malformed += len(unbalanced)
+    return table
+
+
+def _parse_numbered(data, names, keep, rel, reject, first_line, delimiter, quoted) -> Columns:
+    if not data:
+        return Columns(rel, keep, {name: pa.array([], pa.string()) for name in keep}, np.zeros(0, np.int64))
+    try:
         try:
             return _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads=True)
         except _LineNumbersUnknown:  # an invalid row in a later block: only a single-threaded parse numbers it
             return _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads=False)
     except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e) or "Could not skip initial" in str(e):  # nothing after the header: no rows
+            return _parse_numbered(b"", names, keep, rel, reject, first_line, delimiter, quoted)
         if "UTF8" not in str(e) and "UTF-8" not in str(e):
-            raise
+            raise UserError(f"{rel}: cannot be parsed as a table ({(str(e).splitlines() or [''])[0]})") from None
     data = data.decode("utf-8", errors="replace").encode("utf-8")  # undecodable bytes become U+FFFD
     return _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads=False)
 
 
+def blank_unbalanced_quotes(data: bytes, first_line: int) -> tuple[bytes, list[int]]:
+    """Empty the lines (from `first_line` on) holding an odd number of quotes; their 1-based numbers."""
+    lines = data.split(b"\n")
+    odd = [i for i in range(first_line - 1, len(lines)) if lines[i].count(b'"') % 2]
+    for i in odd:
+        lines[i] = b""
+    return b"\n".join(lines), [i + 1 for i in odd]
+
+
 class _LineNumbersUnknown(Exception):
     pass
+
+
+class _Misaligned(Exception):
+    """The parser's rows do not match the file's lines one to one."""
 
 
 def _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads) -> Columns:
@@ -145,7 +186,7 @@ def _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, u
     if bad:
         numbers = numbers[~np.isin(numbers, np.fromiter(bad, dtype=np.int64))]
     if len(numbers) != table.num_rows:
-        raise RuntimeError(f"{rel}: line bookkeeping failed ({len(numbers)} lines for {table.num_rows} rows)")
+        raise _Misaligned(f"{len(numbers)} lines but {table.num_rows} rows")
     blank = np.isin(numbers, empty_lines(data))  # pyarrow reads an empty line as a row of empty fields
     if blank.any():
         table, numbers = table.filter(pa.array(~blank)), numbers[~blank]
@@ -185,6 +226,8 @@ def empty_lines(data: bytes) -> np.ndarray:
 def read_table(path: Path, rel: str, names: list[str], reject, *, sep: str | None = None, skip_lines: int = 0) -> Columns:
     """A headerless table split on whitespace (`sep=None`) or on `sep`; the first `skip_lines` lines are not data."""
     data = read_bytes(path)
+    if not data.strip():
+        raise UserError(f"{path}: empty file; expected lines of {' '.join(names)}")
     if sep is None:
         data, sep = squeeze_whitespace(data), " "
     return parse_rows(data, names, rel, reject, first_line=skip_lines + 1, delimiter=sep, quoted=False)
@@ -208,6 +251,9 @@ def csv_header(data: bytes, path: Path, required: list[str]) -> tuple[int, list[
         end = data.find(b"\n", offset)
         end = len(data) if end < 0 else end
         line = data[offset:end].decode("utf-8", errors="replace").strip()
+        if line and not line.isprintable():
+            raise UserError(f"{path}:{number}: expected a CSV header with {', '.join(required)}, "
+                            "found a line that is not text (a binary or corrupt file?)")
         if line:
             header = [h.strip().strip('"') for h in line.split(",")]
             missing = [name for name in required if name not in header]

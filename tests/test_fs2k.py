@@ -106,7 +106,7 @@ def test_bad_records_are_rejected_with_reasons(sample, run_convert):
         good = dict(records[0])
         records[1]["hair"] = 7  # unknown code
         del records[2]["gender"]  # missing value
-        records[3]["skin_color"] = [800, 10]  # just right of the 800x600 photo
+        records[3]["skin_color"] = [800, 10]  # just right of the 800x600 photo: kept, without its skin colour
         records.append("photo1/image0001")  # not an object
         records.append({**good, "image_name": "photo1/image9999"})  # no such photo
         records.append({**good, "image_name": "../../../etc/passwd"})  # escapes the root
@@ -123,16 +123,19 @@ def test_bad_records_are_rejected_with_reasons(sample, run_convert):
         "image missing": ["anno_train.json:5"],
         "path escapes root": ["anno_train.json:6"],
         "duplicate record": ["anno_train.json:7"],
-        "point outside image": ["anno_train.json:3"],
         "unreadable image": ["anno_test.json:1"],
     }
     details = {r["reason"]: r["detail"] for r in got.rejects}
     assert details["unknown label value"] == "hair='7'"
     assert details["missing value"] == "no value for gender"
-    assert details["point outside image"] == "skin point [800, 10] outside the 800x600 photo image0005.jpg"
     assert details["unreadable image"].startswith("photo/photo2/image0009.jpg: ")
-    assert [r["source"] for r in got.rows] == ["anno_train.json:0", "anno_train.json:8", "anno_test.json:0"]
-    assert got.rows[1]["image"] == "photo/photo3/image0012.png" and "skin color: " in got.rows[1]["text"]
+    assert [r["source"] for r in got.rows] == ["anno_train.json:0", "anno_train.json:3", "anno_train.json:8",
+                                              "anno_test.json:0"]
+    assert "skin color" not in got.rows[1]["text"] and "lip color: " in got.rows[1]["text"]
+    assert ("skin point outside the photo in 1 records (e.g. anno_train.json:3: skin point [800, 10] outside the "
+            "800x600 photo image0005.jpg): their skin colour is left out of their texts, their other labels kept"
+            in got.summary["notes"])
+    assert got.rows[2]["image"] == "photo/photo3/image0012.png" and "skin color: " in got.rows[2]["text"]
 
 
 def test_missing_annotation_file_is_a_clear_error(sample, tmp_path):

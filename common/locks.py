@@ -1,0 +1,40 @@
+"""One writer per output folder: a lock held for the run and released by the kernel when the process dies.
+
+`fcntl.flock` on `FOLDER/.lock`: a second run on the same folder is refused at once with a one-line
+`UserError` instead of doing all the work again and racing the first for the last write. The lock
+file stays, empty (removing it would let two later runs lock two different files; a pid in it would
+make two runs' folders differ).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import UserError
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, command: str) -> Iterator[Path]:
+    """Create `folder` if needed and hold its lock for the block; `command` names the run in the refusal."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder; {command} writes into a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write there ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{folder}: another {command} is writing there (it holds {LOCK_FILE}); "
+                            "wait for it to finish or choose another output folder") from None
+        yield folder
+    finally:
+        os.close(fd)  # closing releases the lock; so does the process dying
