@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import manifests
-from common.fileio import write_json, write_parquet
 from common.memory import peak_rss_mb
 from common.records import SPLITS
+from converters.converted import write_converted
 from converters.rows import attribute_columns, box_column, make_table, prefixed
 
 GOAL_SECONDS = 60
@@ -194,15 +194,14 @@ def others() -> list[pa.Table]:
 
 def write_dataset(folder: Path, table: pa.Table) -> None:
     name = table.column("dataset")[0].as_py()
-    write_parquet(table, folder / f"{name}.parquet")
     counts = manifests.load(name)["counts"] if (REPO / "manifests" / f"{name}.yaml").exists() else None
-    write_json({
+    write_converted(folder, name, table, [], {
         "dataset": name, "root": f"/data/{name}", "options": {}, "records_in": table.num_rows, "rows": table.num_rows,
         "images": len(pc.unique(table.column("image_id"))), "rejects": {"total": 0, "by_reason": {}},
         "splits": {s: int(pc.sum(pc.equal(table.column("split"), s)).as_py() or 0) for s in SPLITS},
         "kinds": {}, "expected": {"official": counts["official"], "paper": counts["paper"]} if counts else {},
         "notes": ["synthetic benchmark input"],
-    }, folder / f"{name}.summary.json")
+    })
 
 
 def generate(folder: Path) -> int:

@@ -8,7 +8,7 @@ MM-CelebA-HQ and CelebA-Text-HQ thereby share face keys. The rules, in order:
 2. A dataset whose manifest says `split: none` is split by person (`person`, else the face key):
    a person with a face that rule 1 already places takes the most held-out of those splits (so
    CelebA-Dialog follows CelebA's partition); every other person gets
-   `converters.splits.hash_split(person, ratios, seed)`. No person straddles splits in such a dataset.
+   `common.splits.hash_split(person, ratios, seed)`. No person straddles splits in such a dataset.
 3. Held-out wins: every row of a face takes the most held-out split that any row of the face has
    (test > val > train), so a face that is test or val anywhere is never train anywhere.
 

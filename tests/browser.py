@@ -32,7 +32,7 @@ def images_as_loaded(page: Path, browser: str) -> list[dict]:
                              capture_output=True, text=True, timeout=120, check=True).stdout
     finally:
         probe.unlink()
-    found = re.search(r'<pre id="browser-probe">(.*?)</pre>', dom, re.S)
+    found = re.search(r'<pre id="browser-probe">(.*?)</pre>', dom, re.DOTALL)
     assert found, f"the probe did not run in {browser}"
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
 
