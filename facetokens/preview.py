@@ -81,6 +81,8 @@ def decode_all(model, codes: list[np.ndarray]) -> list[np.ndarray]:
 
 def corpus_of(shards_dir: Path) -> Path | None:
     index = shards_dir / shards.INDEX_FILE
+    if not index.is_file():  # SHARDS/SPLIT/ given: the index is one level up
+        index = shards_dir.parent / shards.INDEX_FILE
     if not index.is_file():
         return None
     import json

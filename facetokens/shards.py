@@ -3,15 +3,17 @@
 `SHARDS/` holds
   plan.json                what the shards were made from (corpus faces digest, model digest,
                            shard size, precision); a re-run with a different plan is refused
-  shard-NNNNNN.tar         WebDataset samples, one per face (see `sample`)
-  shard-NNNNNN.stats.json  written last, after the tar is renamed into place: the resume marker
+  SPLIT/shard-NNNNNN.tar   WebDataset samples, one per face of that split (see `sample`); one
+                           folder per split (train/, val/, test/), so training never opens a test face
+  SPLIT/shard-NNNNNN.stats.json  written last, after the tar is renamed into place: the resume marker
   index.json               faces per shard and every reject, once all shards are complete
   tokenize-config-node-R.json  the TokenizeConfig of machine R's last run
 
-Shard k holds faces [k * shard_size, (k + 1) * shard_size) of the faces sorted by image_id, so
-assignment depends on neither the number of GPUs nor the number of machines. Tar members have
-mtime 0, fixed owner and mode, and samples are written in face order: a shard's bytes depend only
-on its faces and the model.
+Shard k of a split holds faces [k * shard_size, (k + 1) * shard_size) of that split's faces sorted
+by image_id. The work list is every split's shards in the order of SPLITS (`plan_units`); machines
+take static blocks of it, so assignment depends on neither the number of GPUs nor the number of
+machines. Tar members have mtime 0, fixed owner and mode, and samples are written in face order: a
+shard's bytes depend only on its faces and the model.
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ import numpy as np
 
 from common.errors import UserError
 from common.fileio import atomic_path, write_json
+from common.records import SPLITS
 
 CODES_MEMBER = "codes.u16"
 JSON_MEMBER = "json"
 PLAN_FILE = "plan.json"
 INDEX_FILE = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one folder of shards per split
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -52,6 +55,18 @@ def write_run_config(out: Path, node_rank: int, config: dict) -> None:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}"
+
+
+def split_dir(out: Path, split: str) -> Path:
+    """SHARDS/SPLIT/: the shards of one split."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return Path(out) / split
+
+
+def plan_units(faces_per_split: dict[str, int], shard_size: int) -> list[tuple[str, int]]:
+    """The work list: (split, shard index) for every shard of every split, in the order of SPLITS."""
+    return [(split, k) for split in SPLITS for k in range(shard_count(faces_per_split.get(split, 0), shard_size))]
 
 
 def tar_path(out: Path, index: int) -> Path:
@@ -138,45 +153,60 @@ def check_plan(out: Path, plan: dict) -> None:
     write_json(plan, path)
 
 
-def remove_stale_temporaries(out: Path, shards: range) -> None:
+def remove_stale_temporaries(out: Path, units: list[tuple[str, int]]) -> None:
     """Delete temporary files a killed run of this machine's shards left behind."""
-    names = {shard_name(i) for i in shards}
-    for path in Path(out).glob(".shard-*.tmp-*"):
-        if path.name[1:].split(".")[0] in names:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+    for split in {s for s, _ in units}:
+        names = {shard_name(i) for s, i in units if s == split}
+        for path in split_dir(out, split).glob(".shard-*.tmp-*"):
+            if path.name[1:].split(".")[0] in names:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
 
 
-def write_index(out: Path, n_shards: int, plan: dict, corpus: Path | None = None) -> Path | None:
+def write_index(out: Path, units: list[tuple[str, int]], plan: dict, corpus: Path | None = None) -> Path | None:
     """index.json over all shards, once every shard (of every machine) is complete; None before that."""
-    if not all(is_complete(out, i) for i in range(n_shards)):
+    if not all(is_complete(split_dir(out, s), i) for s, i in units):
         return None
     shards, rejects = [], []
-    for i in range(n_shards):
-        stats = read_stats(out, i)
-        shards.append({"tar": stats["tar"], "faces": stats["faces"], "rejects": len(stats["rejects"])})
-        rejects.extend(stats["rejects"])
+    splits = {s: {"faces": 0, "shards": 0} for s in SPLITS}
+    for split, i in units:
+        stats = read_stats(split_dir(out, split), i)
+        shards.append({"split": split, "tar": f"{split}/{stats['tar']}", "faces": stats["faces"],
+                       "rejects": len(stats["rejects"])})
+        splits[split]["faces"] += stats["faces"]
+        splits[split]["shards"] += 1
+        rejects.extend({**r, "split": split} for r in stats["rejects"])
     by_reason: dict[str, int] = {}
     for r in rejects:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
     index = {"format": FORMAT_VERSION, "members": {"codes": CODES_MEMBER, "meta": JSON_MEMBER},
              "corpus": str(corpus) if corpus else None, "plan": plan,
-             "faces": sum(s["faces"] for s in shards), "shards": shards,
+             "faces": sum(s["faces"] for s in shards), "splits": splits, "shards": shards,
              "rejects": {"total": len(rejects), "by_reason": dict(sorted(by_reason.items())), "items": rejects}}
     write_json(index, Path(out) / INDEX_FILE)
     return Path(out) / INDEX_FILE
 
 
-def tar_urls(out: Path) -> list[str]:
-    """The shard files of a finished SHARDS/ folder, in order."""
-    return [str(p) for p in sorted(Path(out).glob("shard-*.tar")) if not p.name.startswith(".")]
+def tar_urls(out: Path, split: str | None = None) -> list[str]:
+    """The shard files of a SHARDS/ folder, in order: one split's, or every split's (train, val, test).
+
+    `out` may also be one split's folder itself (it holds the shard-*.tar files directly).
+    """
+    out = Path(out)
+    if split is not None:
+        folders = [split_dir(out, split)]
+    elif any(out.glob("shard-*.tar")):
+        folders = [out]
+    else:
+        folders = [out / s for s in SPLITS]
+    return [str(p) for folder in folders for p in sorted(folder.glob("shard-*.tar")) if not p.name.startswith(".")]
 
 
-def read_samples(out: Path):
-    """Yield (meta, codes) for every face of a SHARDS/ folder, in shard order."""
-    for url in tar_urls(out):
+def read_samples(out: Path, split: str | None = None):
+    """Yield (meta, codes) for every face of a SHARDS/ folder (or of one split), in shard order."""
+    for url in tar_urls(out, split):
         yield from read_samples_of(Path(url))
 
 

@@ -4,9 +4,11 @@
         --vqgan-config 2021-04-23T18-19-01-project.yaml --vqgan-ckpt last.ckpt --gpus 8
 
 How the work flows
-  * The faces (the corpus image table, sorted by image_id) with their texts (its pairs) are cut
-    into shards of `shard_size` faces (`facetokens.shards`). This machine takes its block of shards
-    (`num_nodes`/`node_rank`, or an explicit `shard_range`) and skips those already complete.
+  * The faces (the corpus image table, sorted by image_id) with their texts (its pairs) are grouped
+    by split and each split is cut into shards of `shard_size` faces, written under SHARDS/SPLIT/
+    (`facetokens.shards`). The work list is every split's shards (train, val, test); this machine
+    takes its block of it (`num_nodes`/`node_rank`, or an explicit `shard_range`) and skips the
+    shards already complete.
   * One encoder process per GPU (`gpus`; 0 = one CPU process; on a machine without CUDA, N >= 1
     gives N CPU processes) takes every N-th pending shard. Inside it a torch DataLoader with
     `loader_workers` processes opens, crops and resizes the images (`facetokens.images`) in batches
@@ -36,6 +38,7 @@ import pyarrow.parquet as pq
 
 from common.errors import UserError
 from common.fileio import output_folder
+from common.records import SPLITS
 from corpus import layout
 
 from . import shards
@@ -90,8 +93,10 @@ def faces_digest(faces: list[Face]) -> str:
 # ----------------------------------------------------------------------------- work items
 @dataclass
 class ShardTask:
-    index: int
-    first: int  # position of its first face among all faces
+    unit: int  # position in the work list (every split's shards)
+    split: str
+    index: int  # shard number within its split
+    first: int  # position of its first face among its split's faces
     faces: list[Face]
 
 
@@ -128,7 +133,7 @@ class FaceImages:
     """Map-style dataset over (task, position) pairs: returns the prepared face or its reject."""
 
     def __init__(self, tasks: list[ShardTask]):
-        self.items = [(t.index, t.first + j, f.path, f.box) for t in tasks for j, f in enumerate(t.faces)]
+        self.items = [(t.unit, t.first + j, f.path, f.box) for t in tasks for j, f in enumerate(t.faces)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -172,9 +177,9 @@ class ShardAssembler:
 
     def __init__(self, out: Path, tasks: list[ShardTask], report: Callable):
         self.out, self.report = out, report
-        self.tasks = {t.index: t for t in tasks}
-        self.codes: dict[int, dict[int, np.ndarray]] = {t.index: {} for t in tasks}
-        self.rejects: dict[int, list] = {t.index: [] for t in tasks}
+        self.tasks = {t.unit: t for t in tasks}
+        self.codes: dict[int, dict[int, np.ndarray]] = {t.unit: {} for t in tasks}
+        self.rejects: dict[int, list] = {t.unit: [] for t in tasks}
 
     def add(self, batch: dict, codes: HostCodes) -> None:
         index = batch["shard"]
@@ -187,7 +192,7 @@ class ShardAssembler:
             self.finish(task)
 
     def finish(self, task: ShardTask) -> None:
-        codes, rejected = self.codes.pop(task.index), {p: (r, d) for p, r, d in self.rejects.pop(task.index)}
+        codes, rejected = self.codes.pop(task.unit), {p: (r, d) for p, r, d in self.rejects.pop(task.unit)}
         samples, rejects = [], []
         for j, face in enumerate(task.faces):
             position = task.first + j
@@ -196,7 +201,9 @@ class ShardAssembler:
             else:
                 reason, detail = rejected[position]
                 rejects.append({"image_id": face.image_id, "path": face.path, "reason": reason, "detail": detail})
-        stats = shards.write_shard(self.out, task.index, samples, rejects, task.first, task.first + len(task.faces))
+        stats = shards.write_shard(shards.split_dir(self.out, task.split), task.index, samples, rejects, task.first,
+                                   task.first + len(task.faces))
+        stats = {**stats, "split": task.split}
         self.report("shard", stats)
 
 
@@ -374,12 +381,17 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
     del weights
     shards.check_plan(out, plan)
     shards.write_run_config(out, config.node_rank, dataclasses.asdict(config))
-    n_shards = shards.shard_count(len(faces), config.shard_size)
+    by_split = faces_by_split(faces)
+    for split in SPLITS:
+        shards.split_dir(out, split).mkdir(exist_ok=True)
+    units = shards.plan_units({s: len(f) for s, f in by_split.items()}, config.shard_size)
+    n_shards = len(units)
     mine = my_shards(n_shards, config.num_nodes, config.node_rank, config.shard_range)
-    shards.remove_stale_temporaries(out, mine)
-    pending = [k for k in mine if not shards.is_complete(out, k)]
+    shards.remove_stale_temporaries(out, [units[k] for k in mine])
+    pending = [k for k in mine if not shards.is_complete(shards.split_dir(out, units[k][0]), units[k][1])]
     devices = plan_devices(config.gpus)[: max(1, len(pending))]
-    assignments = [[make_task(k, faces, config.shard_size) for k in pending[rank::len(devices)]] for rank in range(len(devices))]
+    assignments = [[make_task(k, units, by_split, config.shard_size) for k in pending[rank::len(devices)]]
+                   for rank in range(len(devices))]
     threads = max(1, cpu_cores() // len(devices)) if devices[0] == "cpu" else 2
     options = [WorkerOptions(vqgan, Path(vqgan_ckpt), config.batch_size, config.loader_workers, config.precision, threads,
                              check_agreement=rank == 0)
@@ -393,7 +405,7 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
             run_workers(out, devices, assignments, options, tracker)
     finally:
         tracker.bar.close()
-    index = shards.write_index(out, n_shards, plan, corpus=Path(corpus).resolve())
+    index = shards.write_index(out, units, plan, corpus=Path(corpus).resolve())
     return summarise(out, n_shards, mine, pending, devices, config.precision, tracker, index, started, encode_started)
 
 
@@ -406,9 +418,18 @@ def my_shards(n_shards: int, num_nodes: int, node_rank: int, shard_range: tuple[
     return range(start, stop)
 
 
-def make_task(index: int, faces: list[Face], shard_size: int) -> ShardTask:
-    first, last = shards.shard_bounds(index, len(faces), shard_size)
-    return ShardTask(index=index, first=first, faces=faces[first:last])
+def faces_by_split(faces: list[Face]) -> dict[str, list[Face]]:
+    """Each split's faces, in image_id order."""
+    unknown = sorted({f.split for f in faces} - set(SPLITS))
+    if unknown:
+        raise UserError(f"the corpus has faces in split(s) {', '.join(map(repr, unknown))}; expected {', '.join(SPLITS)}")
+    return {split: [f for f in faces if f.split == split] for split in SPLITS}
+
+
+def make_task(unit: int, units: list[tuple[str, int]], by_split: dict[str, list[Face]], shard_size: int) -> ShardTask:
+    split, index = units[unit]
+    first, last = shards.shard_bounds(index, len(by_split[split]), shard_size)
+    return ShardTask(unit=unit, split=split, index=index, first=first, faces=by_split[split][first:last])
 
 
 def summarise(out, n_shards, mine, pending, devices, precision, tracker: Progress, index, started, encode_started) -> dict:
@@ -425,7 +446,9 @@ def summarise(out, n_shards, mine, pending, devices, precision, tracker: Progres
     return {
         "out": str(out), "shards_total": n_shards, "this_machine": [mine.start, mine.stop],
         "shards_skipped_complete": len(mine) - len(pending), "shards_written": len(tracker.stats),
-        "faces_written": faces, "rejects": {"total": len(rejects), "by_reason": dict(sorted(by_reason.items()))},
+        "faces_written": faces,
+        "faces_written_per_split": {sp: sum(s["faces"] for s in tracker.stats if s["split"] == sp) for sp in SPLITS},
+        "rejects": {"total": len(rejects), "by_reason": dict(sorted(by_reason.items()))},
         "devices": devices, "precision": precision, "bf16_agreement": tracker.agreement,
         "seconds": round(seconds, 2), "faces_per_s": round((faces + len(rejects)) / encode_seconds, 2) if tracker.stats else None,
         "index": str(index) if index else None,

@@ -93,7 +93,7 @@ def test_demo_runs_every_stage_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert "absent" not in result.output and "failed" not in result.output
     assert (tmp_path / "corpus" / "images.parquet").exists() and (tmp_path / "corpus" / "STATS.md").exists()
-    assert list((tmp_path / "shards").glob("shard-*.tar")) and (tmp_path / "shards" / "index.json").exists()
+    assert list((tmp_path / "shards" / "train").glob("shard-*.tar")) and (tmp_path / "shards" / "index.json").exists()
     assert (tmp_path / "preview" / "index.html").exists()
     index = json.loads((tmp_path / "shards" / "index.json").read_text())
     assert "rejects" in index

@@ -17,7 +17,7 @@ from converters.fixtures import write_image
 from facetokens import shards
 from facetokens.config import TokenizeConfig
 from facetokens.images import BadImage, prepare_face, square_box, try_prepare_face
-from facetokens.tokenize_images import read_faces, shard_aligned_batches, tokenize_images
+from facetokens.tokenize_images import faces_by_split, read_faces, shard_aligned_batches, tokenize_images
 from facetokens.vqgan_files import load_vqgan
 from samples.tiny_vqgan import write_tiny_vqgan
 
@@ -99,11 +99,14 @@ def test_node_split_covers_every_shard_exactly_once():
 def test_batches_never_cross_shards(setup):
     from facetokens.tokenize_images import make_task
 
-    faces = read_faces(setup["corpus"])
-    tasks = [make_task(k, faces, 5) for k in range(3)]
+    by_split = faces_by_split(read_faces(setup["corpus"]))
+    units = shards.plan_units({s: len(f) for s, f in by_split.items()}, 5)
+    assert units == [("train", 0), ("train", 1), ("train", 2), ("test", 0)]
+    tasks = [make_task(k, units, by_split, 5) for k in range(4)]
     batches = shard_aligned_batches(tasks, 2)
-    assert [len(b) for b in batches] == [2, 2, 1, 2, 2, 1, 2, 1]
-    assert [i for batch in batches for i in batch] == list(range(len(faces)))
+    assert [len(b) for b in batches] == [2, 2, 1, 2, 2, 1, 1, 2]
+    assert [i for batch in batches for i in batch] == list(range(13))
+    assert [f.split for t in tasks for f in t.faces] == ["train"] * 11 + ["test"] * 2
 
 
 # ----------------------------------------------------------------------------- the run
@@ -126,7 +129,8 @@ def run(setup, out, **changes):
 
 def files(folder: Path) -> dict[str, bytes]:
     """The shards' files; each machine's run settings (tokenize-config-node-R.json) differ by design."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith("tokenize-config-")}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith("tokenize-config-")}
 
 
 def assert_identical(folder: Path, baseline: Path) -> None:
@@ -141,11 +145,20 @@ def test_shards_hold_every_good_face_once_with_codes_and_texts(setup):
 
     summary, out = setup["summary"], setup["baseline"]
     assert summary["faces_written"] == GOOD and summary["shards_written"] == 4
+    assert summary["faces_written_per_split"] == {"train": 7, "val": 0, "test": 2}
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["test", "train", "val"]
+    assert [Path(u).relative_to(out).as_posix() for u in shards.tar_urls(out)] == [
+        "train/shard-000000.tar", "train/shard-000001.tar", "train/shard-000002.tar", "test/shard-000000.tar"]
+    assert shards.tar_urls(out, "val") == [] and len(shards.tar_urls(out / "train")) == 3
     assert summary["rejects"]["by_reason"] == {"bad_box": 1, "corrupt": 1, "missing": 1, "not_an_image": 1}
     urls = shards.tar_urls(out)
     samples = list(wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, empty_check=False))
     ids = [json.loads(s["json"])["image_id"] for s in samples]
-    assert ids == sorted(set(FACES) - set(REJECT_REASONS))
+    good = set(FACES) - set(REJECT_REASONS)
+    test_faces = {"expw/photo.1_0", "fs2k/rgba_1"}  # the corpus fixture's test split
+    assert ids == sorted(good - test_faces) + sorted(test_faces)
+    assert {m["image_id"] for m, _ in shards.read_samples(out, "test")} == test_faces
+    assert all(m["split"] == "train" for m, _ in shards.read_samples(out, "train"))
     for s in samples:
         meta = json.loads(s["json"])
         assert shards.image_id_from_key(s["__key__"]) == meta["image_id"]
@@ -154,7 +167,9 @@ def test_shards_hold_every_good_face_once_with_codes_and_texts(setup):
         assert [t["kind"] for t in meta["texts"]] == ["attributes", "caption"]
         assert meta["texts"][0]["attributes"][0]["key"] == "gender" and "ünïcode" in meta["texts"][1]["text"]
     index = json.loads((out / "index.json").read_text())
-    assert index["faces"] == GOOD and [s["faces"] for s in index["shards"]] == [3, 3, 3, 0]
+    assert index["faces"] == GOOD and [s["faces"] for s in index["shards"]] == [3, 3, 1, 2]
+    assert index["splits"] == {"train": {"faces": 7, "shards": 3}, "val": {"faces": 0, "shards": 0},
+                               "test": {"faces": 2, "shards": 1}}
     assert {r["image_id"]: r["reason"] for r in index["rejects"]["items"]} == REJECT_REASONS
 
 
@@ -182,11 +197,11 @@ def test_resume_after_kill_is_byte_identical(setup):
               f"vqgan_ckpt={str(setup['vqgan']['ckpt'])!r}, config=TokenizeConfig(**{RUN!r}), progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "shard-000000.stats.json").exists() and child.poll() is None and time.time() < deadline:
+    while not (out / "train" / "shard-000000.stats.json").exists() and child.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    done_before = sum(shards.is_complete(out, k) for k in range(4))
+    done_before = sum(shards.is_complete(out / s, k) for s, k in [("train", 0), ("train", 1), ("train", 2), ("test", 0)])
     assert 1 <= done_before < 4, "the kill should land between the first and the last shard"
     summary = run(setup, out)
     assert summary["shards_skipped_complete"] == done_before
@@ -208,7 +223,7 @@ def test_interrupted_node_split_resumes_identically(setup, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(setup, out, num_nodes=2, node_rank=0)
     monkeypatch.setattr(shards, "write_shard", real_write)
-    (out / ".shard-000001.tar.tmp-99999").write_bytes(b"half a shard")
+    (out / "train" / ".shard-000001.tar.tmp-99999").write_bytes(b"half a shard")
     first = run(setup, out, num_nodes=2, node_rank=0)
     assert first["this_machine"] == [0, 2] and first["shards_written"] == 1 and first["index"] is None
     assert not (out / "index.json").exists()
