@@ -16,25 +16,39 @@ from pathlib import Path
 from .errors import UserError
 
 LOCK_FILE = ".lock"
+_HELD: set[int] = set()  # lock descriptors of this process
+
+
+def _drop_in_child() -> None:
+    # A forked helper (a DataLoader worker) must not keep the run's lock alive after the run dies:
+    # the lock belongs to the open file, so the child closes its copies and only the run holds it.
+    for fd in _HELD:
+        os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, command: str) -> Iterator[Path]:
-    """Create `folder` if needed and hold its lock for the block; `command` names the run in the refusal."""
+def folder_lock(folder: Path, command: str, name: str = LOCK_FILE) -> Iterator[Path]:
+    """Create `folder` if needed and hold its lock file `name` for the block; `command` names the run in the refusal."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder; {command} writes into a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise UserError(f"{folder}: cannot write there ({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{folder}: another {command} is writing there (it holds {LOCK_FILE}); "
+            raise UserError(f"{folder}: another {command} is writing there (it holds {name}); "
                             "wait for it to finish or choose another output folder") from None
+        _HELD.add(fd)
         yield folder
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # closing releases the lock; so does the process dying

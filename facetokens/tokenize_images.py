@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from common.errors import UserError
 from common.fileio import output_folder
+from common.locks import folder_lock
 from common.records import SPLITS
 from corpus import layout
 
@@ -370,7 +371,13 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
                     config: TokenizeConfig | None = None, progress: bool = True) -> dict:
     """Encode every face of `corpus` into WebDataset shards under `out`; resumes finished shards. Returns a summary."""
     config = config or TokenizeConfig()
-    out = output_folder(out)
+    # one lock per machine: the machines of a multi-node run share the folder, each its own block of shards
+    with folder_lock(output_folder(out), "tokenize-images", name=f".lock-node-{config.node_rank}"):
+        return _tokenize_locked(corpus, Path(out), vqgan_config, vqgan_ckpt, config, progress)
+
+
+def _tokenize_locked(corpus: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path, config: TokenizeConfig,
+                     progress: bool) -> dict:
     started = time.perf_counter()
     faces = read_faces(corpus)
     weights, stored = read_checkpoint(vqgan_ckpt)

@@ -10,6 +10,7 @@ import pytest
 from corpus_fixture import write_corpus
 from PIL import Image
 
+from common.locks import folder_lock
 from facetokens.images import try_prepare_face
 from samples.tiny_vqgan import write_tiny_vqgan
 
@@ -80,3 +81,15 @@ def test_crafted_images(tmp_path, data, reason):
     array, reject = try_prepare_face(path)
     assert (reject.reason if reject else None) == reason
     assert (array is None) == (reason is not None)
+
+
+def test_a_second_run_on_the_same_shards_is_refused(world):
+    out = world["folder"] / "locked"
+    args = ["tokenize-images", "--corpus", str(world["corpus"]), "--out", str(out), "--vqgan-config", str(world["config"]),
+            "--vqgan-ckpt", str(world["ckpt"]), "--gpus", "0"]
+    with folder_lock(out, "tokenize-images", name=".lock-node-0"):  # a first run of machine 0 is under way
+        proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, check=False)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {out}: another tokenize-images is writing there")
+        other_node = subprocess.run([sys.executable, str(REPO / "cli.py"), *args, "--num-nodes", "2", "--node-rank", "1"],
+                                    capture_output=True, text=True, check=False)
+        assert other_node.returncode == 0, other_node.stderr  # machine 1 of a multi-node run shares the folder

@@ -128,9 +128,9 @@ def run(setup, out, **changes):
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    """The shards' files; each machine's run settings (tokenize-config-node-R.json) differ by design."""
+    """The shards' files; each machine's run settings and lock (tokenize-config-node-R.json, .lock-node-R) are its own."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith("tokenize-config-")}
+            if p.is_file() and not p.name.startswith(("tokenize-config-", ".lock-"))}
 
 
 def assert_identical(folder: Path, baseline: Path) -> None:
