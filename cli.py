@@ -174,7 +174,7 @@ def datasets(markdown: bool) -> None:
 @user_errors
 def demo(out: Path) -> None:
     """Run the pipeline on built-in sample data (every dataset's real format, written small)."""
-    from demo import run_demo
+    from pipeline_demo import run_demo
 
     click.echo(run_demo(out))
 
