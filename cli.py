@@ -136,7 +136,8 @@ def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path
     """Decode a sample of shards back through the VQGAN: original, reconstruction, error and texts side by side."""
     from facetokens.preview import preview as run
 
-    click.echo(json.dumps(run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples), indent=2, default=str))
+    summary = run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples)
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2, default=str))
 
 
 @main.command("inspect-model")

@@ -50,7 +50,9 @@ def preview(shards_dir: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckp
     psnrs = [r["psnr"] for r in rows if r["psnr"] is not None]
     return {"html": str(out / "index.html"), "grid": str(out / "grid.png"), "faces": len(rows),
             "mean_psnr": round(float(np.mean(psnrs)), 2) if psnrs else None,
-            "mean_abs_error": round(float(np.mean([r["mae"] for r in rows if r["mae"] is not None])), 2) if psnrs else None}
+            "mean_abs_error": round(float(np.mean([r["mae"] for r in rows if r["mae"] is not None])), 2) if psnrs else None,
+            "rows": [{"image_id": r["meta"]["image_id"], "original": r["files"][0], "reconstruction": r["files"][1],
+                      "texts": [t["text"] for t in r["meta"].get("texts", [])]} for r in rows]}
 
 
 def pick_samples(shards_dir: Path, samples: int) -> list[tuple[dict, np.ndarray]]:
