@@ -154,6 +154,44 @@ def inspect_model(checkpoint: Path | None, config_file: str | None) -> None:
 
 
 @main.command()
+@click.option("--shards", "shards_dir", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images (reads train/ and val/).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The run folder: checkpoints/, log.jsonl, val.jsonl, loss.png.")
+@click.option("--config", "model", help="Model config: paper, tiny or a JSON file [default: paper; on --resume the run's].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly from its latest checkpoint.")
+@click.option("--init-from", type=click.Path(path_type=Path), help="Start from these weights: talk2face.bin or one of our checkpoints.")
+@click.option("--max-steps", type=int, help="Optimiser steps in all [default: 500000].")
+@click.option("--save-every", type=int, help="Steps between checkpoints [default: 1000].")
+@click.option("--val-every", type=int, help="Steps between validations [default: 1000].")
+@click.option("--seed", type=int, help="Seed of the data order and the initial weights [default: 1234].")
+@click.option("--batch-size", type=int, help="Global batch, all processes together [default: 192].")
+@click.option("--micro-batch-size", type=int, help="Rows per process per forward pass, a multiple of 4 [default: 24].")
+@click.option("--lr", type=float, help="Peak learning rate [default: 2e-4].")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@user_errors
+def train(shards_dir: Path, out: Path, model: str | None, resume: bool, init_from: Path | None, lr: float | None,
+          compile_: bool, **overrides) -> None:
+    """Train the Talk2Face prefix-LM on the shards (torchrun for many GPUs; see trainer/train.py)."""
+    import dataclasses
+
+    from trainer import checkpoint
+    from trainer.train import TrainConfig
+    from trainer.train import train as run
+
+    folder = checkpoint.latest(out) if resume else None
+    base = TrainConfig.from_dict(checkpoint.load_state(folder)[2]) if folder is not None else TrainConfig()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if model:
+        changes["model"] = model
+    if compile_:
+        changes["compile"] = True
+    if lr is not None:
+        changes["optim"] = dataclasses.replace(base.optim, lr=lr)
+    summary = run(shards_dir, out, dataclasses.replace(base, **changes), resume=resume, init_from=init_from)
+    if summary.get("rank", 0) == 0:
+        click.echo(json.dumps(summary, indent=2))
+
+
+@main.command()
 @click.option("--markdown", is_flag=True, help="Print the README's dataset section (generated from the manifests).")
 def datasets(markdown: bool) -> None:
     """List the dataset names, their access and their paper counts."""
