@@ -209,13 +209,16 @@ def datasets(markdown: bool) -> None:
 
 
 @main.command()
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the sample data and every stage's output.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the sample data, every stage's output and report.html.")
+@click.option("--fresh", is_flag=True, help="Start over instead of reusing the stages a previous run finished.")
+@click.option("--train-steps", type=int, help="Training steps of the demo model [default: pipeline_demo.TRAIN_STEPS].")
 @user_errors
-def demo(out: Path) -> None:
-    """Run the pipeline on built-in sample data (every dataset's real format, written small)."""
-    from pipeline_demo import run_demo
+def demo(out: Path, fresh: bool, train_steps: int) -> None:
+    """The whole pipeline on built-in samples (real formats, written small): convert to evaluate, then report.html."""
+    from pipeline_demo import TRAIN_STEPS, run_demo
 
-    click.echo(run_demo(out))
+    page = run_demo(out, fresh=fresh, train_steps=train_steps or TRAIN_STEPS, echo=click.echo)
+    click.echo(f"open {page}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,25 @@
-"""The built-in demo: every stage of the pipeline on sample data written in each dataset's real format.
+"""The built-in demo: the whole pipeline, end to end, on sample data written in each dataset's real format.
 
-    python cli.py demo --out demo/
+    python cli.py demo --out demo-run/            # re-running reuses finished stages; --fresh starts over
+
+samples -> convert all -> build-corpus -> tokenize-images (tiny random VQGAN, real checkpoint format)
+-> preview -> train (tiny model, CPU) -> generate (a face, a caption, an attribute) -> evaluate (val)
+-> OUT/report.html. Each stage prints its counts and time.
 """
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from common.fileio import output_folder
+from common.fileio import output_folder, write_json
 from converters import DATASETS
-from converters.convert_all import convert_all, format_table
 from converters.fixtures import writer
+
+TRAIN_STEPS = 300
+PREVIEW_FACES = 8
 
 
 def available_datasets() -> list[str]:
@@ -26,24 +35,155 @@ def write_samples(root: Path) -> list[str]:
     return names
 
 
-def run_demo(out: Path) -> str:
-    """Sample datasets -> convert all -> build-corpus -> tokenize-images (tiny random VQGAN) -> preview."""
+class Stages:
+    """Runs the stages in order, each timed and announced; a finished stage is not run again."""
+
+    def __init__(self, echo: Callable[[str], None]):
+        self.echo, self.done = echo, []
+
+    def run(self, name: str, work: Callable[[], str], finished: bool = False) -> None:
+        self.echo(f"== {name} ...")
+        start = time.perf_counter()
+        detail = "reused (finished earlier)" if finished else work()
+        seconds = time.perf_counter() - start
+        self.done.append((name, detail, seconds))
+        self.echo(f"   {detail}  [{seconds:.1f} s]")
+
+
+def run_demo(out: Path, *, fresh: bool = False, train_steps: int = TRAIN_STEPS, echo: Callable[[str], None] = print) -> Path:
+    """Run every stage into `out` and write `out/report.html`; returns the report's path."""
+    from converters.convert_all import convert_all, format_table
     from corpus.build import build_corpus
+    from corpus.layout import looks_complete
     from facetokens.config import TokenizeConfig
     from facetokens.preview import preview
     from facetokens.tokenize_images import tokenize_images
     from samples.tiny_vqgan import write_tiny_vqgan
 
+    out = Path(out)
+    if fresh and out.exists():
+        shutil.rmtree(out)
     out = output_folder(out)
-    write_samples(out / "datasets")
-    report = ["== convert all", format_table(convert_all(out / "datasets", out / "converted"))]
-    stats = build_corpus(out / "converted", out / "corpus")
-    report.append(f"== build-corpus: {stats['corpus']['pairs']:,} pairs, {stats['corpus']['images']:,} images -> {out / 'corpus'}")
-    vqgan = write_tiny_vqgan(out / "vqgan")  # randomly initialised: the real FFHQ weights cannot ship
-    tokens = tokenize_images(out / "corpus", out / "shards", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                             config=TokenizeConfig(gpus=0, batch_size=16, loader_workers=1, shard_size=64), progress=False)
-    report.append(f"== tokenize-images: {tokens['faces_written']:,} faces in {tokens['shards_total']} shards, "
-                  f"rejects {tokens['rejects']['total']} -> {out / 'shards'}")
-    preview(out / "shards", out / "preview", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], samples=8)
-    report.append(f"== preview: {out / 'preview' / 'index.html'} (tiny random VQGAN: reconstructions are noise)")
-    return "\n".join(report)
+    stages = Stages(echo)
+    paths = {name: out / name for name in ("datasets", "converted", "corpus", "vqgan", "shards", "preview", "run",
+                                           "generated", "evaluation")}
+    stages.run("sample datasets", lambda: f"{len(write_samples(paths['datasets']))} datasets in their real formats",
+               finished=(paths["datasets"] / ".complete").is_file())
+    (paths["datasets"] / ".complete").touch()
+
+    def convert() -> str:
+        results = convert_all(paths["datasets"], paths["converted"])
+        echo(format_table(results))
+        return f"{sum(r.get('rows', 0) or 0 for r in results):,} rows from {len(results)} datasets"
+    stages.run("convert all", convert, finished=all((paths["converted"] / f"{n}.summary.json").is_file()
+                                                    for n in available_datasets()))
+
+    def corpus() -> str:
+        stats = build_corpus(paths["converted"], paths["corpus"])
+        return f"{stats['corpus']['pairs']:,} pairs, {stats['corpus']['images']:,} images"
+    stages.run("build-corpus", corpus, finished=looks_complete(paths["corpus"]))
+
+    vqgan = {"config": paths["vqgan"] / "project.yaml", "ckpt": paths["vqgan"] / "last.ckpt"}
+    if not vqgan["ckpt"].is_file():
+        vqgan = write_tiny_vqgan(paths["vqgan"])  # randomly initialised: the real FFHQ weights cannot ship
+
+    def tokenize() -> str:
+        s = tokenize_images(paths["corpus"], paths["shards"], vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
+                            config=TokenizeConfig(gpus=0, batch_size=16, loader_workers=1, shard_size=64), progress=True)
+        return f"{s['faces_written']:,} faces in {s['shards_total']} shards ({s['rejects']['total']} rejected)"
+    stages.run("tokenize-images", tokenize)  # resumes by itself: finished shards are skipped
+
+    looks = {}
+
+    def show() -> str:
+        looks.update(preview(paths["shards"], paths["preview"], vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
+                             samples=PREVIEW_FACES))
+        return f"{looks['faces']} faces decoded back through the VQGAN"
+    stages.run("preview", show)
+
+    trained = _train(stages, paths, train_steps)
+    generated = _generate(stages, paths, vqgan, trained, looks)
+    evaluation = _evaluate(stages, paths, trained)
+    return _report(out, stages, paths, looks, generated, evaluation)
+
+
+def _train(stages: Stages, paths: dict, steps: int) -> Path:
+    from trainer import checkpoint
+    from trainer.train import TrainConfig, train
+
+    config = TrainConfig(model="demo", batch_size=8, micro_batch_size=8, max_steps=steps, save_every=steps,
+                         val_every=max(steps // 4, 1), val_batch_size=16, seed=1234)
+    latest = checkpoint.latest(paths["run"])
+    done = latest is not None and checkpoint.all_steps(paths["run"])[-1] >= steps
+
+    def work() -> str:
+        summary = train(paths["shards"], paths["run"], config, resume=latest is not None, progress=True)
+        return f"{summary['steps']} steps of the demo model (CPU), final loss {summary['loss']:.3f}"
+    stages.run("train", work, finished=done)
+    return paths["run"]
+
+
+def _generate(stages: Stages, paths: dict, vqgan: dict, run: Path, looks: dict) -> dict:
+    from trainer.generate import Request, Sampling, run_requests
+    from trainer.inference import load_session
+
+    picture, image_id = _corpus_picture(paths, looks)
+    row = next(r for r in looks["rows"] if r["image_id"] == image_id)
+    face = paths["preview"] / row["original"] if row["original"] else None
+    requests = [Request("to_image", text="celeba gender: female; smiling: true; black hair: true"),
+                Request("to_caption", image=str(picture)),
+                Request("to_attributes", image=str(picture), attribute="celeba gender")]
+    results: list[dict] = []
+
+    def work() -> str:
+        session = load_session(run, vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"])
+        results.extend(run_requests(session, requests, Sampling(samples=4, seed=0), paths["generated"]))
+        return f"{sum(len(r['samples']) for r in results)} samples for {len(results)} requests"
+    stages.run("generate", work)
+    return {"results": results, "face": face}
+
+
+def _corpus_picture(paths: dict, looks: dict) -> tuple[Path, str]:
+    """A previewed face's source file, a val face where there is one (generate crops it as tokenize-images did)."""
+    from corpus.layout import read_images
+
+    shown = {r["image_id"] for r in looks["rows"] if r["original"]}
+    table = [r for r in read_images(paths["corpus"], ["image_id", "path", "split"]).to_pylist() if r["image_id"] in shown]
+    chosen = next((r for r in table if r["split"] == "val"), table[0])
+    return Path(chosen["path"]), chosen["image_id"]
+
+
+def _evaluate(stages: Stages, paths: dict, run: Path) -> dict:
+    from trainer.evaluate import EvaluateConfig, run_evaluation
+    from trainer.inference import load_session
+
+    report: dict = {}
+
+    def work() -> str:
+        session = load_session(run)
+        report.update(run_evaluation(session, paths["shards"], EvaluateConfig(split="val"), paths["evaluation"]))
+        return f"{report['faces']} val faces evaluated"
+    stages.run("evaluate", work)
+    return report
+
+
+def _report(out: Path, stages: Stages, paths: dict, looks: dict, generated: dict, evaluation: dict) -> Path:
+    from corpus.layout import CHART_PNG
+
+    from .report import Face, Generated, ReportData, write_report
+
+    faces = [Face(paths["preview"] / r["original"] if r["original"] else None, paths["preview"] / r["reconstruction"],
+                  r["texts"]) for r in looks["rows"]]
+    made = []
+    for r in generated["results"]:
+        if r["prompt"] == "to_image":
+            made.append(Generated(r["prompt"], r["text"], None, [paths["generated"] / s["image"] for s in r["samples"]]))
+        else:
+            given = r.get("attribute") or "a caption of this face"
+            texts = [s.get("value") or s["text"] for s in r["samples"]]
+            made.append(Generated(r["prompt"], given, generated["face"], texts=texts))
+    data = ReportData(stages.done, paths["corpus"] / CHART_PNG, faces, paths["run"] / "loss.png", made,
+                      evaluation.get("table", "not evaluated"))
+    page = write_report(out, data)
+    write_json([{"stage": s, "result": d, "seconds": round(t, 2)} for s, d, t in stages.done], out / "stages.json")
+    return page

@@ -17,7 +17,7 @@ from pathlib import Path
 from common.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-PRESETS = ("paper", "tiny")
+PRESETS = ("paper", "demo", "tiny")  # demo: small, with the real 256 image tokens (the built-in demo)
 ATTENTION_KINDS = ("sdpa", "flex")
 NUMBER_MODES = ("whole", "digits")
 BERT_TEXT_VOCAB_SIZE = 30522  # lines of the shipped BERT uncased vocabulary; the released config does not say it
