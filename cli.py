@@ -211,6 +211,25 @@ def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
 
 
 @main.command()
+@_model_options
+@click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--limit", type=int, help="At most this many faces (a quick run).")
+@click.option("--batch-size", default=64, show_default=True, help="Rows decoded or scored together.")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for evaluation.json and evaluation.md.")
+@user_errors
+def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, shards, split, limit,
+             batch_size, out) -> None:
+    """Measure a checkpoint on held-out faces: attribute accuracy, age MAE, candidate ranking, captions, losses."""
+    from trainer.evaluate import EvaluateConfig, run_evaluation
+    from trainer.inference import load_session
+
+    session = load_session(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype)
+    report = run_evaluation(session, shards, EvaluateConfig(split=split, limit=limit, batch_size=batch_size), out)
+    click.echo(report["table"])
+
+
+@main.command()
 def datasets() -> None:
     """List the dataset names, their access and their paper counts."""
     import converters
