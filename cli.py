@@ -153,6 +153,83 @@ def inspect_model(checkpoint: Path | None, config_file: str | None) -> None:
     click.echo(json.dumps(inspect(checkpoint, config), indent=2))
 
 
+def _model_options(fn):
+    """--checkpoint, --config, --vocab, --vqgan-*, --device, --dtype: shared by generate and evaluate."""
+    options = [
+        click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+                     help="talk2face.bin (released or UER names), a .safetensors file, an export folder or a train RUN folder."),
+        click.option("--config", "config_file", help="For a plain .bin: a config JSON (ours or the released base_config.json) or a preset."),
+        click.option("--vocab", help="The text vocabulary: the shipped BERT uncased one (default), by name or as an identical file."),
+        click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml (not needed for a converted .safetensors)."),
+        click.option("--vqgan-ckpt", type=click.Path(path_type=Path), help="last.ckpt or the .safetensors from convert-vqgan."),
+        click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda when present]"),
+        click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@_model_options
+@click.option("--prompt", type=click.Choice(["to_image", "to_caption", "to_attributes"]), help="The mode (or use --requests).")
+@click.option("--text", help="to_image: the caption or attribute text.")
+@click.option("--image", type=click.Path(path_type=Path), help="to_caption / to_attributes: the face (read as tokenize-images reads it).")
+@click.option("--attribute", help="to_attributes: the key, e.g. gender.")
+@click.option("--dataset", help="to_attributes: a dataset name to put before the key (celeba gender:).")
+@click.option("--candidates", help="to_attributes: comma-separated values to rank by log-likelihood, e.g. male,female.")
+@click.option("--requests", "requests_file", type=click.Path(path_type=Path), help="A JSONL file, one request a line.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs and results.jsonl.")
+@click.option("--samples", default=10, show_default=True, help="Samples per request (attributes: 1, greedy).")
+@click.option("--top-k", default=70, show_default=True, help="0 = off; ties at the k-th logit are kept.")
+@click.option("--top-p", default=0.0, show_default=True, help="Nucleus sampling; 0 = off.")
+@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--greedy", is_flag=True, help="Arg-max decoding (one sample).")
+@click.option("--batch-size", default=100, show_default=True, help="Rows (request x sample) decoded together.")
+@user_errors
+def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, prompt, text, image, attribute,
+             dataset, candidates, requests_file, out, **sampling) -> None:
+    """Faces from text (to_image), captions (to_caption) and attribute values (to_attributes) from faces."""
+    from trainer.generate import Request, Sampling, read_requests, run_requests, summary_lines
+    from trainer.inference import load_session
+
+    settings = Sampling(**sampling)
+    if requests_file is not None:
+        if prompt is not None:
+            raise UserError("give either --requests FILE or --prompt with its inputs, not both")
+        requests = read_requests(requests_file)
+    elif prompt is None:
+        raise UserError("generate needs --prompt to_image|to_caption|to_attributes (or --requests FILE)")
+    else:
+        values = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
+        requests = [Request(prompt, text=text, image=str(image) if image else None, attribute=attribute,
+                            dataset=dataset, candidates=values)]
+        requests[0].check("generate")
+    session = load_session(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype)
+    results = run_requests(session, requests, settings, out)
+    click.echo("\n".join(summary_lines(results, out)))
+
+
+@main.command()
+@_model_options
+@click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--limit", type=int, help="At most this many faces (a quick run).")
+@click.option("--batch-size", default=64, show_default=True, help="Rows decoded or scored together.")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for evaluation.json and evaluation.md.")
+@user_errors
+def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, shards, split, limit,
+             batch_size, out) -> None:
+    """Measure a checkpoint on held-out faces: attribute accuracy, age MAE, candidate ranking, captions, losses."""
+    from trainer.evaluate import EvaluateConfig, run_evaluation
+    from trainer.inference import load_session
+
+    session = load_session(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype)
+    report = run_evaluation(session, shards, EvaluateConfig(split=split, limit=limit, batch_size=batch_size), out)
+    click.echo(report["table"])
+
+
 @main.command()
 @click.option("--shards", "shards_dir", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images (reads train/ and val/).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The run folder: checkpoints/, log.jsonl, val.jsonl, loss.png.")

@@ -1,0 +1,324 @@
+"""Evaluation on held-out faces: the paper's metrics for a checkpoint.
+
+    python cli.py evaluate --checkpoint runs/r1 --shards shards/ --split val [--limit 200] [--out eval/]
+
+For every face of the split (read from `SHARDS/<split>/`, or from `SHARDS/` keeping that split's faces):
+  * attributes: for every `key: value` pair, the greedy value after the prompt `<dataset> <key>:` (the
+    start of a training target), stopped at `;` or [SEP]. Accuracy compares token ids with the label's;
+    where the label is a number (ages) also the mean absolute error (an answer that is not a number is
+    counted apart). Where the manifest gives the key's vocabulary, the candidates are also ranked by
+    log-likelihood and that accuracy is reported beside the greedy one (greedy pays for invalid labels).
+  * captions: one greedy caption per face, BLEU-4 / ROUGE-L / CIDEr against all references of the face in
+    that dataset (`trainer.metrics`).
+  * per-task loss: the four training layouts of each face (first caption, first attribute text), mean
+    cross-entropy per target token.
+The paper's Table 3 / Table 4 tasks are printed beside the paper's figures (`paper_figures.json`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from common.errors import UserError
+from trainer import metrics
+from trainer.generate import TEXT, Sampling, decode, first_value, score
+from trainer.sequences import IGNORE, pad_batch
+
+log = logging.getLogger(__name__)
+
+PAPER_FIGURES = Path(__file__).parent / "paper_figures.json"
+REPORT_JSON, REPORT_TABLE = "evaluation.json", "evaluation.md"
+TASKS = ("caption_to_face", "face_to_caption", "attributes_to_face", "face_to_attributes")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    split: str = "val"
+    limit: int | None = None  # at most this many faces
+    batch_size: int = 64  # rows decoded, scored or measured together
+    max_value_tokens: int = 16  # a greedy attribute value stops at `;`, [SEP] or this many tokens
+
+
+# ---------------------------------------------------------------------- inputs
+def read_faces(shards: Path, split: str, limit: int | None = None) -> list[tuple[dict, list[int]]]:
+    """(meta, codes) of the split's faces: `SHARDS/<split>/` when it exists, else `SHARDS/` filtered by split."""
+    from facetokens.shards import read_samples, tar_urls
+
+    shards = Path(shards)
+    folder, keep = (shards / split, None) if (shards / split).is_dir() else (shards, split)
+    if not tar_urls(folder):
+        raise UserError(f"--shards {shards}: no shard-*.tar in {folder}")
+    faces = []
+    for meta, codes in read_samples(folder):
+        if keep is None or meta.get("split") == keep:
+            faces.append((meta, codes.tolist()))
+            if limit is not None and len(faces) >= limit:
+                break
+    if not faces:
+        raise UserError(f"--shards {shards}: no {split} faces in {folder}")
+    return faces
+
+
+def attribute_head(text: dict) -> str:
+    """The words before the first pair of an attribute text (`celeba`, `wiki`): what opens the target."""
+    pairs = text.get("attributes") or []
+    if pairs:
+        first = f"{pairs[0]['key']}: "
+        at = text["text"].find(first)
+        if at > 0:
+            return text["text"][:at].strip()
+    return text["dataset"]
+
+
+def vocabularies() -> dict[str, dict[str, list[str]]]:
+    """Candidate values per dataset and key, read from the manifests' label tables."""
+    import manifests
+
+    def values(mapping) -> list[str]:
+        return list(mapping.values()) if isinstance(mapping, dict) else list(mapping)
+
+    def spelled(name: str) -> str:
+        return " ".join(name.replace("_", " ").split()).lower()
+
+    out: dict[str, dict[str, list[str]]] = {}
+    celeba = manifests.load("celeba")["labels"]
+    out["celeba"] = {}
+    for name in celeba["attributes"]:
+        renamed = celeba["renamed"].get(name)
+        out["celeba"][renamed["key"] if renamed else spelled(name)] = (
+            [renamed["true"], renamed["false"]] if renamed else values(celeba["values"]))
+    affectnet = manifests.load("affectnet")["labels"]
+    dropped = set(affectnet["no_expression"]) | set(affectnet["non_face"])
+    out["affectnet"] = {"expression": [v for k, v in affectnet["expression"].items() if k not in dropped]}
+    out["expw"] = {"expression": values(manifests.load("expw")["labels"]["expression"])}
+    rafdb = manifests.load("rafdb")["labels"]
+    out["rafdb"] = {"expression": values(rafdb["expression"]["basic"]) + values(rafdb["expression"]["compound"]),
+                    **{k: values(v) for k, v in rafdb["manual"].items()}}
+    fairface = manifests.load("fairface")["labels"]
+    out["fairface"] = {k: values(fairface[k]) for k in ("age", "gender", "race")}
+    out["afad"] = {"gender": values(manifests.load("afad")["labels"]["gender"])}
+    out["imdb_wiki"] = {"gender": values(manifests.load("imdb_wiki")["labels"]["gender"])}
+    fs2k = manifests.load("fs2k")["labels"]
+    out["fs2k"] = {fs2k["keys"][k]: values(v) for k, v in fs2k["codes"].items()}
+    dialog = manifests.load("celeba_dialog")["labels"]
+    out["celeba_dialog"] = {spelled(k): values(v) for k, v in dialog["degrees"].items()}
+    return out
+
+
+def number(text: str) -> float | None:
+    try:
+        value = float("".join(text.split()))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------- the three measurements
+def evaluate_attributes(session, faces, config: EvaluateConfig) -> dict:
+    tok, lay = session.tokenizer, session.layouts
+    items, prompts = [], []
+    for n, (meta, codes) in enumerate(faces):
+        for text in meta["texts"]:
+            if text["kind"] != "attributes":
+                continue
+            head = attribute_head(text)
+            for pair in text.get("attributes") or []:
+                try:
+                    prompts.append(lay.to_attributes_prompt(codes, pair["key"], meta["image_id"], dataset=head))
+                except UserError as e:
+                    log.warning("skipped: %s", e)
+                    continue
+                items.append({"face": n, "dataset": text["dataset"], "key": pair["key"], "value": pair["value"]})
+    if not items:
+        return {}
+    stops = (tok.sep_id, *tok.encode(";"))
+    greedy = Sampling(greedy=True, batch_size=config.batch_size)
+    outputs = decode(session.model, prompts, TEXT, tok, greedy, stop_ids=stops, max_new=config.max_value_tokens)
+    vocab = vocabularies()
+    ranked = _rank(session, items, prompts, vocab, config)
+    groups: dict[tuple[str, str], dict] = defaultdict(lambda: defaultdict(float))
+    for item, out, best in zip(items, outputs, ranked):
+        g = groups[(item["dataset"], item["key"])]
+        predicted = first_value(tok.decode(out["tokens"]))
+        g["n"] += 1
+        g["correct"] += out["tokens"] == tok.encode(item["value"])
+        if best is not None:
+            g["ranked_n"] += 1
+            g["ranked_correct"] += best == item["value"]
+        gold = number(item["value"])
+        if gold is not None:
+            guess = number(predicted)
+            if guess is None:
+                g["not_a_number"] += 1
+            else:
+                g["numeric_n"] += 1
+                g["abs_error"] += abs(guess - gold)
+    report = {}
+    for (dataset, key), g in sorted(groups.items()):
+        row = {"dataset": dataset, "key": key, "n": int(g["n"]), "accuracy": g["correct"] / g["n"]}
+        if g["ranked_n"]:
+            row |= {"ranked_n": int(g["ranked_n"]), "ranked_accuracy": g["ranked_correct"] / g["ranked_n"]}
+        if g["numeric_n"] or g["not_a_number"]:
+            row |= {"mae": g["abs_error"] / g["numeric_n"] if g["numeric_n"] else None,
+                    "not_a_number": int(g["not_a_number"])}
+        report[f"{dataset}/{key}"] = row
+    return report
+
+
+def _rank(session, items, prompts, vocab, config: EvaluateConfig) -> list[str | None]:
+    """The likeliest candidate of each item's key vocabulary (None where the key has none or lacks the label)."""
+    tok = session.tokenizer
+    rows, owners = [], []
+    for n, item in enumerate(items):
+        candidates = vocab.get(item["dataset"], {}).get(item["key"])
+        if candidates and item["value"] in candidates:
+            for c in candidates:
+                rows.append((prompts[n], tok.encode(c) + [tok.sep_id]))
+                owners.append((n, c))
+    scores = []
+    for start in range(0, len(rows), config.batch_size):
+        chunk = rows[start:start + config.batch_size]
+        scores += score(session.model, [p for p, _ in chunk], [c for _, c in chunk], tok)
+    best: dict[int, tuple[float, str]] = {}
+    for (n, c), s in zip(owners, scores):
+        if n not in best or s > best[n][0]:
+            best[n] = (s, c)
+    return [best[n][1] if n in best else None for n in range(len(items))]
+
+
+def evaluate_captions(session, faces, config: EvaluateConfig) -> dict:
+    lay, tok = session.layouts, session.tokenizer
+    refs = [_references(meta) for meta, _ in faces]
+    chosen = [n for n, r in enumerate(refs) if r]
+    if not chosen:
+        return {}
+    prompts = [lay.to_caption_prompt(faces[n][1], faces[n][0]["image_id"]) for n in chosen]
+    outputs = decode(session.model, prompts, TEXT, tok, Sampling(greedy=True, batch_size=config.batch_size))
+    captions = {n: tok.decode(o["tokens"]) for n, o in zip(chosen, outputs)}
+    report = {}
+    for dataset in sorted({d for n in chosen for d in refs[n]}):
+        faces_of = [n for n in chosen if dataset in refs[n]]
+        hyps, references = [captions[n] for n in faces_of], [refs[n][dataset] for n in faces_of]
+        report[dataset] = {"faces": len(faces_of), "bleu4": metrics.bleu4(hyps, references),
+                           "rouge_l": metrics.rouge_l(hyps, references), "cider": metrics.cider(hyps, references),
+                           "example": {"generated": hyps[0], "reference": references[0][0]}}
+    return report
+
+
+def _references(meta: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for text in meta["texts"]:
+        if text["kind"] == "caption":
+            out[text["dataset"]].append(text["text"])
+    return dict(out)
+
+
+@torch.no_grad()
+def evaluate_losses(session, faces, config: EvaluateConfig) -> dict:
+    lay, model = session.layouts, session.model
+    rng = random.Random(0)
+    rows: list[tuple[str, object]] = []
+    for meta, codes in faces:
+        face = meta["image_id"]
+        caption = next((t for t in meta["texts"] if t["kind"] == "caption"), None)
+        attributes = next((t for t in meta["texts"] if t["kind"] == "attributes" and t.get("attributes")), None)
+        builders = []
+        if caption:
+            builders += [("caption_to_face", lay.caption_to_face, (caption["text"], codes, face)),
+                         ("face_to_caption", lay.face_to_caption, (codes, caption["text"], face))]
+        if attributes:
+            head, pairs = attribute_head(attributes), attributes["attributes"]
+            builders += [("attributes_to_face", lay.attributes_to_face, (head, pairs, codes, rng, face)),
+                         ("face_to_attributes", lay.face_to_attributes, (codes, head, pairs, rng, face))]
+        for task, build, args in builders:
+            try:
+                rows.append((task, build(*args)))
+            except UserError as e:
+                log.warning("skipped %s: %s", task, e)
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    device = session.device
+    for start in range(0, len(rows), config.batch_size):
+        chunk = rows[start:start + config.batch_size]
+        batch = {k: v.to(device) for k, v in pad_batch([s for _, s in chunk]).items()}
+        logits = model(batch["tokens"], batch["segments"]).float()
+        losses = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=IGNORE, reduction="none")
+        counts = (batch["labels"] != IGNORE).sum(1)
+        for (task, _), loss, count in zip(chunk, losses.sum(1).tolist(), counts.tolist()):
+            totals[task][0] += loss
+            totals[task][1] += count
+    return {task: {"loss": totals[task][0] / totals[task][1], "tokens": int(totals[task][1])}
+            for task in TASKS if totals[task][1]}
+
+
+# ---------------------------------------------------------------------- the paper's tables and the report
+def paper_rows(attributes: dict, captions: dict) -> list[dict]:
+    figures = json.loads(PAPER_FIGURES.read_text(encoding="utf-8"))
+    rows = []
+    for spec in figures["rows"]:
+        ours = None
+        if spec["measure"] in ("bleu4", "rouge_l", "cider"):
+            ours = captions.get(spec["dataset"], {}).get(spec["measure"])
+        elif spec["key"] == "*":
+            accuracies = [r["accuracy"] for r in attributes.values() if r["dataset"] == spec["dataset"]]
+            ours = sum(accuracies) / len(accuracies) if accuracies else None
+        else:
+            ours = attributes.get(f"{spec['dataset']}/{spec['key']}", {}).get(spec["measure"])
+        if ours is not None and spec["unit"] == "%":
+            ours *= 100
+        rows.append({**spec, "ours": ours, "source": figures["source"]})
+    return rows
+
+
+def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None) -> dict:
+    faces = read_faces(shards, config.split, config.limit)
+    log.info("evaluating %d %s faces", len(faces), config.split)
+    attributes = evaluate_attributes(session, faces, config)
+    captions = evaluate_captions(session, faces, config)
+    losses = evaluate_losses(session, faces, config)
+    report = {"checkpoint": str(session.checkpoint), "shards": str(shards), "config": asdict(config),
+              "faces": len(faces), "attributes": attributes, "captions": captions, "losses": losses,
+              "paper": paper_rows(attributes, captions)}
+    report["table"] = format_report(report)
+    if out is not None:
+        from common.fileio import atomic_path, output_folder, write_json
+
+        folder = output_folder(out)
+        write_json({k: v for k, v in report.items() if k != "table"}, folder / REPORT_JSON)
+        with atomic_path(folder / REPORT_TABLE) as tmp:
+            tmp.write_text(report["table"] + "\n", encoding="utf-8")
+    return report
+
+
+def _fmt(value, digits=2, scale=1.0) -> str:
+    return "n/a" if value is None else f"{value * scale:.{digits}f}"
+
+
+def format_report(report: dict) -> str:
+    lines = [f"# Evaluation of {report['checkpoint']} on {report['faces']} {report['config']['split']} faces", "",
+             "## The paper's tasks", "", "| table | task | metric | ours | paper |", "|---|---|---|---|---|"]
+    for r in report["paper"]:
+        unit = "" if r["unit"] == "score" else f" ({r['unit']})"
+        lines.append(f"| {r['table']} | {r['task']} | {r['metric']}{unit} | {_fmt(r['ours'])} | {_fmt(r['paper'], 1)} |")
+    if report["paper"]:
+        lines.append(f"\nPaper: {report['paper'][0]['source']}")
+    lines += ["", "## Attributes (greedy; ranked = candidates by log-likelihood)", "",
+              "| dataset | key | n | accuracy % | ranked % | MAE | not a number |", "|---|---|---|---|---|---|---|"]
+    for r in report["attributes"].values():
+        lines.append(f"| {r['dataset']} | {r['key']} | {r['n']} | {_fmt(r['accuracy'], 1, 100)} | "
+                     f"{_fmt(r.get('ranked_accuracy'), 1, 100)} | {_fmt(r.get('mae'))} | {r.get('not_a_number', '')} |")
+    lines += ["", "## Captions (greedy)", "", "| dataset | faces | BLEU-4 % | ROUGE-L % | CIDEr |", "|---|---|---|---|---|"]
+    for dataset, r in report["captions"].items():
+        lines.append(f"| {dataset} | {r['faces']} | {_fmt(r['bleu4'], 2, 100)} | {_fmt(r['rouge_l'], 2, 100)} | "
+                     f"{_fmt(r['cider'], 3)} |")
+    lines += ["", "## Loss per task (mean cross-entropy per target token)", "", "| task | tokens | loss |", "|---|---|---|"]
+    for task, r in report["losses"].items():
+        lines.append(f"| {task} | {r['tokens']} | {r['loss']:.4f} |")
+    return "\n".join(lines)

@@ -1,0 +1,373 @@
+"""Generation: faces from text, captions and attribute values from faces, with a key-value cache.
+
+    session = load_session("talk2face.bin", vqgan_config=yaml, vqgan_ckpt=ckpt)        # trainer.inference
+    results = run_requests(session, [Request("to_image", text="This man has black hair.")], Sampling(), out)
+
+Decoding (`decode`): the prompts of a batch are right-padded and run once through the model into the
+cache (`prefill`); then every step feeds one token per row. Rows are all samples of all requests of one
+target kind, sorted by prompt length and cut into batches of `Sampling.batch_size`.
+
+Constraints: an image target is exactly `image_tokens` tokens drawn only from the image ids; a text
+target draws only text ids (never [PAD] or [CLS]) and stops at [SEP] and nowhere else (evaluation may
+also stop at `;`, the end of the first attribute pair). Sampling: temperature, then top-k keeping every
+token tied with the k-th logit, then top-p (nucleus; 0 = off), as the released script does; greedy
+takes the arg-max. The released script instead samples over all 31,546 ids for `seq_length - prefix`
+steps and cuts text at any id whose decimal digits contain "102".
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from common.errors import UserError
+from trainer.model import PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT, Talk2Face
+from trainer.sequences import IGNORE, PROMPTS, Sequence
+
+log = logging.getLogger(__name__)
+
+IMAGE, TEXT = "image", "text"
+TARGETS = {"to_image": IMAGE, "to_caption": TEXT, "to_attributes": TEXT}
+RESULTS_FILE = "results.jsonl"
+IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    samples: int = 10  # per request (attributes: always 1, greedy)
+    top_k: int = 70  # 0 = off; ties at the k-th logit are kept (the released filter)
+    top_p: float = 0.0  # nucleus sampling; 0 = off (the released default)
+    temperature: float = 1.0
+    seed: int = 0
+    greedy: bool = False
+    batch_size: int = 100  # rows (request x sample) decoded together
+
+    def __post_init__(self):
+        problems = []
+        if self.samples < 1:
+            problems.append(f"--samples {self.samples}: need at least 1")
+        if self.top_k < 0:
+            problems.append(f"--top-k {self.top_k}: need 0 (off) or more")
+        if not 0.0 <= self.top_p <= 1.0:
+            problems.append(f"--top-p {self.top_p}: need a value in [0, 1] (0 = off)")
+        if self.temperature <= 0:
+            problems.append(f"--temperature {self.temperature}: need a positive value")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size {self.batch_size}: need at least 1")
+        if problems:
+            raise UserError("; ".join(problems))
+
+
+# ---------------------------------------------------------------------- token choice
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Logits outside the top-k (ties with the k-th kept) and the top-p nucleus set to -inf. [rows, vocab]."""
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=True, dim=-1)
+        remove = ordered.softmax(-1).cumsum(-1) > top_p
+        remove[..., 1:] = remove[..., :-1].clone()  # keep the token that crosses top_p
+        remove[..., 0] = False
+        logits = logits.masked_fill(torch.zeros_like(remove).scatter(-1, order, remove), float("-inf"))
+    return logits
+
+
+def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    logits = logits.float()
+    if sampling.greedy:
+        return logits.argmax(-1)
+    logits = filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def allowed_ids(model: Talk2Face, target: str, tokenizer) -> torch.Tensor:
+    """[vocab] bool: the ids a target may contain."""
+    config = model.config
+    allowed = torch.zeros(config.vocab_size, dtype=torch.bool)
+    if target == IMAGE:
+        allowed[config.text_vocab_size:] = True
+    else:
+        allowed[:config.text_vocab_size] = True
+        allowed[[tokenizer.pad_id, tokenizer.cls_id]] = False
+    return allowed
+
+
+# ---------------------------------------------------------------------- decoding
+class _Cached:
+    """Prefill once, then one position per step."""
+
+    def __init__(self, model: Talk2Face, tokens, segments, lengths, steps: int):
+        self.model = model
+        self.cache = model.new_cache(len(tokens), tokens.shape[1] + steps)
+        self.first = model(tokens, segments, cache=self.cache)[torch.arange(len(tokens)), lengths - 1]
+
+    def next(self, new: torch.Tensor) -> torch.Tensor:
+        return self.model(new[:, None], torch.full_like(new[:, None], TARGET_SEGMENT), cache=self.cache)[:, -1]
+
+
+class _Uncached:
+    """The released way: the whole row recomputed for every new token (rows of equal prompt length)."""
+
+    def __init__(self, model: Talk2Face, tokens, segments, lengths, steps: int):
+        if not bool((lengths == tokens.shape[1]).all()):
+            raise ValueError("uncached decoding needs prompts of equal length")
+        self.model, self.tokens, self.segments = model, tokens, segments
+        self.first = model(tokens, segments)[:, -1]
+
+    def next(self, new: torch.Tensor) -> torch.Tensor:
+        self.tokens = torch.cat([self.tokens, new[:, None]], 1)
+        self.segments = torch.cat([self.segments, torch.full_like(new[:, None], TARGET_SEGMENT)], 1)
+        return self.model(self.tokens, self.segments)[:, -1]
+
+
+@torch.no_grad()
+def decode(model: Talk2Face, prompts: list[Sequence], target: str, tokenizer, sampling: Sampling,
+           generator: torch.Generator | None = None, stop_ids: tuple[int, ...] | None = None,
+           max_new: int | None = None, use_cache: bool = True) -> list[dict]:
+    """One generated target per prompt: {"tokens": ids (stop token excluded), "stopped": bool}, in prompt order."""
+    config = model.config
+    if target == IMAGE:
+        stop_ids, limits = (), [config.image_tokens] * len(prompts)
+    else:
+        stop_ids = (tokenizer.sep_id,) if stop_ids is None else stop_ids
+        limits = [config.seq_length - len(p.tokens) for p in prompts]
+        if max_new is not None:
+            limits = [min(n, max_new) for n in limits]
+        if min(limits, default=1) < 1:
+            raise UserError(f"a prompt of {max(len(p.tokens) for p in prompts)} tokens leaves no room for text "
+                            f"in seq_length {config.seq_length}")
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].tokens))
+    results: list[dict | None] = [None] * len(prompts)
+    for start in range(0, len(order), sampling.batch_size):
+        for chunk in _groups(order[start:start + sampling.batch_size], prompts, use_cache):
+            rows = [prompts[i] for i in chunk]
+            out = _decode_rows(model, rows, [limits[i] for i in chunk], target, tokenizer, sampling, generator,
+                               stop_ids, _Cached if use_cache else _Uncached)
+            for i, r in zip(chunk, out):
+                results[i] = r
+    return results
+
+
+def _groups(chunk: list[int], prompts: list[Sequence], use_cache: bool) -> list[list[int]]:
+    if use_cache:
+        return [chunk]
+    by_length: dict[int, list[int]] = {}
+    for i in chunk:
+        by_length.setdefault(len(prompts[i].tokens), []).append(i)
+    return list(by_length.values())
+
+
+def _decode_rows(model, rows: list[Sequence], limits: list[int], target, tokenizer, sampling, generator, stop_ids,
+                 stepper) -> list[dict]:
+    device = model.target.lm.output_layer.weight.device
+    lengths = torch.tensor([len(r.tokens) for r in rows], device=device)
+    width = int(lengths.max())
+    tokens = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    segments = torch.full_like(tokens, PAD_SEGMENT)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r.tokens)] = torch.tensor(r.tokens)
+        segments[i, :len(r.tokens)] = torch.tensor(r.segments)
+    steps = max(limits)
+    allowed = allowed_ids(model, target, tokenizer).to(device)
+    stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    limit = torch.tensor(limits, device=device)
+    step_fn = stepper(model, tokens, segments, lengths, steps)
+    logits = step_fn.first
+    out = torch.zeros(len(rows), steps, dtype=torch.long, device=device)
+    stopped = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    done = torch.zeros_like(stopped)
+    length = torch.zeros(len(rows), dtype=torch.long, device=device)
+    for step in range(steps):
+        new = choose(logits.masked_fill(~allowed, float("-inf")), sampling, generator)
+        new = torch.where(done, torch.full_like(new, tokenizer.sep_id), new)
+        out[:, step] = new
+        hit = ~done & torch.isin(new, stops)
+        stopped |= hit
+        length += (~done & ~hit).long()
+        done |= hit | (length >= limit)
+        if bool(done.all()):
+            break
+        logits = step_fn.next(new)
+    return [{"tokens": out[i, :int(length[i])].tolist(), "stopped": bool(stopped[i])} for i in range(len(rows))]
+
+
+@torch.no_grad()
+def score(model: Talk2Face, prompts: list[Sequence], continuations: list[list[int]], tokenizer) -> list[float]:
+    """Log-likelihood of each continuation after its prompt, over the text ids (as constrained decoding sees them)."""
+    device = model.target.lm.output_layer.weight.device
+    rows = [p.tokens + c for p, c in zip(prompts, continuations)]
+    width = max(map(len, rows))
+    tokens = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    segments = torch.full_like(tokens, PAD_SEGMENT)
+    for i, (p, c) in enumerate(zip(prompts, continuations)):
+        tokens[i, :len(rows[i])] = torch.tensor(rows[i])
+        segments[i, :len(rows[i])] = torch.tensor(p.segments + [TARGET_SEGMENT] * len(c))
+    logits = model(tokens, segments).float()
+    logits = logits.masked_fill(~allowed_ids(model, TEXT, tokenizer).to(device), float("-inf")).log_softmax(-1)
+    totals = []
+    for i, (p, c) in enumerate(zip(prompts, continuations)):
+        at = torch.arange(len(p.tokens) - 1, len(p.tokens) - 1 + len(c), device=device)
+        totals.append(float(logits[i, at, torch.tensor(c, device=device)].sum()))
+    return totals
+
+
+# ---------------------------------------------------------------------- requests
+@dataclass
+class Request:
+    prompt: str  # to_image | to_caption | to_attributes
+    text: str | None = None  # to_image: the caption or attribute text
+    image: str | None = None  # to_caption / to_attributes: the face's file
+    attribute: str | None = None  # to_attributes: the key, e.g. "gender"
+    dataset: str | None = None  # to_attributes: an optional dataset name before the key ("celeba gender:")
+    candidates: list[str] | None = None  # to_attributes: values to rank by log-likelihood
+    id: str | None = None  # the caller's name for the request, copied to the results
+
+    def check(self, where: str) -> None:
+        if self.prompt not in PROMPTS:
+            raise UserError(f"{where}: prompt {self.prompt!r} is not one of {', '.join(PROMPTS)}")
+        needs = {"to_image": ("text",), "to_caption": ("image",), "to_attributes": ("image", "attribute")}[self.prompt]
+        missing = [f"--{n}" for n in needs if not getattr(self, n)]
+        if missing:
+            raise UserError(f"{where}: {self.prompt} needs {' and '.join(missing)}")
+        if self.candidates is not None and self.prompt != "to_attributes":
+            raise UserError(f"{where}: candidates only apply to to_attributes")
+
+
+def read_requests(path: Path) -> list[Request]:
+    """One JSON object a line with Request's fields; blank lines skipped. Errors name the line."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise UserError(f"--requests {path}: cannot read ({e.strerror})") from None
+    requests = []
+    fields = set(Request.__dataclass_fields__)
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: not JSON ({e.msg})") from None
+        if not isinstance(values, dict) or set(values) - fields:
+            unknown = sorted(set(values) - fields) if isinstance(values, dict) else []
+            raise UserError(f"{where}: expected an object with some of {', '.join(sorted(fields))}"
+                            + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+        request = Request(**values)
+        request.check(where)
+        requests.append(request)
+    if not requests:
+        raise UserError(f"--requests {path}: no requests in the file")
+    return requests
+
+
+def build_prompt(session, request: Request, codes: list[int] | None, where: str) -> Sequence:
+    layouts = session.layouts
+    if request.prompt == "to_image":
+        if session.prefix_cut is None:
+            return layouts.to_image_prompt(request.text, where)
+        # the released layout: the whole row `[CLS] to image [SEP] <text> [SEP]`, cut at 64 tokens (maybe its [SEP])
+        tok, config = session.tokenizer, session.config
+        row = [tok.cls_id, *layouts.prompt_ids["to_image"], tok.sep_id, *layouts.text_ids(request.text, where), tok.sep_id]
+        cut = min(session.prefix_cut, config.seq_length - config.image_tokens)
+        return Sequence(row[:cut], [PREFIX_SEGMENT] * len(row[:cut]), [IGNORE] * len(row[:cut]), truncated=len(row) > cut)
+    if request.prompt == "to_caption":
+        return layouts.to_caption_prompt(codes, where)
+    return layouts.to_attributes_prompt(codes, request.attribute, where, dataset=request.dataset)
+
+
+def first_value(text: str) -> str:
+    """The value of the first `key: value` pair a model wrote (the text before any `;`)."""
+    return text.split(";")[0].strip()
+
+
+def run_requests(session, requests: list[Request], sampling: Sampling, out: Path) -> list[dict]:
+    """Generate for every request; images as PNG under out/images/, every result in out/results.jsonl."""
+    from PIL import Image
+
+    from common.fileio import output_folder, write_jsonl
+
+    out = output_folder(out)
+    for n, r in enumerate(requests):
+        r.check(f"request {n + 1}")
+    faces = sorted({r.image for r in requests if r.image})
+    codes_of = dict(zip(faces, session.encode_faces(faces))) if faces else {}
+    if any(r.prompt == "to_image" for r in requests):
+        session.need_vqgan("to_image")
+    prompts = [build_prompt(session, r, codes_of.get(r.image), f"request {n + 1}") for n, r in enumerate(requests)]
+    generator = torch.Generator(session.device).manual_seed(sampling.seed)
+    results = [_result_head(r, p) for r, p in zip(requests, prompts)]
+    for target in (IMAGE, TEXT):
+        todo = [n for n, r in enumerate(requests) if TARGETS[r.prompt] == target]
+        if not todo:
+            continue
+        rows, owners = [], []
+        for n in todo:
+            greedy = sampling.greedy or requests[n].prompt == "to_attributes"
+            count = 1 if greedy else sampling.samples
+            rows += [prompts[n]] * count
+            owners += [(n, greedy)] * count
+        greedy_rows = [i for i, (_, g) in enumerate(owners) if g]
+        sampled_rows = [i for i, (_, g) in enumerate(owners) if not g]
+        outputs: list[dict | None] = [None] * len(rows)
+        for subset, mode in ((greedy_rows, Sampling(**{**asdict(sampling), "greedy": True})), (sampled_rows, sampling)):
+            if subset:
+                for i, o in zip(subset, decode(session.model, [rows[i] for i in subset], target, session.tokenizer,
+                                               mode, generator)):
+                    outputs[i] = o
+        for (n, _), o in zip(owners, outputs):
+            results[n]["samples"].append(o)
+    _finish(session, requests, prompts, results, out, Image)
+    write_jsonl(results, out / RESULTS_FILE)
+    return results
+
+
+def _result_head(request: Request, prompt: Sequence) -> dict:
+    inputs = {k: v for k, v in asdict(request).items() if v is not None}
+    return {**inputs, "prompt_tokens": prompt.tokens, "prompt_truncated": prompt.truncated, "samples": []}
+
+
+def _finish(session, requests, prompts, results, out: Path, Image) -> None:
+    tok = session.tokenizer
+    for n, (request, result) in enumerate(zip(requests, results)):
+        samples = result["samples"]
+        if TARGETS[request.prompt] == IMAGE:
+            from trainer.text import image_codes
+
+            images = session.decode_faces([image_codes(s["tokens"], session.config.text_vocab_size) for s in samples])
+            (out / IMAGES_DIR).mkdir(exist_ok=True)
+            for k, (s, array) in enumerate(zip(samples, images)):
+                name = f"{IMAGES_DIR}/{n:05d}-{k:02d}.png"
+                Image.fromarray(array).save(out / name)
+                s["image"] = name
+        else:
+            for s in samples:
+                s["text"] = tok.decode(s["tokens"])
+                if request.prompt == "to_attributes":
+                    s["value"] = first_value(s["text"])
+        if request.candidates:
+            continuations = [tok.encode(c) + [tok.sep_id] for c in request.candidates]
+            scores = score(session.model, [prompts[n]] * len(continuations), continuations, tok)
+            result["candidates"] = dict(zip(request.candidates, scores))
+            result["best_candidate"] = request.candidates[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def summary_lines(results: list[dict], out: Path) -> list[str]:
+    """What the CLI prints: one line per request."""
+    lines = []
+    for n, r in enumerate(results):
+        what = r.get("text") or r.get("image")
+        if r["prompt"] == "to_image":
+            got = ", ".join(s["image"] for s in r["samples"])
+        elif r["prompt"] == "to_attributes":
+            got = r["samples"][0]["value"] + (f"  (candidates: best {r['best_candidate']})" if "best_candidate" in r else "")
+            what = f"{what} {r['attribute']}"
+        else:
+            got = " | ".join(s["text"] for s in r["samples"])
+        lines.append(f"{n + 1}. {r['prompt']} {what}: {got}")
+    lines.append(f"results: {Path(out) / RESULTS_FILE}")
+    return lines

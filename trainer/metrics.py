@@ -1,0 +1,108 @@
+"""Caption metrics in plain Python, as the COCO caption evaluation (pycocoevalcap) computes them.
+
+    bleu4(hypotheses, references)    corpus BLEU-4, brevity penalty against the closest reference length
+    rouge_l(hypotheses, references)  mean over captions of the LCS F-score (beta 1.2) against the best reference
+    cider(hypotheses, references)    CIDEr-D: tf-idf n-grams 1-4 (idf over the references), clipping, length
+                                     penalty sigma 6, times 10
+
+`hypotheses` is one caption per face, `references` a list of captions per face. Words are lower-cased
+runs of letters and digits (COCO's PTB tokenizer also drops punctuation).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def ngrams(tokens: list[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def bleu4(hypotheses: list[str], references: list[list[str]]) -> float:
+    correct, guessed = [0] * 4, [0] * 4
+    hyp_len = ref_len = 0
+    for hyp, refs in zip(hypotheses, references):
+        h, rs = words(hyp), [words(r) for r in refs]
+        hyp_len += len(h)
+        ref_len += min((len(r) for r in rs), key=lambda n: (abs(n - len(h)), n))  # closest, shorter on ties
+        for n in range(1, 5):
+            counts = ngrams(h, n)
+            most = Counter()
+            for r in rs:
+                most |= ngrams(r, n)  # max count of each n-gram over the references
+            correct[n - 1] += sum(min(c, most[g]) for g, c in counts.items())
+            guessed[n - 1] += max(len(h) - n + 1, 0)
+    if hyp_len == 0 or min(correct) == 0:
+        return 0.0
+    log_precision = sum(math.log(c / g) for c, g in zip(correct, guessed)) / 4
+    brevity = min(0.0, 1 - ref_len / hyp_len)
+    return math.exp(log_precision + brevity)
+
+
+def lcs(a: list[str], b: list[str]) -> int:
+    row = [0] * (len(b) + 1)
+    for x in a:
+        previous = 0  # row[j - 1] of the previous line
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], previous + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def rouge_l(hypotheses: list[str], references: list[list[str]], beta: float = 1.2) -> float:
+    scores = []
+    for hyp, refs in zip(hypotheses, references):
+        h = words(hyp)
+        pairs = [(lcs(words(r), h), len(h), len(words(r))) for r in refs]
+        precision = max((m / lh if lh else 0.0) for m, lh, _ in pairs)
+        recall = max((m / lr if lr else 0.0) for m, _, lr in pairs)
+        scores.append((1 + beta**2) * precision * recall / (recall + beta**2 * precision) if precision and recall else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def cider(hypotheses: list[str], references: list[list[str]], sigma: float = 6.0) -> float:
+    """CIDEr-D as pycocoevalcap's `Cider` scorer computes it (document frequencies over these references)."""
+    ref_counts = [[_counts(words(r)) for r in refs] for refs in references]
+    df: Counter = Counter()
+    for refs in ref_counts:
+        df.update({g for counts in refs for g in counts})
+    log_docs = math.log(float(len(references))) if references else 0.0
+
+    def vector(counts: Counter):
+        vec = [{} for _ in range(4)]
+        norm = [0.0] * 4
+        length = 0
+        for g, tf in counts.items():
+            n = len(g) - 1
+            vec[n][g] = tf * (log_docs - math.log(max(1.0, df[g])))
+            norm[n] += vec[n][g] ** 2
+            if n == 1:  # pycocoevalcap measures length by bigram count
+                length += tf
+        return vec, [math.sqrt(x) for x in norm], length
+
+    total = 0.0
+    for hyp, refs in zip(hypotheses, ref_counts):
+        vh, nh, lh = vector(_counts(words(hyp)))
+        per_n = [0.0] * 4
+        for ref in refs:
+            vr, nr, lr = vector(ref)
+            for n in range(4):
+                value = sum(min(v, vr[n].get(g, 0.0)) * vr[n].get(g, 0.0) for g, v in vh[n].items())
+                if nh[n] and nr[n]:
+                    value /= nh[n] * nr[n]
+                per_n[n] += value * math.exp(-((lh - lr) ** 2) / (2 * sigma**2))
+        total += sum(per_n) / 4 / len(refs) * 10.0
+    return total / len(hypotheses) if hypotheses else 0.0
+
+
+def _counts(tokens: list[str]) -> Counter:
+    out: Counter = Counter()
+    for n in range(1, 5):
+        out.update(ngrams(tokens, n))
+    return out
