@@ -258,3 +258,6 @@ def test_user_errors_are_one_line(files, tmp_path):
     one_line_error(run_cli(*base, files["face"], "--checkpoint", root / "export", "--vocab", tmp_path / "vocab.txt"),
                    "2 tokens and not the shipped BERT uncased vocabulary")
     one_line_error(run_cli(*base[:-1], "--checkpoint", root / "export"), "to_caption needs --image")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "to_image"}\n{"prompt": "to_image", "text": 5}\n')
+    one_line_error(run_cli("generate", "--checkpoint", root / "export", "--requests", tmp_path / "bad.jsonl", "--out",
+                           tmp_path / "o"), "bad.jsonl:1: to_image needs --text")

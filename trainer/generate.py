@@ -257,6 +257,11 @@ def read_requests(path: Path) -> list[Request]:
             unknown = sorted(set(values) - fields) if isinstance(values, dict) else []
             raise UserError(f"{where}: expected an object with some of {', '.join(sorted(fields))}"
                             + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+        if isinstance(values.get("candidates"), str):
+            values["candidates"] = [c.strip() for c in values["candidates"].split(",") if c.strip()]
+        wrong = [k for k, v in values.items() if v is not None and k != "candidates" and not isinstance(v, str)]
+        if wrong or not all(isinstance(c, str) for c in values.get("candidates") or []):
+            raise UserError(f"{where}: {', '.join(wrong) or 'candidates'} must be text")
         request = Request(**values)
         request.check(where)
         requests.append(request)
