@@ -88,17 +88,6 @@ def test_option_parsing_is_typed():
         parse_options(Fake, ["filtered=maybe"])
 
 
-def test_demo_runs_every_stage_end_to_end(tmp_path):
-    result = run_cli("demo", "--out", str(tmp_path))
-    assert result.exit_code == 0, result.output
-    assert "absent" not in result.output and "failed" not in result.output
-    assert (tmp_path / "corpus" / "images.parquet").exists() and (tmp_path / "corpus" / "STATS.md").exists()
-    assert list((tmp_path / "shards" / "train").glob("shard-*.tar")) and (tmp_path / "shards" / "index.json").exists()
-    assert (tmp_path / "preview" / "index.html").exists()
-    index = json.loads((tmp_path / "shards" / "index.json").read_text())
-    assert "rejects" in index
-
-
 def test_tokenize_images_reports_missing_checkpoint_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "cli.py"), "tokenize-images", "--corpus", str(tmp_path / "c"),
                            "--out", str(tmp_path / "s"), "--vqgan-ckpt", str(tmp_path / "last.ckpt"), "--gpus", "0"],

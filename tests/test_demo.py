@@ -4,8 +4,10 @@ import json
 import numpy as np
 import pytest
 from browser import chromium, images_as_loaded, local_links
+from click.testing import CliRunner
 from PIL import Image
 
+import cli
 from pipeline_demo import run_demo
 from pipeline_demo.report import REPORT_FILE
 
@@ -14,10 +16,21 @@ STAGES = ["sample datasets", "convert all", "build-corpus", "tokenize-images", "
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    """`python3 cli.py demo` at its smallest size (4 training steps)."""
     out = tmp_path_factory.mktemp("demo")
-    lines: list[str] = []
-    page = run_demo(out, train_steps=4, echo=lines.append)
-    return out, page, lines
+    result = CliRunner().invoke(cli.main, ["demo", "--out", str(out), "--train-steps", "4"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[-1] == f"open {out / REPORT_FILE}"
+    return out, out / REPORT_FILE, lines
+
+
+def test_every_converter_and_corpus_file(demo):
+    out, _, lines = demo
+    assert not any("absent" in line or "failed" in line for line in lines)
+    assert (out / "corpus" / "images.parquet").exists() and (out / "corpus" / "STATS.md").exists()
+    assert list((out / "shards" / "train").glob("shard-*.tar")) and (out / "preview" / "index.html").exists()
+    assert "rejects" in json.loads((out / "shards" / "index.json").read_text())
 
 
 def test_every_stage_runs_and_reports_its_counts(demo):
