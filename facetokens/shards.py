@@ -236,12 +236,11 @@ def _tar_members(tar_file: Path):
 
     with open(tar_file, "rb") as f:
         while (size := _plain_file_size(header := f.read(512))) is not None:
-            data = f.read(size)
-            if len(data) < size:
+            padded = f.read(size + -size % 512)  # members are padded to 512-byte blocks
+            if len(padded) < size:
                 raise tarfile.ReadError("unexpected end of data")
-            yield header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), data
-            padding = -size % 512  # members are padded to 512-byte blocks
-            if len(f.read(padding)) < padding:
+            yield header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), padded[:size]
+            if len(padded) < size + -size % 512:
                 raise tarfile.ReadError("unexpected end of data")
         if header == bytes(512):  # the end-of-archive block
             return
@@ -257,7 +256,7 @@ def _plain_file_size(header: bytes) -> int | None:
     if len(header) != 512 or header[257:262] != b"ustar" or header[156:157] not in (b"0", b"\0") or header[345] != 0:
         return None
     try:
-        checksum, size = (int(header[a:b].rstrip(b"\0 ") or b"x", 8) for a, b in ((148, 156), (124, 136)))
+        checksum, size = int(header[148:156].rstrip(b"\0 ") or b"x", 8), int(header[124:136].rstrip(b"\0 ") or b"x", 8)
     except ValueError:
         return None
     return size if checksum == sum(header) - sum(header[148:156]) + 256 else None

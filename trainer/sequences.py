@@ -110,8 +110,8 @@ class Layouts:
         codes = np.asarray(codes, dtype=np.int64)
         if len(codes) != self.config.image_tokens:
             raise UserError(f"{face}: {len(codes)} image codes; the model expects {self.config.image_tokens}")
-        bad = codes[(codes < 0) | (codes >= self.config.image_vocab_size)]
-        if len(bad):
+        if codes.min() < 0 or codes.max() >= self.config.image_vocab_size:
+            bad = codes[(codes < 0) | (codes >= self.config.image_vocab_size)]
             raise UserError(f"{face}: image code {bad[0]} is outside the codebook of {self.config.image_vocab_size}")
         return image_token_ids(codes, self.config.text_vocab_size)
 

@@ -31,7 +31,9 @@ class TextTokenizer:
             raise UserError(f"numbers {numbers!r} is not one of {', '.join(NUMBER_MODES)}")
         self.vocab, self.numbers = vocab, numbers
         self._tokenizer = _build(vocab, numbers)
-        self._encode = functools.lru_cache(maxsize=1 << 17)(self._encode_uncached)  # words and texts repeat a lot
+        # WordPiece costs ~1.5 us a word; attribute texts repeat a lot, and the words of captions
+        self._text_ids = functools.lru_cache(maxsize=1 << 16)(self._ids_of_text)
+        self._word_ids = functools.lru_cache(maxsize=1 << 17)(self._tokenizer_ids)
         self.vocab_size = self._tokenizer.get_vocab_size()
         self.pad_id, self.unk_id, self.cls_id, self.sep_id = (self._tokenizer.token_to_id(t) for t in (PAD, UNK, CLS, SEP))
 
@@ -47,19 +49,19 @@ class TextTokenizer:
         return {"vocab": self.vocab, "numbers": self.numbers}
 
     def encode(self, text: str) -> list[int]:
-        """The text's ids, from a cache of words (the WordPiece call costs ~1.5 us a word).
-
-        On printable ASCII the BERT pipeline is word-local (lower-casing, splitting at spaces and punctuation,
-        WordPiece per piece), so the ids of a text are its space-separated words' ids end to end.
-        """
-        if text.isascii() and text.isprintable():
-            return [i for word in text.split(" ") for i in self._encode(word)]
-        return list(self._encode(text))
+        return list(self._text_ids(text))
 
     def encode_many(self, texts: list[str]) -> list[list[int]]:
-        return [self.encode(text) for text in texts]
+        return [list(self._text_ids(text)) for text in texts]
 
-    def _encode_uncached(self, text: str) -> tuple[int, ...]:
+    def _ids_of_text(self, text: str) -> tuple[int, ...]:
+        """On printable ASCII the BERT pipeline is word-local (lower-casing, splitting at spaces and punctuation,
+        WordPiece per piece), so the ids of a text are its space-separated words' ids end to end."""
+        if text.isascii() and text.isprintable():
+            return tuple(i for word in text.split(" ") for i in self._word_ids(word))
+        return self._tokenizer_ids(text)
+
+    def _tokenizer_ids(self, text: str) -> tuple[int, ...]:
         return tuple(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def tokens(self, text: str) -> list[str]:
