@@ -54,6 +54,20 @@ def test_wordpiece_agrees_with_the_greedy_definition():
         assert WHOLE.tokens(word) == greedy_wordpiece(word, vocab), word
 
 
+def test_cached_encoding_is_the_tokenizers_encoding():
+    import random
+
+    rng = random.Random(0)
+    ascii = "abcXYZ019 .,:;!?-'\"()[]#@~    "
+    other = ascii + "\t\n\x1c\x7féçüß中文"  # \x1c splits in str.split(), not in BERT
+    texts = ["".join(rng.choice(a) for _ in range(rng.randrange(0, 40))) for a in (ascii, other) for _ in range(1500)]
+    texts += ["young:  true; wavy hair: false", " leading and trailing ", "a" * 150, "an unaffable 1990s smile"]
+    for tokenizer in (WHOLE, DIGITS):
+        for text in texts * 2:  # the second time from the cache
+            assert tokenizer.encode(text) == tokenizer._tokenizer.encode(text, add_special_tokens=False).ids, text
+        assert tokenizer.encode_many(texts) == [e.ids for e in tokenizer._tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
 def test_digits_mode_splits_numbers_into_single_digits():
     assert WHOLE.tokens("wiki age: 19") == ["wi", "##ki", "age", ":", "19"]
     assert DIGITS.tokens("wiki age: 19") == ["wi", "##ki", "age", ":", "1", "9"]

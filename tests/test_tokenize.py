@@ -87,6 +87,40 @@ def test_sample_keys_are_tar_safe_and_reversible():
         assert shards.image_id_from_key(key) == image_id
 
 
+def test_shard_reader_reads_what_tarfile_reads(tmp_path):
+    """The reader's own ustar parsing gives tarfile's members, and tarfile's errors, on any tar or truncation."""
+    import io
+    import tarfile
+
+    def members_and_error(read, path):
+        out = []
+        try:
+            out.extend(read(path))
+        except tarfile.ReadError as e:
+            out.append(str(e))
+        return out
+
+    def by_tarfile(path):
+        with tarfile.open(path) as tar:
+            yield from ((m.name, tar.extractfile(m).read()) for m in tar)
+
+    names = ["a.json", "a.codes.u16", "b" * 150 + ".json", "ü.json"]  # the long and non-ASCII names get pax headers
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        whole = tmp_path / f"{fmt}.tar"
+        with tarfile.open(whole, "w", format=fmt) as tar:
+            for name in names:
+                tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+                info = tarfile.TarInfo(name + "x")
+                info.size = 700
+                tar.addfile(info, io.BytesIO(bytes(range(100)) * 7))
+        data = whole.read_bytes()
+        for cut in [*range(0, len(data), 97), len(data)]:
+            part = tmp_path / "part.tar"
+            part.write_bytes(data[:cut])
+            assert members_and_error(shards._tar_members, part) == members_and_error(by_tarfile, part)
+    assert len(members_and_error(shards._tar_members, whole)) == 2 * len(names)
+
+
 def test_node_split_covers_every_shard_exactly_once():
     for n_shards in (0, 1, 7, 100):
         for nodes in (1, 2, 3, 8):

@@ -26,6 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(shuffle_buffer=24, pool=4, val_faces=8)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to share out: one thread is faster (several times on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("train")
@@ -97,19 +106,19 @@ def test_stream_state_resumes_the_exact_batches(corpus):
 
 
 # ----------------------------------------------------------------------------- the loop
-def test_a_few_hundred_steps_reduce_the_loss(corpus):
+def test_sixty_steps_reduce_the_loss(corpus):
     run = corpus["folder"] / "learn"
-    summary = train(corpus["shards"], run, config(batch_size=8, max_steps=150, save_every=150, val_every=75,
+    summary = train(corpus["shards"], run, config(batch_size=8, max_steps=60, save_every=60, val_every=30,
                                                    log_every=1, optim=dataclasses.replace(TrainConfig().optim, lr=5e-3)),
                     progress=False)
     curve = losses(run)
-    assert len(curve) == 150 and summary["accumulation"] == 1
-    assert sum(curve[-10:]) / 10 < sum(curve[:10]) / 10 - 3
+    assert len(curve) == 60 and summary["accumulation"] == 1
+    assert sum(curve[-10:]) / 10 < sum(curve[:10]) / 10 - 3  # about 9.9 -> 4.6
     vals = [json.loads(line)["val_loss"] for line in (run / "val.jsonl").read_text().splitlines()]
     assert len(vals) == 2 and set(vals[0]) == set(TASKS)
     assert (run / "loss.png").stat().st_size > 1000
     folder = checkpoint.latest(run)
-    assert folder.name == "step-0000150" and load_model(folder).config == load_config("tiny")
+    assert folder.name == "step-0000060" and load_model(folder).config == load_config("tiny")
 
 
 def test_resume_is_exact(corpus):

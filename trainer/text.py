@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from common.errors import UserError
@@ -30,6 +31,9 @@ class TextTokenizer:
             raise UserError(f"numbers {numbers!r} is not one of {', '.join(NUMBER_MODES)}")
         self.vocab, self.numbers = vocab, numbers
         self._tokenizer = _build(vocab, numbers)
+        # WordPiece costs ~1.5 us a word; attribute texts repeat a lot, and the words of captions
+        self._text_ids = functools.lru_cache(maxsize=1 << 16)(self._ids_of_text)
+        self._word_ids = functools.lru_cache(maxsize=1 << 17)(self._tokenizer_ids)
         self.vocab_size = self._tokenizer.get_vocab_size()
         self.pad_id, self.unk_id, self.cls_id, self.sep_id = (self._tokenizer.token_to_id(t) for t in (PAD, UNK, CLS, SEP))
 
@@ -45,10 +49,20 @@ class TextTokenizer:
         return {"vocab": self.vocab, "numbers": self.numbers}
 
     def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return list(self._text_ids(text))
 
     def encode_many(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [list(self._text_ids(text)) for text in texts]
+
+    def _ids_of_text(self, text: str) -> tuple[int, ...]:
+        """On printable ASCII the BERT pipeline is word-local (lower-casing, splitting at spaces and punctuation,
+        WordPiece per piece), so the ids of a text are its space-separated words' ids end to end."""
+        if text.isascii() and text.isprintable():
+            return tuple(i for word in text.split(" ") for i in self._word_ids(word))
+        return self._tokenizer_ids(text)
+
+    def _tokenizer_ids(self, text: str) -> tuple[int, ...]:
+        return tuple(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def tokens(self, text: str) -> list[str]:
         return self._tokenizer.encode(text, add_special_tokens=False).tokens
@@ -76,7 +90,7 @@ def _build(vocab: str, numbers: str) -> Tokenizer:
 
 def image_token_ids(codes, text_vocab_size: int) -> list[int]:
     """VQGAN code c -> token id text_vocab_size + c."""
-    return [text_vocab_size + int(c) for c in codes]
+    return (np.asarray(codes, dtype=np.int64) + text_vocab_size).tolist()
 
 
 def image_codes(token_ids, text_vocab_size: int) -> list[int]:
