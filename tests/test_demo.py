@@ -20,7 +20,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     result = CliRunner().invoke(cli.main, ["demo", "--out", str(out), "--train-steps", "4"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[-1] == f"open {out / REPORT_FILE}"
     return out, out / REPORT_FILE, lines
 
