@@ -168,7 +168,7 @@ def _evaluate(stages: Stages, paths: dict, run: Path) -> dict:
     saved = paths["evaluation"] / REPORT_JSON
 
     def work() -> str:
-        report = run_evaluation(load_session(run), paths["shards"], EvaluateConfig(split="val"), paths["evaluation"])
+        report = run_evaluation(load_session(run), paths["shards"], EvaluateConfig(split="val", batch_size=16), paths["evaluation"])
         return f"{report['faces']} val faces evaluated"
     stages.run("evaluate", work, finished=saved.is_file())
     return {**json.loads(saved.read_text(encoding="utf-8")),
