@@ -139,7 +139,8 @@ def _generate(stages: Stages, paths: dict, vqgan: dict, run: Path, looks: dict) 
     face = paths["preview"] / row["original"] if row["original"] else None
     requests = [Request("to_image", text="celeba gender: female; smiling: true; black hair: true"),
                 Request("to_caption", image=str(picture)),
-                Request("to_attributes", image=str(picture), attribute="celeba gender")]
+                Request("to_attributes", image=str(picture), attribute="gender", dataset=image_id.split("/")[0],
+                        candidates=["male", "female"])]
     results_file = paths["generated"] / RESULTS_FILE
 
     def work() -> str:
@@ -175,6 +176,11 @@ def _evaluate(stages: Stages, paths: dict, run: Path) -> dict:
             "table": (paths["evaluation"] / REPORT_TABLE).read_text(encoding="utf-8")}
 
 
+def _shown(sample: dict) -> str:
+    text = sample["value"] if "value" in sample else sample["text"]
+    return text or "(nothing: the model ended the text at once)"
+
+
 def _report(out: Path, stages: Stages, paths: dict, looks: dict, generated: dict, evaluation: dict) -> Path:
     from corpus.layout import CHART_PNG
 
@@ -187,8 +193,10 @@ def _report(out: Path, stages: Stages, paths: dict, looks: dict, generated: dict
         if r["prompt"] == "to_image":
             made.append(Generated(r["prompt"], r["text"], None, [paths["generated"] / s["image"] for s in r["samples"]]))
         else:
-            given = r.get("attribute") or "a caption of this face"
-            texts = [s.get("value") or s["text"] for s in r["samples"]]
+            given = f"{r['dataset']} {r['attribute']}" if r.get("attribute") else "a caption of this face"
+            texts = [_shown(s) for s in r["samples"]]
+            if "best_candidate" in r:
+                texts.append("ranked by likelihood: " + ", ".join(f"{c} {v:.2f}" for c, v in r["candidates"].items()))
             made.append(Generated(r["prompt"], given, generated["face"], texts=texts))
     data = ReportData(stages.done, paths["corpus"] / CHART_PNG, faces, paths["run"] / "loss.png", made,
                       evaluation.get("table", "not evaluated"))
