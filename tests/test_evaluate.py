@@ -12,8 +12,9 @@ from common.errors import UserError
 from facetokens.shards import Face, sample, write_shard
 from trainer import metrics
 from trainer.config import load_config
-from trainer.evaluate import attribute_head, number, read_faces, vocabularies
+from trainer.evaluate import number, read_faces, vocabularies
 from trainer.model import Talk2Face
+from trainer.sequences import attribute_head
 from trainer.weights import export
 
 TINY = load_config("tiny")

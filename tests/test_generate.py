@@ -261,3 +261,13 @@ def test_user_errors_are_one_line(files, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "to_image"}\n{"prompt": "to_image", "text": 5}\n')
     one_line_error(run_cli("generate", "--checkpoint", root / "export", "--requests", tmp_path / "bad.jsonl", "--out",
                            tmp_path / "o"), "bad.jsonl:1: to_image needs --text")
+
+
+def test_mixed_prompt_lengths_decode_when_positions_equal_seq_length():
+    config = TINY.replace(max_positions=TINY.seq_length)  # as the demo and paper-sized configs without spare positions
+    torch.manual_seed(5)
+    model = Talk2Face(config).eval()
+    lay = Layouts(config, TextTokenizer.for_config(config))
+    prompts = prompts_of_every_kind(lay)
+    greedy = Sampling(greedy=True)
+    assert decode(model, prompts, TEXT, lay.tok, greedy) == decode(model, prompts, TEXT, lay.tok, greedy, use_cache=False)

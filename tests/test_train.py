@@ -217,3 +217,26 @@ def test_out_of_range_token_and_empty_shards_are_one_line_errors(tmp_path):
     shards.write_shard(shards.split_dir(empty, "train"), 0, [], [], 0, 0)
     with pytest.raises(UserError, match="no train face"):
         train(empty, tmp_path / "run2", config(), progress=False)
+
+
+def test_a_face_whose_text_cannot_be_tokenized_is_skipped_not_fatal(tmp_path):
+    from train_fixture import face
+
+    faces = [face(k, "train", captions=1) for k in range(12)]
+    faces[0][0].texts[-1]["text"] = "a smiling man \U0001F642"  # BERT's vocabulary has no emoji: [UNK]
+    folder = shards.split_dir(tmp_path, "train")
+    folder.mkdir(parents=True)
+    shards.check_plan(tmp_path, {"format": shards.FORMAT_VERSION, "vqgan": {"config": {"n_embed": 1024}}})
+    shards.write_shard(folder, 0, [shards.sample(f, c) for f, c in faces], [], 0, len(faces))
+    stream = TrainStream(tmp_path, layouts(), DATA, 8, range(1), 1, seed=1)
+    for _ in range(6):
+        assert torch.bincount(stream.next_batch(0)["tasks"], minlength=4).tolist() == [2, 2, 2, 2]
+    assert stream.streams[0].skipped >= 1
+
+
+def test_training_rows_open_with_the_texts_own_head():
+    from trainer.data import task_choices
+
+    meta = {"texts": [{"dataset": "imdb_wiki", "kind": "attributes", "text": "wiki age: 10; gender: female",
+                       "attributes": [{"key": "age", "value": "10"}, {"key": "gender", "value": "female"}]}]}
+    assert task_choices("face_to_attributes", meta)[0][0] == "wiki"  # what evaluate and generate prompt with

@@ -40,9 +40,10 @@ import torch
 from common.errors import UserError
 from facetokens import shards
 from trainer.config import ModelConfig
-from trainer.sequences import Layouts, Sequence, pad_batch
+from trainer.sequences import Layouts, Sequence, UnfitText, attribute_head, pad_batch
 
 log = logging.getLogger(__name__)
+SKIPS_LOGGED = 10  # the first faces skipped are named in the log; all are counted
 
 TASKS = ("caption_to_face", "face_to_caption", "attributes_to_face", "face_to_attributes")
 STATE_VERSION = 1
@@ -89,10 +90,11 @@ class Item:
 
 
 def task_choices(task: str, meta: dict) -> list:
-    """What a face offers a task: its captions, or its attribute texts as (dataset, pairs)."""
+    """What a face offers a task: its captions, or its attribute texts as (head, pairs); the head is the text's
+    own opening words (`celeba`, `wiki`), the same that evaluation and generation prompt with."""
     if task in ("caption_to_face", "face_to_caption"):
         return [t["text"] for t in meta["texts"] if t["kind"] == "caption" and t["text"]]
-    return [(t["dataset"], t["attributes"]) for t in meta["texts"] if t["kind"] == "attributes" and t["attributes"]]
+    return [(attribute_head(t), t["attributes"]) for t in meta["texts"] if t["kind"] == "attributes" and t["attributes"]]
 
 
 class TaskReader:
@@ -169,6 +171,7 @@ class MicroBatches:
         self.readers = {t: TaskReader(t, urls, stream, total_streams, seed, config.shuffle_buffer) for t in TASKS}
         self.rng = random.Random(f"{seed}/{stream}/batches")
         self.pending: list[list[tuple[int, Sequence]]] = []
+        self.skipped = 0  # faces whose text cannot become a row (characters outside the vocabulary, ...)
 
     def next(self) -> list[tuple[int, Sequence]]:
         if not self.pending:
@@ -179,12 +182,23 @@ class MicroBatches:
         per_task = self.micro_batch // len(TASKS)
         batches = [[] for _ in range(self.config.pool)]
         for t, task in enumerate(TASKS):
-            rows = [build(task, self.readers[task].next(), self.layouts, self.rng) for _ in range(per_task * self.config.pool)]
+            rows = [self._next_row(task) for _ in range(per_task * self.config.pool)]
             rows.sort(key=lambda s: len(s.tokens))
             for b in range(self.config.pool):
                 batches[b].extend((t, s) for s in rows[b * per_task:(b + 1) * per_task])
         self.rng.shuffle(batches)
         return batches
+
+    def _next_row(self, task: str) -> Sequence:
+        """The next face's row; a face whose text cannot be tokenized or fit is skipped (and counted), not fatal."""
+        while True:
+            item = self.readers[task].next()
+            try:
+                return build(task, item, self.layouts, self.rng)
+            except UnfitText as e:
+                self.skipped += 1
+                if self.skipped <= SKIPS_LOGGED:
+                    log.warning("skipped: %s", e)
 
     def state(self) -> dict:
         return {"rng": _rng_state(self.rng), "readers": {t: r.state() for t, r in self.readers.items()},
@@ -267,7 +281,10 @@ class ValidationSet:
             for task in TASKS:
                 choices = task_choices(task, meta)
                 if choices and len(self.rows[task]) < config.val_faces:
-                    self.rows[task].append(build(task, Item(meta["image_id"], codes, choices), layouts, rng))
+                    try:
+                        self.rows[task].append(build(task, Item(meta["image_id"], codes, choices), layouts, rng))
+                    except UnfitText as e:
+                        log.warning("validation: skipped %s", e)
             if all(len(r) >= config.val_faces for r in self.rows.values()):
                 break
         if not any(self.rows.values()):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from trainer import metrics
 from trainer.generate import TEXT, Sampling, decode, first_value, score
-from trainer.sequences import IGNORE, pad_batch
+from trainer.sequences import IGNORE, attribute_head, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,6 @@ def read_faces(shards: Path, split: str, limit: int | None = None) -> list[tuple
     if not faces:
         raise UserError(f"--shards {shards}: no {split} faces in {folder}")
     return faces
-
-
-def attribute_head(text: dict) -> str:
-    """The words before the first pair of an attribute text (`celeba`, `wiki`): what opens the target."""
-    pairs = text.get("attributes") or []
-    if pairs:
-        first = f"{pairs[0]['key']}: "
-        at = text["text"].find(first)
-        if at > 0:
-            return text["text"][:at].strip()
-    return text["dataset"]
 
 
 def vocabularies() -> dict[str, dict[str, list[str]]]:

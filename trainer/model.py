@@ -200,8 +200,8 @@ class Talk2Face(nn.Module):
     def new_cache(self, batch: int, capacity: int, device=None, dtype=None) -> KVCache:
         device = device or self.target.lm.output_layer.weight.device
         dtype = dtype or self.target.lm.output_layer.weight.dtype
-        if capacity > self.config.max_positions:
-            raise UserError(f"a cache of {capacity} tokens exceeds the model's {self.config.max_positions} positions")
+        # slots, not positions: rows with prefixes of different lengths leave padding slots between, so
+        # the slot count may exceed max_positions while every row's positions stay within it (_cache_step)
         shape = (batch, self.config.heads, capacity, self.config.head_dim)
         layers = len(self.encoder.transformer)
         return KVCache(keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)],
@@ -220,6 +220,9 @@ class Talk2Face(nn.Module):
         else:  # each row continues after its own prefix, whatever padding the batch put between
             positions = cache.next_position[:, None] + torch.arange(new, device=tokens.device)
             cache.next_position = cache.next_position + new
+            # A row that already ended (its [SEP]) keeps stepping beside the others and may run past the last
+            # position; its outputs are discarded, so it is held at the last position instead of indexing past it.
+            positions = positions.clamp(max=self.config.max_positions - 1)
         cache.segments[:, start:start + new] = segments
         cache.length = start + new
         keys = cache.segments[:, :cache.length]

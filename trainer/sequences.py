@@ -27,6 +27,24 @@ PROMPTS = {"to_image": "to image", "to_caption": "to caption", "to_attributes": 
 PAIR_SEPARATOR = "; "
 
 
+class UnfitText(UserError):
+    """A face's text that cannot become a row: empty, outside the vocabulary, or too long for its budget.
+
+    Training skips such a face (and counts it); generation reports it as the user's error.
+    """
+
+
+def attribute_head(text: dict) -> str:
+    """The words before the first pair of an attribute text (`celeba`, `wiki`): what opens the target."""
+    pairs = text.get("attributes") or []
+    if pairs:
+        first = f"{pairs[0]['key']}: "
+        at = text["text"].find(first)
+        if at > 0:
+            return text["text"][:at].strip()
+    return text["dataset"]
+
+
 @dataclass
 class Sequence:
     tokens: list[int]
@@ -122,9 +140,9 @@ class Layouts:
 
     def _check_tokenized(self, text: str, ids: list[int], face: str) -> None:
         if not ids:
-            raise UserError(f"{face}: empty text {text!r} gives no tokens")
+            raise UnfitText(f"{face}: empty text {text!r} gives no tokens")
         if self.tok.unk_id in ids:
-            raise UserError(f"{face}: text {text[:80]!r} has characters outside the vocabulary ([UNK])")
+            raise UnfitText(f"{face}: text {text[:80]!r} has characters outside the vocabulary ([UNK])")
 
     def caption_ids(self, caption: str, budget: int, face: str) -> tuple[list[int], bool]:
         """The caption's ids, cut at a word (whitespace) boundary to `budget`; True if it was cut."""
@@ -137,7 +155,7 @@ class Layouts:
                 break
             kept += word
         if not kept:
-            raise UserError(f"{face}: the caption's first word alone exceeds the {budget}-token budget")
+            raise UnfitText(f"{face}: the caption's first word alone exceeds the {budget}-token budget")
         return kept, True
 
     def attribute_ids(self, dataset: str, pairs: list[dict], budget: int, rng: random.Random,
@@ -153,7 +171,7 @@ class Layouts:
             self._check_tokenized(text, ids, face)
         chosen = _fitting_pairs([len(p) for p in pieces], budget - len(head), len(separator), rng)
         if pieces and not chosen:
-            raise UserError(f"{face}: no attribute pair fits the {budget}-token budget beside {dataset!r}")
+            raise UnfitText(f"{face}: no attribute pair fits the {budget}-token budget beside {dataset!r}")
         ids = list(head)
         for n, i in enumerate(chosen):
             ids += (separator if n else []) + pieces[i]
