@@ -271,3 +271,14 @@ def test_mixed_prompt_lengths_decode_when_positions_equal_seq_length():
     prompts = prompts_of_every_kind(lay)
     greedy = Sampling(greedy=True)
     assert decode(model, prompts, TEXT, lay.tok, greedy) == decode(model, prompts, TEXT, lay.tok, greedy, use_cache=False)
+
+
+def test_candidate_score_ends_the_value_at_semicolon_or_sep(tiny_model):
+    from trainer.generate import score, value_ends
+
+    lay = layouts()
+    prompt = lay.to_attributes_prompt(random_codes(16, 7), "gender", dataset="celeba")
+    value, (sep, semicolon) = lay.tok.encode("female"), value_ends(lay.tok)
+    ended = score(tiny_model, [prompt], [value], lay.tok, (sep, semicolon))[0]
+    by_sep, by_semicolon = score(tiny_model, [prompt] * 2, [value + [sep], value + [semicolon]], lay.tok)
+    assert ended == pytest.approx(float(np.logaddexp(by_sep, by_semicolon)), abs=1e-4)

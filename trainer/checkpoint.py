@@ -39,6 +39,8 @@ def step_folder(run: Path, step: int) -> Path:
 def save(run: Path, step: int, model, optimizer, state: dict, train_config: dict, keep: int) -> Path:
     """Write step-NNNNNNN/ atomically, point `latest` at it, and delete all but the newest `keep`."""
     final = step_folder(run, step)
+    for stale in final.parent.glob(".step-*"):  # left by a killed save: never a checkpoint
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -46,9 +48,13 @@ def save(run: Path, step: int, model, optimizer, state: dict, train_config: dict
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     torch.save(state, tmp / STATE_FILE)
     write_json(train_config, tmp / CONFIG_FILE)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # moved aside, deleted only once the new one is in place: a kill never loses both
+        aside = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, aside)
+        os.replace(tmp, final)
+        shutil.rmtree(aside)
+    else:
+        os.replace(tmp, final)
     with atomic_path(final.parent / LATEST) as path:
         path.write_text(final.name + "\n", encoding="utf-8")
     for old in sorted(all_steps(run))[:-keep] if keep > 0 else []:

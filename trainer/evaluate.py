@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from common.errors import UserError
 from trainer import metrics
-from trainer.generate import TEXT, Sampling, decode, first_value, score
+from trainer.generate import TEXT, Sampling, decode, first_value, score, value_ends
 from trainer.sequences import IGNORE, attribute_head, pad_batch
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def evaluate_attributes(session, faces, config: EvaluateConfig) -> dict:
                 items.append({"face": n, "dataset": text["dataset"], "key": pair["key"], "value": pair["value"]})
     if not items:
         return {}
-    stops = (tok.sep_id, *tok.encode(";"))
+    stops = value_ends(tok)
     greedy = Sampling(greedy=True, batch_size=config.batch_size)
     outputs = decode(session.model, prompts, TEXT, tok, greedy, stop_ids=stops, max_new=config.max_value_tokens)
     vocab = vocabularies()
@@ -170,12 +170,12 @@ def _rank(session, items, prompts, vocab, config: EvaluateConfig) -> list[str | 
         candidates = vocab.get(item["dataset"], {}).get(item["key"])
         if candidates and item["value"] in candidates:
             for c in candidates:
-                rows.append((prompts[n], tok.encode(c) + [tok.sep_id]))
+                rows.append((prompts[n], tok.encode(c)))
                 owners.append((n, c))
     scores = []
     for start in range(0, len(rows), config.batch_size):
         chunk = rows[start:start + config.batch_size]
-        scores += score(session.model, [p for p, _ in chunk], [c for _, c in chunk], tok)
+        scores += score(session.model, [p for p, _ in chunk], [c for _, c in chunk], tok, value_ends(tok))
     best: dict[int, tuple[float, str]] = {}
     for (n, c), s in zip(owners, scores):
         if n not in best or s > best[n][0]:

@@ -196,8 +196,13 @@ def _decode_rows(model, rows: list[Sequence], limits: list[int], target, tokeniz
 
 
 @torch.no_grad()
-def score(model: Talk2Face, prompts: list[Sequence], continuations: list[list[int]], tokenizer) -> list[float]:
-    """Log-likelihood of each continuation after its prompt, over the text ids (as constrained decoding sees them)."""
+def score(model: Talk2Face, prompts: list[Sequence], continuations: list[list[int]], tokenizer,
+          end_ids: tuple[int, ...] = ()) -> list[float]:
+    """Log-likelihood of each continuation after its prompt, over the text ids (as constrained decoding sees them).
+
+    With `end_ids`, the value must also end there: the log of the summed probability of those ids after it
+    (an attribute value ends at `;` before the next pair or at `[SEP]` after the last, as greedy decoding stops).
+    """
     device = model.target.lm.output_layer.weight.device
     rows = [p.tokens + c for p, c in zip(prompts, continuations)]
     width = max(map(len, rows))
@@ -211,8 +216,16 @@ def score(model: Talk2Face, prompts: list[Sequence], continuations: list[list[in
     totals = []
     for i, (p, c) in enumerate(zip(prompts, continuations)):
         at = torch.arange(len(p.tokens) - 1, len(p.tokens) - 1 + len(c), device=device)
-        totals.append(float(logits[i, at, torch.tensor(c, device=device)].sum()))
+        total = logits[i, at, torch.tensor(c, device=device)].sum()
+        if end_ids:
+            total = total + logits[i, len(p.tokens) - 1 + len(c), torch.tensor(end_ids, device=device)].logsumexp(0)
+        totals.append(float(total))
     return totals
+
+
+def value_ends(tokenizer) -> tuple[int, ...]:
+    """Where an attribute value ends: `;` before the next pair, `[SEP]` after the last."""
+    return (tokenizer.sep_id, *tokenizer.encode(";"))
 
 
 # ---------------------------------------------------------------------- requests
@@ -355,8 +368,8 @@ def _finish(session, requests, prompts, results, out: Path, Image) -> None:
                 if request.prompt == "to_attributes":
                     s["value"] = first_value(s["text"])
         if request.candidates:
-            continuations = [tok.encode(c) + [tok.sep_id] for c in request.candidates]
-            scores = score(session.model, [prompts[n]] * len(continuations), continuations, tok)
+            continuations = [tok.encode(c) for c in request.candidates]
+            scores = score(session.model, [prompts[n]] * len(continuations), continuations, tok, value_ends(tok))
             result["candidates"] = dict(zip(request.candidates, scores))
             result["best_candidate"] = request.candidates[max(range(len(scores)), key=scores.__getitem__)]
 
