@@ -262,6 +262,8 @@ def train(shards_dir: Path, out: Path, model: str | None, resume: bool, init_fro
     if compile_:
         changes["compile"] = True
     if lr is not None:
+        if resume:  # the restored optimizer and schedule carry the run's rate: a new one would be recorded, not used
+            raise UserError("--lr cannot change on --resume; start a new run (--init-from the checkpoint) for another rate")
         changes["optim"] = dataclasses.replace(base.optim, lr=lr)
     summary = run(shards_dir, out, dataclasses.replace(base, **changes), resume=resume, init_from=init_from)
     if summary.get("rank", 0) == 0:
