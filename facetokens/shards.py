@@ -17,6 +17,7 @@ shard's bytes depend only on its faces and the model.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -212,17 +213,30 @@ def read_samples(out: Path, split: str | None = None):
 
 def read_samples_of(tar_file: Path, limit: int | None = None):
     """Yield (meta, int64 codes) from one shard, reading the tar directly (no WebDataset pipeline)."""
+    for meta, codes in itertools.islice(read_raw_samples_of(tar_file), limit):
+        yield decode_meta(meta), decode_codes(codes)
+
+
+def read_raw_samples_of(tar_file: Path):
+    """Yield the undecoded (json bytes, codes bytes) of every sample of one shard, in order: the one reader of shards.
+
+    A reader that keeps only some faces decodes only those (`decode_meta`, `decode_codes`).
+    """
     pending: dict[str, dict] = {}
-    seen = 0
     for name, data in _tar_members(tar_file):
         key, _, ext = name.partition(".")
         pending.setdefault(key, {})[ext] = data
         if CODES_MEMBER in pending[key] and JSON_MEMBER in pending[key]:
             item = pending.pop(key)
-            yield json.loads(item[JSON_MEMBER]), np.frombuffer(item[CODES_MEMBER], dtype="<u2").astype(np.int64)
-            seen += 1
-            if limit is not None and seen >= limit:
-                return
+            yield item[JSON_MEMBER], item[CODES_MEMBER]
+
+
+def decode_meta(data: bytes) -> dict:
+    return json.loads(data)
+
+
+def decode_codes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<u2").astype(np.int64)
 
 
 def _tar_members(tar_file: Path):
