@@ -6,7 +6,7 @@ import torch
 from common.errors import UserError
 from trainer.config import load_config
 from trainer.model import prefix_mask
-from trainer.sequences import IGNORE, Layouts, pad_batch
+from trainer.sequences import IGNORE, Layouts, Sequence, pad_batch
 from trainer.text import TextTokenizer
 
 # a small row: 20 positions, 4 image tokens, so every layout can be written out by hand
@@ -136,3 +136,17 @@ def test_pad_batch_to_a_fixed_length():
     batch = pad_batch([LAYOUTS.to_caption_prompt(CODES)], length=SMALL.seq_length)
     assert batch["tokens"].shape == (1, 20) and batch["tokens"].dtype == torch.long
     assert batch["segments"][0, 10:].sum() == 0 and (batch["labels"] == IGNORE).all()
+
+
+def test_pad_batch_fills_any_row_as_written():
+    """Rows of the layouts' shape are filled by slices, any other row element by element: the same padded batch."""
+    rows = [LAYOUTS.caption_to_face("a smiling man", CODES, "f"), LAYOUTS.face_to_caption(CODES, "a man", "f"),
+            LAYOUTS.to_caption_prompt(CODES), LAYOUTS.to_attributes_prompt(CODES, "gender", face="f"),
+            Sequence([5, 6, 7, 8], [1, 2, 1, 2], [X, 7, X, X]), Sequence([5, 6, 7], [1, 1, 2], [X, 7, X]),
+            Sequence([5, 6, 7], [1, 2, 2], [X, 6, 7]), Sequence([5, 6], [2, 2], [6, X]), Sequence([5], [1], [X])]
+    batch = pad_batch(rows, length=24)
+    for row, s in enumerate(rows):
+        n = len(s.tokens)
+        assert batch["tokens"][row].tolist() == s.tokens + [0] * (24 - n)
+        assert batch["segments"][row].tolist() == s.segments + [0] * (24 - n)
+        assert batch["labels"][row].tolist() == s.labels + [X] * (24 - n)

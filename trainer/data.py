@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 SKIPS_LOGGED = 10  # the first faces skipped are named in the log; all are counted
 
 TASKS = ("caption_to_face", "face_to_caption", "attributes_to_face", "face_to_attributes")
+CAPTION_TASKS = ("caption_to_face", "face_to_caption")
 STATE_VERSION = 1
 
 
@@ -92,9 +93,17 @@ class Item:
 def task_choices(task: str, meta: dict) -> list:
     """What a face offers a task: its captions, or its attribute texts as (head, pairs); the head is the text's
     own opening words (`celeba`, `wiki`), the same that evaluation and generation prompt with."""
-    if task in ("caption_to_face", "face_to_caption"):
+    if task in CAPTION_TASKS:
         return [t["text"] for t in meta["texts"] if t["kind"] == "caption" and t["text"]]
     return [(attribute_head(t), t["attributes"]) for t in meta["texts"] if t["kind"] == "attributes" and t["attributes"]]
+
+
+def may_have_caption(meta: bytes) -> bool:
+    """False only when the face's JSON cannot hold a caption text: no `caption`, plain or \\u-escaped, anywhere in it.
+
+    Far fewer faces have captions than attributes; the caption tasks skip parsing the others' JSON.
+    """
+    return b"caption" in meta or b"\\u" in meta
 
 
 class TaskReader:
@@ -126,12 +135,15 @@ class TaskReader:
         while True:
             if self._samples is None:
                 url = self.shard_at(self.position)
-                self._samples = itertools.islice(shards.read_samples_of(Path(url)), self.offset, None)
-            for meta, codes in self._samples:
+                self._samples = itertools.islice(shards.read_raw_samples_of(Path(url)), self.offset, None)
+            for raw_meta, raw_codes in self._samples:
                 self.offset += 1
+                if self.task in CAPTION_TASKS and not may_have_caption(raw_meta):
+                    continue
+                meta = shards.decode_meta(raw_meta)
                 choices = task_choices(self.task, meta)
                 if choices:
-                    return Item(meta["image_id"], codes, choices)
+                    return Item(meta["image_id"], shards.decode_codes(raw_codes), choices)
             self._samples, self.position, self.offset = None, self.position + 1, 0
             opened_without_face += 1
             if opened_without_face > 2 * len(self.urls) + 2:
