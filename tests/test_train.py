@@ -240,3 +240,14 @@ def test_training_rows_open_with_the_texts_own_head():
     meta = {"texts": [{"dataset": "imdb_wiki", "kind": "attributes", "text": "wiki age: 10; gender: female",
                        "attributes": [{"key": "age", "value": "10"}, {"key": "gender", "value": "female"}]}]}
     assert task_choices("face_to_attributes", meta)[0][0] == "wiki"  # what evaluate and generate prompt with
+
+
+def test_a_fine_tuning_run_resumes_with_the_config_its_weights_brought(corpus):
+    base = corpus["folder"] / "base"
+    train(corpus["shards"], base, config(max_steps=2, save_every=2), progress=False)
+    tuned = corpus["folder"] / "tuned"
+    fine_tune = config(model="paper", max_steps=4, save_every=2)  # the default --config; the weights are tiny
+    train(corpus["shards"], tuned, fine_tune, init_from=checkpoint.latest(base), stop_at=2, progress=False)
+    saved = TrainConfig.from_dict(checkpoint.load_state(checkpoint.latest(tuned))[2])
+    summary = train(corpus["shards"], tuned, saved, resume=True, progress=False)  # what `--resume` rebuilds
+    assert summary["resumed_from"] == 2 and summary["steps"] == 4

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from common.errors import UserError
 from common.fileio import output_folder, write_json
 from trainer import checkpoint
-from trainer.config import ModelConfig, load_config
+from trainer.config import ModelConfig, load_config, save_config
 from trainer.data import TASKS, DataConfig, TrainStream, ValidationSet, check_state
 from trainer.model import Talk2Face
 from trainer.optim import OptimConfig, build_optimizer, build_schedule
@@ -47,6 +47,7 @@ from trainer.text import TextTokenizer
 from trainer.weights import RUNTIME_FIELDS, check_state_dict, config_differences, read_weights
 
 log = logging.getLogger(__name__)
+INIT_CONFIG_FILE = "init-model-config.json"  # the model config that --init-from weights brought
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
 
@@ -204,6 +205,12 @@ def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, res
 
     accum = accumulation_steps(config, d.world)
     model_config, weights = model_for(config, init_from, folder)
+    if init_from is not None and config_differences(model_config, load_config(config.model), ignore=RUNTIME_FIELDS):
+        # the weights brought their own config: record it as the run's, so that --resume finds the same one
+        resolved = out / INIT_CONFIG_FILE
+        if d.main:
+            save_config(model_config, resolved)
+        config = dataclasses.replace(config, model=str(resolved.resolve()))
     layouts = Layouts(model_config, TextTokenizer.for_config(model_config))
     total_streams = config.batch_size // config.micro_batch_size
     mine = range(d.rank * accum, (d.rank + 1) * accum)
