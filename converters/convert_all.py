@@ -18,7 +18,7 @@ import yaml
 from tqdm import tqdm
 
 import manifests
-from common.errors import UserError
+from common.errors import UserError, first_line
 
 from . import DATASETS, converter
 from .converted import output_folder
@@ -110,7 +110,7 @@ def convert_all(roots: Path, out: Path, options: list[str] | None = None) -> lis
                 continue
             except Exception as e:  # a defect in one converter must not cost the user the others
                 log.exception("%s: conversion failed", name)
-                reason = (str(e).strip().splitlines() or [""])[0]
+                reason = first_line(e)
                 results.append({**row, "status": f"failed: {type(e).__name__}: {reason}"})
                 continue
             results.append({**row, "status": "converted", "rows": summary["rows"], "images": summary["images"],

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 import converters
 import manifests
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.fileio import remove_temporaries, write_json, write_jsonl, write_parquet
 from common.locks import folder_lock
 from common.records import KINDS, SPLITS
@@ -184,15 +184,11 @@ def _read_source(name: str, parquet: Path, summary_path: Path, manifest: dict | 
     return Source(name, table, summary, manifest)
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def _read_schema(path: Path) -> pa.Schema:
     try:
         return pq.read_schema(path)
     except (OSError, pa.ArrowException) as e:
-        raise UserError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+        raise UserError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 
 
 def _check_schema(path: Path, schema: pa.Schema) -> None:
@@ -214,7 +210,7 @@ def _read_table(path: Path) -> pa.Table:
     try:
         table = pq.read_table(path, columns=RECORD_SCHEMA.names)
     except (OSError, pa.ArrowException) as e:
-        raise UserError(f"{path}: cannot read ({_first_line(e)})") from None
+        raise UserError(f"{path}: cannot read ({first_line(e)})") from None
     return table.select(RECORD_SCHEMA.names)
 
 
@@ -239,7 +235,7 @@ def _read_summary(path: Path, name: str) -> dict:
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({_first_line(e)})") from None
+        raise UserError(f"{path}: not valid JSON ({first_line(e)})") from None
     if not isinstance(summary, dict):
         raise UserError(f"{path}: expected a JSON object (the converter summary)")
     if summary.get("dataset", name) != name:

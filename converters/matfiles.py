@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from h5py import h5d, h5r, h5s, h5t
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 
 
 class MatStruct:
@@ -59,10 +59,6 @@ class MatStruct:
             raise UserError(f"{self.path}: field {self.variable}.{name} should be a cell array of strings, "
                             f"found {_describe(value)}")
         return _cell_strings(value.ravel(order="F"))
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _describe(value) -> str:
@@ -107,7 +103,7 @@ def read_struct(path: Path, variable: str) -> Iterator[MatStruct]:
         try:
             f = h5py.File(path, "r")
         except OSError as e:
-            raise UserError(f"{path}: not a readable MATLAB v7.3 (HDF5) file ({_first_line(e)})") from None
+            raise UserError(f"{path}: not a readable MATLAB v7.3 (HDF5) file ({first_line(e)})") from None
         with f:
             group = f.get(variable)
             if not isinstance(group, h5py.Group) or variable.startswith("#"):
@@ -164,14 +160,14 @@ class _H5Field:
         try:
             return [self._deref_string(file_id, ref) for ref in refs]
         except (OSError, ValueError) as e:
-            raise UserError(f"{self.file.filename}: field {self.dataset.name} cannot be read ({_first_line(e)})") from None
+            raise UserError(f"{self.file.filename}: field {self.dataset.name} cannot be read ({first_line(e)})") from None
 
     def _read(self, dataset):
         """A dataset's values; a corrupt file is a user error naming it."""
         try:
             return dataset[()]
         except (OSError, ValueError) as e:
-            raise UserError(f"{self.file.filename}: field {dataset.name} cannot be read ({_first_line(e)})") from None
+            raise UserError(f"{self.file.filename}: field {dataset.name} cannot be read ({first_line(e)})") from None
 
     def _deref_string(self, file_id, ref) -> str | None:
         target = h5r.dereference(ref, file_id)  # the low-level calls are ~2x faster than file[ref]

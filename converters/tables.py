@@ -139,7 +139,7 @@ def _parse_numbered(data, names, keep, rel, reject, first_line, delimiter, quote
         if "Empty CSV file" in str(e) or "Could not skip initial" in str(e):  # nothing after the header: no rows
             return _parse_numbered(b"", names, keep, rel, reject, first_line, delimiter, quoted)
         if "UTF8" not in str(e) and "UTF-8" not in str(e):
-            raise UserError(f"{rel}: cannot be parsed as a table ({(str(e).splitlines() or [''])[0]})") from None
+            raise UserError(f"{rel}: cannot be parsed as a table ({first_line(e)})") from None
     data = data.decode("utf-8", errors="replace").encode("utf-8")  # undecodable bytes become U+FFFD
     return _parse_rows(data, names, keep, rel, reject, first_line, delimiter, quoted, use_threads=False)
 

@@ -30,7 +30,7 @@ import torch
 import yaml
 from safetensors import SafetensorError
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.fileio import atomic_path, output_file
 
 from .vqgan import VQGAN, VQGANConfig, build_vqgan
@@ -153,12 +153,8 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:
-        log.info("%s: weights-only load refused (%s); retrying with the restricted unpickler", path, _first_line(first))
+        log.info("%s: weights-only load refused (%s); retrying with the restricted unpickler", path, first_line(first))
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module())
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [""])[0]
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -177,11 +173,11 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], VQGANConfig | 
             return _read_safetensors(path)
         obj = _torch_load(path)
     except SafetensorError as e:
-        raise UserError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+        raise UserError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
     except pickle.UnpicklingError as e:
-        raise UserError(f"{path}: refused to load this checkpoint ({_first_line(e)})") from None
+        raise UserError(f"{path}: refused to load this checkpoint ({first_line(e)})") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first_line(e)})") from None
     return first_stage_weights(obj, where=str(path)), None
 
 
@@ -251,6 +247,6 @@ def convert_vqgan(config: Path | None, ckpt: Path, out: Path) -> Path:
         with atomic_path(output_file(out)) as tmp:
             save_file(tensors, str(tmp), metadata={SAFETENSORS_CONFIG_KEY: json.dumps(cfg.to_dict(), sort_keys=True)})
     except SafetensorError as e:
-        raise UserError(f"--out {out}: cannot write ({_first_line(e)})") from None
+        raise UserError(f"--out {out}: cannot write ({first_line(e)})") from None
     log.info("wrote %s (%d tensors, encoder digest %s)", out, len(tensors), weights_digest(tensors)[:12])
     return Path(out)

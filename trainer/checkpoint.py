@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.fileio import atomic_path, write_json
 from trainer import weights
 
@@ -92,5 +92,5 @@ def load_state(folder: Path) -> tuple[dict, dict, dict]:
     except FileNotFoundError as e:
         raise UserError(f"{folder}: not a complete training checkpoint ({Path(e.filename).name} missing)") from None
     except Exception as e:  # noqa: BLE001 - a damaged file: one line
-        raise UserError(f"{folder}: unreadable training checkpoint ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{folder}: unreadable training checkpoint ({first_line(e)})") from None
     return state, optimizer, config

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.fileio import atomic_path
 from trainer.config import ModelConfig, load_config
 from trainer.model import Talk2Face
@@ -61,7 +61,7 @@ def _torch_load(path: Path):
     except pickle.UnpicklingError as e:
         raise UserError(f"{path}: refused to load: it holds more than tensors ({_unpickler_reason(e)})") from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
-        raise UserError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise UserError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _unpickler_reason(error: Exception) -> str:
@@ -69,10 +69,6 @@ def _unpickler_reason(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines()]
     reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
     return reason.split(". Please use")[0][:200]
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 def _read_export(folder: Path):
@@ -97,7 +93,7 @@ def _read_safetensors(path: Path):
             metadata = f.metadata() or {}
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - a safetensors handle
     except (SafetensorError, OSError) as e:
-        raise UserError(f"{path}: not a safetensors file ({_first_line(e)})") from None
+        raise UserError(f"{path}: not a safetensors file ({first_line(e)})") from None
     text = metadata.get(METADATA_CONFIG_KEY)
     config = ModelConfig.from_dict(json.loads(text), f"{path} metadata") if text else None
     return state, "ours", config
