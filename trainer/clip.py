@@ -39,6 +39,15 @@ def rank(scores: list[float], keep: int) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:keep]
 
 
+def require_folder(folder: Path | str) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"--clip {folder}: not a folder; expected a CLIP saved with save_pretrained "
+                        f"(e.g. openai/clip-vit-base-patch32: config.json, model.safetensors, tokenizer and "
+                        f"preprocessor files)")
+    return folder
+
+
 class ClipScorer:
     def __init__(self, model, processor, device: str = "cpu"):
         self.model, self.processor, self.device = model, processor, device
@@ -47,11 +56,7 @@ class ClipScorer:
     @classmethod
     def load(cls, folder: Path | str, device: str = "cpu") -> ClipScorer:
         """A local CLIP folder (model + processor); one UserError line when it is missing or not a CLIP."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise UserError(f"--clip {folder}: not a folder; expected a CLIP saved with save_pretrained "
-                            f"(e.g. openai/clip-vit-base-patch32: config.json, model.safetensors, tokenizer and "
-                            f"preprocessor files)")
+        folder = require_folder(folder)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import CLIPModel, CLIPProcessor
         from transformers.utils import logging as hf_logging

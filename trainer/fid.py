@@ -87,11 +87,17 @@ def metric_classes():
     return FrechetInceptionDistance, InceptionScore
 
 
-def load_inception(path: Path | str | None, device: str | torch.device = "cpu"):
-    """torch-fidelity's InceptionV3 with the weights in `path`; one UserError line when missing or not that file."""
+def require_weights(path: Path | str | None) -> Path:
+    """The Inception weights file, or one UserError line saying what to download."""
     if path is None or not Path(path).is_file():
         where = f"--inception-weights {path}: not found" if path else "--fid needs --inception-weights FILE"
         raise UserError(f"{where}; download {WEIGHTS_URL} (torch-fidelity's {WEIGHTS_NAME}, 91 MB) and pass its path")
+    return Path(path)
+
+
+def load_inception(path: Path | str | None, device: str | torch.device = "cpu"):
+    """torch-fidelity's InceptionV3 with the weights in `path`; one UserError line when missing or not that file."""
+    path = require_weights(path)
     module = fidelity_module("feature_extractor_inceptionv3")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -44,6 +44,17 @@ class SynthesisConfig:
     batch_size: int = 64  # faces generated together
     quiet: bool = False  # no progress lines
 
+    def __post_init__(self):
+        if self.samples < 2:
+            raise UserError(f"--fid-samples {self.samples}: FID needs at least 2 generated faces (the paper: 1,000)")
+        if self.samples > 50_000:
+            raise UserError(f"--fid-samples {self.samples}: at most 50,000 (the usual FID protocol's size)")
+        fid.require_weights(self.inception_weights)  # refused before any model work
+        if self.clip is not None:
+            from trainer.clip import require_folder
+
+            require_folder(self.clip)
+
 
 def caption_texts(faces: list[tuple[dict, list[int]]], samples: int) -> tuple[list[str], int]:
     """`samples` texts: the faces' first captions, repeated from the start as needed; and how many distinct."""
@@ -134,6 +145,7 @@ def evaluate_synthesis(session, faces: list[tuple[dict, list[int]]], shards: Pat
     is_mean, is_std = fid.inception_score(fake, config.seed)
     report = {"fid": fid.frechet_distance(reals, fake), "is_mean": is_mean, "is_std": is_std,
               "generated": len(fake), "texts": distinct, "real": len(reals), "real_skipped": skipped,
+              "real_datasets": sorted({meta["dataset"] for meta, _ in faces}),
               "note": BIAS_NOTE}
     if scorer is not None:
         report |= {"clip_score": float(np.mean(clip_scores)), "clip_faces": len(clip_scores),
