@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from clip_fixture import save_tiny_clip
-from fid_fixture import write_random_inception
 from PIL import Image
 from test_evaluate import face
 from test_generate import TINY256, run_cli
 
 from facetokens.shards import sample, write_shard
+from samples.random_inception import write_random_inception
 from trainer.evaluate import paper_rows
 from trainer.model import Talk2Face
 from trainer.weights import export

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from fid_fixture import write_random_inception
 
 from common.errors import UserError
+from samples.random_inception import write_random_inception
 from trainer import fid
 
 

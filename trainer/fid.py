@@ -133,11 +133,11 @@ class _Given(torch.nn.Module):
 
 
 @torch.no_grad()
-def extract(network, faces: list[np.ndarray], device: str | torch.device = "cpu") -> Features:
+def extract(network, faces: list[np.ndarray], device: str | torch.device = "cpu", batch_size: int = BATCH) -> Features:
     """Pool features and logits of uint8 RGB faces [H, W, 3] (resized to 299 inside, as the library does)."""
     pools, logits = [], []
-    for start in range(0, len(faces), BATCH):
-        batch = torch.from_numpy(np.stack(faces[start:start + BATCH])).permute(0, 3, 1, 2).contiguous()
+    for start in range(0, len(faces), batch_size):
+        batch = torch.from_numpy(np.stack(faces[start:start + batch_size])).permute(0, 3, 1, 2).contiguous()
         pool, logit = network(batch.to(device))
         pools.append(pool.double().cpu())
         logits.append(logit.double().cpu())

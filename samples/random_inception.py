@@ -1,7 +1,8 @@
-"""Random weights for torch-fidelity's InceptionV3 in the state-dict format of pt_inception-2015-12-05 (tests only).
+"""Random weights for torch-fidelity's InceptionV3 in the state-dict format of pt_inception-2015-12-05.
 
-The network is the library's own; only the values are random (He-scaled, so that activations do not vanish
-through 90-odd layers and the features differ between faces). ~96 MB: write it once per test session.
+For tests and benchmarks (nothing can be downloaded there): the network is the library's own; only the values
+are random (He-scaled, so that activations do not vanish through 90-odd layers and faces give different
+features). The file is ~96 MB, as the real one: write it once per test session.
 """
 from __future__ import annotations
 
@@ -30,5 +31,8 @@ def write_random_inception(path: Path, seed: int = 0) -> Path:
     for value in state.values():
         if value.dim() in (2, 4):  # conv and fc weights
             value.copy_(torch.randn(value.shape, generator=generator) * math.sqrt(2 / value[0].numel()))
-    torch.save(state, path)
+    from common.fileio import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
     return Path(path)
