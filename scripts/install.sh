@@ -9,6 +9,9 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 "$PY" -m pip install --quiet -e ".[dev]"
 "$PY" -m pip install --quiet --no-deps "taming-transformers-rom1504==0.0.6"
+# torch-fidelity declares torchvision (a CUDA build here); evaluate --fid imports only its Inception module,
+# which needs torch alone (docs/reproducing.md, "FID/IS and torchvision").
+"$PY" -m pip install --quiet --no-deps "torch-fidelity==0.4.0"
 # Headless Chromium (Debian's package, no browser download at run time) for the test that opens the
 # demo's report.html. Optional: without root or apt the test checks the report's files itself.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

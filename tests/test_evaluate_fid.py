@@ -6,28 +6,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from clip_fixture import save_tiny_clip
 from PIL import Image
 from test_evaluate import face
-from test_generate import TINY256, run_cli
+from test_generate import run_cli
+from test_generate_clip import write_model_files
 
 from facetokens.shards import sample, write_shard
 from samples.random_inception import write_random_inception
 from trainer.evaluate import paper_rows
-from trainer.model import Talk2Face
-from trainer.weights import export
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Tiny model + VQGAN, val shards whose faces have captions, their corpus originals, Inception, CLIP."""
-    from samples.tiny_vqgan import write_tiny_vqgan
-
     root = tmp_path_factory.mktemp("fid")
-    vq = write_tiny_vqgan(root / "vqgan")
-    torch.manual_seed(3)
-    export(Talk2Face(TINY256).eval(), root / "model")
+    model_files = write_model_files(root, seed=3)
     faces = [face(n, "val") for n in range(4)]
     rng = np.random.default_rng(0)
     (root / "shards" / "val").mkdir(parents=True)
@@ -40,13 +34,13 @@ def setup(tmp_path_factory):
         paths.append((f.image_id, str(path)))
     pq.write_table(pa.table({"image_id": [i for i, _ in paths], "path": [p for _, p in paths],
                              "box": pa.array([None] * 3, pa.list_(pa.float64()))}), root / "corpus" / "images.parquet")
-    return {"root": root, "vq": vq, "inception": write_random_inception(root / "inception.pth"),
+    return {"root": root, "vq": model_files, "inception": write_random_inception(root / "inception.pth"),
             "clip": save_tiny_clip(root / "clip")}
 
 
 def evaluate_args(s, *extra):
     r = s["root"]
-    return ["evaluate", "--checkpoint", r / "model", "--vqgan-config", s["vq"]["config"], "--vqgan-ckpt",
+    return ["evaluate", "--checkpoint", r / "export", "--vqgan-config", s["vq"]["config"], "--vqgan-ckpt",
             s["vq"]["ckpt"], "--shards", r / "shards", "--split", "val", "--no-meteor", *extra]
 
 

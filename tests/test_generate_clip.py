@@ -12,21 +12,24 @@ from trainer.model import Talk2Face
 from trainer.weights import export
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """A tiny model at the tiny VQGAN's grid, exported; the VQGAN; one face."""
+def write_model_files(root, seed: int = 7) -> dict:
+    """A tiny model at the tiny VQGAN's grid exported to ROOT/export; the VQGAN; one face (ROOT/face.png)."""
     import numpy as np
     import torch
     from PIL import Image
 
     from samples.tiny_vqgan import write_tiny_vqgan
 
-    root = tmp_path_factory.mktemp("generate-clip")
     vq = write_tiny_vqgan(root / "vqgan")
-    torch.manual_seed(7)
+    torch.manual_seed(seed)
     export(Talk2Face(TINY256).eval(), root / "export")
     Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(root / "face.png")
     return {"root": root, "config": vq["config"], "ckpt": vq["ckpt"], "face": root / "face.png"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return write_model_files(tmp_path_factory.mktemp("generate-clip"))
 
 
 @pytest.fixture(scope="module")
