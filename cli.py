@@ -254,6 +254,9 @@ def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
     check_device(device)
     synthesis = None
     if fid:
+        if vqgan_ckpt is None:
+            raise UserError("--fid needs the VQGAN to turn generated codes into faces: pass --vqgan-ckpt "
+                            "(and --vqgan-config for a taming last.ckpt)")
         synthesis = SynthesisConfig(samples=fid_samples, inception_weights=inception_weights, clip=clip_dir,
                                     corpus=corpus_dir, seed=seed, batch_size=batch_size)
     elif clip_dir is not None or inception_weights is not None:

@@ -100,7 +100,6 @@ def real_features(inception, metas: list[dict], shards: Path, config: SynthesisC
 
 def generate_faces(session, texts: list[str], config: SynthesisConfig, sampling: Sampling, on_batch) -> None:
     """Generate a face per text, a batch at a time; `on_batch(texts, arrays)` consumes each batch."""
-    session.need_vqgan("--fid")
     generator = torch.Generator(session.device).manual_seed(config.seed)
     with progress(len(texts), "generate faces", "face", quiet=config.quiet) as bar:
         for start in range(0, len(texts), config.batch_size):
@@ -115,6 +114,7 @@ def generate_faces(session, texts: list[str], config: SynthesisConfig, sampling:
 
 def evaluate_synthesis(session, faces: list[tuple[dict, list[int]]], shards: Path, config: SynthesisConfig) -> dict:
     """FID, IS and (with a CLIP) the mean CLIP score; every figure with its sample counts."""
+    session.need_vqgan("--fid")
     inception = fid.load_inception(config.inception_weights, session.device)
     scorer = None
     if config.clip is not None:
