@@ -71,3 +71,22 @@ def test_missing_or_invalid_folder_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="not a loadable CLIP"):
         ClipScorer.load(tmp_path)  # an empty folder
+
+
+def test_another_model_or_missing_weights_are_refused(clip_dir, tmp_path):
+    import json
+    import shutil
+
+    other = shutil.copytree(clip_dir, tmp_path / "bert")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(UserError, match="'bert' model, not a CLIP"):
+        ClipScorer.load(other)
+    partial = shutil.copytree(clip_dir, tmp_path / "partial")
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(partial / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "visual_projection" not in k}, partial / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(UserError, match="weights missing from the checkpoint .first visual_projection"):
+        ClipScorer.load(partial)
