@@ -306,7 +306,8 @@ def _request_values(values: dict, where: str) -> dict:
     elif candidates is not None and not (isinstance(candidates, list) and all(isinstance(c, str) for c in candidates)):
         raise UserError(f"{where}: candidates must be a list of texts or one comma-separated text, "
                         f"not {type(candidates).__name__} {json.dumps(candidates)[:60]}")
-    wrong = [k for k, v in values.items() if v is not None and k not in ("candidates", "keep") and not isinstance(v, str)]
+    wrong = [k for k, v in values.items()
+             if v is not None and k not in ("candidates", "keep") and not isinstance(v, str)]
     if wrong:
         raise UserError(f"{where}: {', '.join(wrong)} must be text")
     return values
