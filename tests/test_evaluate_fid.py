@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from clip_fixture import save_tiny_clip
 from PIL import Image
 from test_evaluate import face
@@ -62,6 +63,17 @@ def test_fid_is_and_clip_score_with_counts_beside_the_paper(setup, tmp_path):
     table = (tmp_path / "evaluation.md").read_text()
     assert f"| FID | {synthesis['fid']:.2f} | 5 | 3 |" in table and "biased upward" in table
     assert "| Table 2 | text-guided face synthesis | user study: quality (1-5) | n/a (a user study) |" in table
+
+
+def test_library_inception_with_random_weights_in_the_real_format(setup):
+    from trainer import fid
+
+    network = fid.load_inception(setup["inception"])
+    faces = [(np.random.default_rng(i).random((256, 256, 3)) * 255).astype(np.uint8) for i in range(2)]
+    got = fid.extract(network, faces)
+    assert got.pool.shape == (2, 2048) and got.logits.shape == (2, 1008) and got.pool.dtype == torch.float64
+    assert torch.isfinite(got.pool).all() and (got.pool[0] - got.pool[1]).abs().max() > 0  # faces differ
+    assert torch.allclose(fid.extract(network, faces[:1]).pool[0], got.pool[0], atol=1e-5)  # batch-independent
 
 
 def test_paper_rows_cover_tables_2_to_5_and_say_why_a_row_is_missing():

@@ -1,18 +1,13 @@
-"""trainer.fid: torch-fidelity's InceptionV3 loaded without torchvision, random weights in its file format,
-torchmetrics' FID/IS over its features, and the refusals (missing file, another file)."""
+"""trainer.fid: torchmetrics' FID/IS over given features against the reference formulas, and the refusals
+(missing file, another file). The library's InceptionV3 with random weights in the real file format runs in
+tests/test_evaluate_fid.py only (~96 MB of weights, seconds per face on a CPU)."""
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
 from common.errors import UserError
-from samples.random_inception import write_random_inception
 from trainer import fid
-
-
-@pytest.fixture(scope="session")
-def inception_file(tmp_path_factory):
-    return write_random_inception(tmp_path_factory.mktemp("inception") / fid.WEIGHTS_NAME)
 
 
 def reference_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,16 +46,6 @@ def test_inception_score_is_the_number_of_equally_used_certain_classes():
 def test_fid_needs_two_faces_a_side():
     with pytest.raises(UserError, match="at least 2 real and 2 generated"):
         fid.frechet_distance(features(np.zeros((1, 3))), features(np.zeros((5, 3))))
-
-
-def test_library_inception_with_random_weights_in_the_real_format(inception_file):
-    network = fid.load_inception(inception_file)
-    faces = [(np.random.default_rng(i).random((256, 256, 3)) * 255).astype(np.uint8) for i in range(3)]
-    got = fid.extract(network, faces)
-    assert got.pool.shape == (3, 2048) and got.logits.shape == (3, 1008) and got.pool.dtype == torch.float64
-    assert torch.isfinite(got.pool).all() and got.pool.std(0).max() > 0  # faces give different features
-    again = fid.extract(network, faces[:1])
-    assert torch.allclose(again.pool[0], got.pool[0], atol=1e-5)  # deterministic, batch-independent
 
 
 def test_missing_or_wrong_weights_are_one_line(tmp_path):
