@@ -304,7 +304,10 @@ def _ours(spec: dict, attributes: dict, captions: dict, synthesis: dict, celeba_
             return None, None, f"no {dataset} attributes"
         return sum(r["accuracy"] for r in chosen) / len(chosen), sum(r["n"] for r in chosen), None
     row = attributes.get(f"{dataset}/{spec['key']}", {})
-    return row.get(measure), row.get("n"), None if row else f"no {dataset} {spec['key']}"
+    count = row.get("n")
+    if measure == "mae" and row:
+        count = row["n"] - row.get("not_a_number", 0)  # MAE rests on the answers that are numbers
+    return row.get(measure), count, None if row else f"no {dataset} {spec['key']}"
 
 
 def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None,
@@ -327,6 +330,8 @@ def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | No
     report = {"checkpoint": str(session.checkpoint), "shards": str(shards), "config": asdict(config),
               "faces": len(faces), "attributes": attributes, "captions": captions, "losses": losses,
               "synthesis": synthesized, "paper": paper_rows(attributes, captions, synthesized)}
+    if synthesis is not None:
+        report["synthesis_config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(synthesis).items()}
     report["table"] = format_report(report)
     if out is not None:
         from common.fileio import atomic_path, output_folder, write_json
