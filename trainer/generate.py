@@ -137,8 +137,10 @@ class _Uncached:
 @torch.no_grad()
 def decode(model: Talk2Face, prompts: list[Sequence], target: str, tokenizer, sampling: Sampling,
            generator: torch.Generator | None = None, stop_ids: tuple[int, ...] | None = None,
-           max_new: int | None = None, use_cache: bool = True) -> list[dict]:
-    """One generated target per prompt: {"tokens": ids (stop token excluded), "stopped": bool}, in prompt order."""
+           max_new: int | None = None, use_cache: bool = True, done=None) -> list[dict]:
+    """One generated target per prompt: {"tokens": ids (stop token excluded), "stopped": bool}, in prompt order.
+
+    `done(n)`, when given, is called after each batch with its number of rows (a progress bar's update)."""
     config = model.config
     if target == IMAGE:
         stop_ids, limits = (), [config.image_tokens] * len(prompts)
@@ -159,6 +161,8 @@ def decode(model: Talk2Face, prompts: list[Sequence], target: str, tokenizer, sa
                                stop_ids, _Cached if use_cache else _Uncached)
             for i, r in zip(chunk, out):
                 results[i] = r
+            if done is not None:
+                done(len(chunk))
     return results
 
 
@@ -392,12 +396,10 @@ def _generate_target(session, requests, prompts, results, target, sampling, gene
     greedy_mode = Sampling(**{**asdict(sampling), "greedy": True})
     for wanted, mode in ((True, greedy_mode), (False, sampling)):
         subset = [i for i, (_, g) in enumerate(owners) if g == wanted]
-        for start in range(0, len(subset), mode.batch_size):  # a batch at a time, for the progress line
-            chunk = subset[start:start + mode.batch_size]
-            for i, o in zip(chunk, decode(session.model, [rows[i] for i in chunk], target, session.tokenizer, mode,
-                                          generator)):
+        if subset:
+            for i, o in zip(subset, decode(session.model, [rows[i] for i in subset], target, session.tokenizer, mode,
+                                           generator, done=bar.update)):
                 outputs[i] = o
-            bar.update(len(chunk))
     for (n, _), o in zip(owners, outputs):
         results[n]["samples"].append(o)
 
