@@ -81,7 +81,7 @@ def build_corpus(converted: Path, out: Path, split_ratios: str, seed: str) -> No
     from corpus.build import build_corpus as build
     from corpus.stats import markdown
 
-    stats = build(converted, out, BuildConfig(split_ratios=_ratios(split_ratios), seed=seed))
+    stats = build(converted, out, BuildConfig(split_ratios=_ratios(split_ratios), seed=seed), progress=True)
     click.echo(markdown(stats))
 
 
@@ -127,7 +127,7 @@ def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> Non
 
 @main.command()
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for preview.html and preview.png.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for index.html, grid.png and images/.")
 @click.option("--vqgan-config", type=click.Path(path_type=Path))
 @click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path))
 @click.option("--samples", default=16, show_default=True, help="Faces to show.")
@@ -136,7 +136,7 @@ def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path
     """Decode a sample of shards back through the VQGAN: original, reconstruction, error and texts side by side."""
     from facetokens.preview import preview as run
 
-    summary = run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples)
+    summary = run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples, progress=True)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2, default=str))
 
 

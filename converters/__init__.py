@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 from common.errors import UserError
+from common.locks import folder_lock
 
 DATASETS = (
     "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad",
@@ -71,8 +72,6 @@ def converter(name: str, root: Path, options: list[str] | None = None):
 
 def convert(name: str, root: Path, out: Path, options: list[str] | None = None) -> dict:
     """Convert one dataset and write its Parquet file, rejects and summary; return the summary."""
-    from .converted import output_folder
-
     job = converter(name, root, options)
-    with output_folder(out):
+    with folder_lock(out, "convert"):
         return job.run(out)

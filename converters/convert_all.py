@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 import manifests
 from common.errors import UserError, first_line
+from common.locks import folder_lock
 
 from . import DATASETS, converter
-from .converted import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def convert_all(roots: Path, out: Path, options: list[str] | None = None) -> lis
         raise UserError(f"{roots}: not a folder: {'; '.join(missing)}")
     extra = split_options(options or [])
     results = []
-    with output_folder(out), tqdm(DATASETS, desc="convert", unit="dataset", disable=None) as bar:
+    with folder_lock(out, "convert"), tqdm(DATASETS, desc="convert", unit="dataset", disable=None) as bar:
         for name in bar:
             counts = manifests.load(name)["counts"]
             row = {"dataset": name, "official": counts["official"].get("total"), "paper": counts["paper"]}
