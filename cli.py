@@ -127,7 +127,8 @@ def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> Non
 
 @main.command()
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for index.html, grid.png and images/.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for index.html, grid.png and images/.")
 @click.option("--vqgan-config", type=click.Path(path_type=Path))
 @click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path))
 @click.option("--samples", default=16, show_default=True, help="Faces to show.")
