@@ -68,6 +68,7 @@ def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, 
     progress -- show a bar of the stages (plain lines when stderr is not a terminal)
     """
     converted, out, config = Path(converted), Path(out), config or BuildConfig()
+    out = out if out.name else out.resolve()  # `.` or `..`: the folder is replaced by its name
     _check_out(converted, out)
     with folder_lock(out, "build-corpus", whole=True), \
             Progress(len(STAGES), "build-corpus", "stage", enabled=progress) as bar:

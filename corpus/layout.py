@@ -64,7 +64,7 @@ def is_complete(folder: Path) -> bool:
 
 # -- writers (build-corpus) --------------------------------------------------------------------
 def write_pair_part(folder: Path, part: int, table: pa.Table) -> None:
-    """CORPUS/pairs/part-NNNNN.parquet (create `pairs_folder` first)."""
+    """CORPUS/pairs/part-NNNNN.parquet."""
     write_parquet(table, pairs_folder(folder) / pair_part_name(part))
 
 
@@ -74,9 +74,13 @@ def pairs_folder(folder: Path) -> Path:
 
 def write_tables(folder: Path, images: pa.Table, rejects: list[dict], build_config: dict) -> None:
     """images.parquet, rejects.jsonl and build-config.json."""
-    write_parquet(images, Path(folder) / IMAGES_FILE)
+    write_images(folder, images)
     write_jsonl(rejects, Path(folder) / REJECTS_FILE)
     write_json(build_config, Path(folder) / CONFIG_FILE)
+
+
+def write_images(folder: Path, images: pa.Table) -> None:
+    write_parquet(images, images_file(folder))
 
 
 def write_statistics(folder: Path, stats: dict, markdown: str, chart) -> None:

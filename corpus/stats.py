@@ -347,7 +347,7 @@ def bar_chart(stats: dict):
     corpus = [stats["datasets"][n]["pairs"] for n in names]
     paper = [stats["datasets"][n]["paper"] or 0 for n in names]
     y = np.arange(len(names))
-    figure = Figure(figsize=(8, 6), dpi=100)
+    figure = Figure(figsize=(8, 6), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     axes.barh(y - 0.2, paper, height=0.4, label="paper (Table 1)", color="#bbbbbb")
     axes.barh(y + 0.2, corpus, height=0.4, label="corpus", color="#3465a4")
@@ -357,8 +357,7 @@ def bar_chart(stats: dict):
     axes.set_xlim(left=0.8, right=max([*corpus, *paper, 1]) * 2)
     axes.set_xlabel("face-text pairs (log scale)")
     axes.set_title(f"Pairs per dataset: {sum(corpus):,} in the corpus, {sum(paper):,} in the paper")
-    axes.legend(loc="lower right")
+    figure.legend(loc="outside lower center", ncols=2)  # below the axis: the bars reach both ends of a log axis
     axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
-    figure.tight_layout()
     return figure

@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from common.fileio import write_parquet
 from converters.fixtures import write_image
 from converters.rows import make_table
 from converters.schema import ATTRIBUTE_TYPE, BOX_TYPE
+from corpus import layout
 
 # image_id: (file, mode, size, format, box) -- mode "truncated" / "junk" / "missing" make broken files
 FACES = {
@@ -66,7 +66,7 @@ def write_corpus(folder: Path, faces: dict = FACES) -> Path:
         "image_id": ids, "dataset": datasets, "path": [str((root / faces[i][0]).resolve()) for i in ids],
         "image": [faces[i][0] for i in ids], "box": pa.array(boxes, BOX_TYPE), "split": splits,
     })
-    write_parquet(images, corpus / "images.parquet")
+    layout.write_images(corpus, images)
     n = 2 * len(ids)
     attributes = [[{"key": "gender", "value": "female" if k % 2 else "male"}, {"key": "smiling", "value": "true"}] for k in range(len(ids))]
     pairs = make_table(
@@ -79,5 +79,5 @@ def write_corpus(folder: Path, faces: dict = FACES) -> Path:
         attributes=pa.array([a for k in range(len(ids)) for a in (attributes[k], None)], ATTRIBUTE_TYPE),
         source=[f"anno.txt:{k}" for k in range(n)],
     )
-    write_parquet(pairs, corpus / "pairs" / "part-00000.parquet")
+    layout.write_pair_part(corpus, 0, pairs)
     return corpus
