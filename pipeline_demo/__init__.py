@@ -26,7 +26,8 @@ PREVIEW_FACES = 8
 def available_datasets() -> list[str]:
     """Datasets whose converter and fixture writer are both present."""
     return [n for n in DATASETS
-            if importlib.util.find_spec(f"converters.datasets.{n}") and importlib.util.find_spec(f"converters.fixtures.{n}")]
+            if importlib.util.find_spec(f"converters.datasets.{n}")
+            and importlib.util.find_spec(f"converters.fixtures.{n}")]
 
 
 def write_samples(root: Path) -> list[str]:

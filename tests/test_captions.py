@@ -76,7 +76,8 @@ def test_no_caption_files_is_a_user_error(tmp_path):
 def test_files_are_read_in_numeric_order(tmp_path):
     for name in ("10.txt", "9.txt", "100.txt", "b.txt", "a.TXT", "notes.md"):
         (tmp_path / name).write_text("x\n")
-    assert caption_files(DatasetRoot(tmp_path, "mm_celeba_hq"), tmp_path) == ["9.txt", "10.txt", "100.txt", "a.TXT", "b.txt"]
+    tree = DatasetRoot(tmp_path, "mm_celeba_hq")
+    assert caption_files(tree, tmp_path) == ["9.txt", "10.txt", "100.txt", "a.TXT", "b.txt"]
 
 
 def test_normalise_text_fast_path_matches_the_plain_regex():

@@ -200,7 +200,8 @@ class AffectNet(Converter):
 
     def files_below(self, folder: Path) -> pa.Array:
         """`name` and `sub/name` of every file of a folder and its subfolders, sorted (listed once, never opened)."""
-        files, subfolders = self.tree.files(folder), {sub.name: sub for sub in self.tree.subfolders(folder, hidden=True)}
+        files = self.tree.files(folder)
+        subfolders = {sub.name: sub for sub in self.tree.subfolders(folder, hidden=True)}
         names = []
         for name in sorted(self.tree.listing(folder)):
             if name in subfolders:

@@ -24,7 +24,8 @@ class FFHQText(Converter):
         text_dir = self.tree.innermost(self.tree.find_dir(*TEXT_DIRS), {captions.CAPTION_SUFFIX})
         caps = captions.read_captions(self, text_dir, labels["captions_per_image"])
         captions.numbered_ids(self, caps, "ffhq/", labels["ffhq_images"], labels["id_digits"], "an FFHQ image number")
-        lists = {split: captions.read_split_pickle(captions.find_split_pickle(self, split)) for split in ("train", "test")}
+        lists = {split: captions.read_split_pickle(captions.find_split_pickle(self, split))
+                 for split in ("train", "test")}
         captions.assign_splits(self, caps, lists)
         image_dir = self.tree.innermost(self.tree.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS)
         captions.attach_images(self, caps, image_dir, ".png")

@@ -4,7 +4,7 @@ Reads `anno_train.json` (-> train) and `anno_test.json` (-> test), each one sing
 of records, and the photos `photo/photo1|2|3/imageNNNN.*`. `image_name` has no extension: the photo
 is found in its folder's listing whatever its extension or case. Lip and eye colours are mean RGB
 floats; `skin_color` (the README's `skin_patch`) is an [x, y] point, so this converter opens each
-photo and averages a patch around the point. Colours are named by `converters.colors`.
+photo and averages a patch around the point. Colours are named by `converters.helpers.colors`.
 """
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 A converter is declared like a tensorflow-datasets builder: a `name` (its registry key and the
 name of its manifest), an `Options` dataclass for its switches where it has any, and `convert()`,
 which yields tables of RECORD_SCHEMA. It holds its dataset folder as `self.tree`
-(`converters.root.DatasetRoot`: finding files, listings, the unsafe-path rule). The base class
-keeps the bookkeeping (records in, rejects, notes), and `run()` checks that nothing was lost and
-writes the converted layout (`converters.converted`).
+(`converters.helpers.root.DatasetRoot`: finding files, listings, the unsafe-path rule). The base class
+keeps the bookkeeping (records in; rejects, with the one duplicate rule and the one column-checking
+loop; notes), and `run()` checks that nothing was lost and
+writes the converted layout (`converters.helpers.converted`).
 """
 from __future__ import annotations
 
