@@ -54,7 +54,7 @@ def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, opti
     import converters
 
     if dataset == "all":
-        from converters.convert_all import convert_all, format_table
+        from converters.commands import convert_all, format_table
 
         if roots is None:
             raise UserError("convert all needs --roots DIR (a folder of datasets or a YAML file of name: path)")

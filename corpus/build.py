@@ -3,7 +3,7 @@
     from corpus.build import build_corpus
     stats = build_corpus(Path("converted"), Path("corpus"))
 
-Stages: read and check the converted files (`converters.converted`) -> normalise texts, reject empty
+Stages: read and check the converted files (`converters.helpers.converted`) -> normalise texts, reject empty
 ones, remove exact duplicate pairs (`corpus.hygiene`) -> resolve leak-free splits
 (`corpus.leakfree`) -> choose one source per image (`image_table`) -> write the pairs, the image
 table, the rejects, the statistics (`corpus.stats`) and the dataset card (`corpus.card`).
@@ -32,8 +32,8 @@ from common.errors import UserError
 from common.fileio import write_json, write_jsonl, write_parquet
 from common.memory import peak_rss_mb
 from common.records import SPLITS
-from converters.converted import ConvertedSet, read_converted
-from converters.schema import RECORD_SCHEMA
+from converters.helpers.converted import ConvertedSet, read_converted
+from converters.helpers.schema import RECORD_SCHEMA
 
 from . import card, stats
 from .config import BuildConfig

@@ -11,7 +11,7 @@ import yaml
 
 from common.fileio import atomic_path
 from common.records import SPLITS
-from converters.converted import ConvertedSet
+from converters.helpers.converted import ConvertedSet
 
 from .layout import CARD_FILE, CHART_PNG, IMAGES_FILE, PAIRS_FOLDER, STATS_JSON, STATS_MD
 

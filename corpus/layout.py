@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.errors import UserError
-from converters.schema import RECORD_SCHEMA
+from converters.helpers.schema import RECORD_SCHEMA
 
 PAIRS_FOLDER = "pairs"
 IMAGES_FILE = "images.parquet"

@@ -12,8 +12,8 @@ from PIL import Image
 
 from common.fileio import write_parquet
 from converters.fixtures import write_image
-from converters.rows import make_table
-from converters.schema import ATTRIBUTE_TYPE, BOX_TYPE
+from converters.helpers.rows import make_table
+from converters.helpers.schema import ATTRIBUTE_TYPE, BOX_TYPE
 
 # image_id: (file, mode, size, format, box) -- mode "truncated" / "junk" / "missing" make broken files
 FACES = {

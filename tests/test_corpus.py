@@ -26,8 +26,8 @@ from common.errors import UserError
 from common.splits import hash_split
 from converters import convert
 from converters.fixtures import celeba as celeba_fixture
-from converters.rows import make_table
-from converters.schema import RECORD_SCHEMA
+from converters.helpers.rows import make_table
+from converters.helpers.schema import RECORD_SCHEMA
 from corpus import build
 from corpus.build import BuildConfig, build_corpus
 
