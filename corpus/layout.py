@@ -11,6 +11,7 @@ that names its files and columns.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -67,7 +68,7 @@ def read_roots(corpus: Path) -> dict[str, Path]:
     if not isinstance(roots, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in roots.items()):
         raise UserError(f"{path}: expected lines of `dataset: /folder/of/its/images`")
     base = Path(corpus).resolve()
-    return {name: base / Path(root).expanduser() for name, root in roots.items()}
+    return {name: Path(os.path.normpath(base / Path(root).expanduser())) for name, root in roots.items()}
 
 
 def looks_complete(folder: Path) -> bool:

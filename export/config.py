@@ -47,4 +47,4 @@ class ExportConfig:
         """The settings the output depends on (a resumed export must use the same)."""
         settings = asdict(self)
         settings.pop("workers")
-        return settings
+        return {**settings, "splits": list(self.splits), "datasets": list(self.datasets) if self.datasets else None}

@@ -200,7 +200,7 @@ def place_face(image: FaceImage, stem: Path) -> Path:
     target = stem.with_name(stem.name + image.suffix)
     with atomic_path(target) as tmp:
         if image.source is not None:
-            os.symlink(image.source.resolve(), tmp)
+            os.symlink(os.path.abspath(image.source), tmp)
         else:
             tmp.write_bytes(image.data)
     return target
@@ -288,7 +288,7 @@ def check_settings(out: Path, config: ExportConfig, digest: str) -> None:
             recorded = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             recorded = None
-        if recorded != json.loads(json.dumps(settings)):
+        if recorded != settings:
             raise UserError(f"--out {out}: holds an export of another corpus or with other settings ({path}); "
                             "choose another folder or delete it")
     elif any(p.name not in (STATE, ".lock") for p in out.iterdir()):
