@@ -6,6 +6,7 @@
 face exactly as `tokenize-images` does (`facetokens.images`) and hands it to the format's writer; a format
 module only says where files go and what each line or sample holds.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """The settings of one `export` run (light to import: the CLI reads its choices from here)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -30,10 +31,14 @@ class ExportConfig:
     def __post_init__(self):
         if self.format not in FORMATS:
             raise UserError(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
-        unknown = [s for s in self.splits if s not in SPLITS] + [d for d in self.datasets or () if d not in converters.DATASETS]
+        unknown = [s for s in self.splits if s not in SPLITS] + [
+            d for d in self.datasets or () if d not in converters.DATASETS
+        ]
         if unknown:
-            raise UserError(f"unknown split or dataset name(s): {', '.join(unknown)} (splits: {', '.join(SPLITS)}; "
-                            f"datasets: {', '.join(converters.DATASETS)})")
+            raise UserError(
+                f"unknown split or dataset name(s): {', '.join(unknown)} (splits: {', '.join(SPLITS)}; "
+                f"datasets: {', '.join(converters.DATASETS)})"
+            )
         if self.size not in SIZES or self.attribute_text not in ATTRIBUTE_TEXTS:
             raise UserError(f"--size must be one of {SIZES} and --attribute-text one of {', '.join(ATTRIBUTE_TEXTS)}")
         if self.pairs_per_unit < 1:

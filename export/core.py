@@ -9,6 +9,7 @@ worker process (`--workers`): every face is read exactly as `tokenize-images` re
 so a killed run redoes only unfinished units. Then each split's files are assembled, and
 `DIR/export-summary.json` says: pairs in = written + skipped, by reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,7 +102,9 @@ def safe_name(image_id: str) -> str:
 
 def read_pairs(corpus: Path, config: ExportConfig, skipped: Counter) -> tuple[dict[tuple, list[dict]], int]:
     """{(split, image_id): [record, ...]} of the selected pairs with a text; the rest counted in `skipped`."""
-    columns = ["image_id", "dataset", "kind", "text", "split"] + (["attributes"] if config.attribute_text == "sentence" else [])
+    columns = ["image_id", "dataset", "kind", "text", "split"] + (
+        ["attributes"] if config.attribute_text == "sentence" else []
+    )
     chosen, pairs_in = {}, 0
     for file in layout.pair_files(corpus):
         table = pq.read_table(file, columns=columns)
@@ -117,15 +120,24 @@ def read_pairs(corpus: Path, config: ExportConfig, skipped: Counter) -> tuple[di
             elif not (exported := pair_text(kind, text, attributes, config.attribute_text)):
                 skipped[EMPTY_TEXT] += 1
             else:
-                chosen.setdefault((split, image_id), []).append(pair_record(image_id, dataset, kind, text, split, exported))
+                chosen.setdefault((split, image_id), []).append(
+                    pair_record(image_id, dataset, kind, text, split, exported)
+                )
     return chosen, pairs_in
 
 
 def pair_record(image_id: str, dataset: str, kind: str, text: str, split: str, exported: str) -> dict:
     """The fields every format writes for a pair: the text used, and the attribute text and caption apart."""
     attribute_text, caption = (text, "") if kind == "attributes" else ("", text)
-    return {"text": exported, "image_id": image_id, "dataset": dataset, "kind": kind, "split": split,
-            "attribute_text": attribute_text, "caption": caption}
+    return {
+        "text": exported,
+        "image_id": image_id,
+        "dataset": dataset,
+        "kind": kind,
+        "split": split,
+        "attribute_text": attribute_text,
+        "caption": caption,
+    }
 
 
 def caption_record(record: dict) -> dict:
@@ -138,7 +150,9 @@ def plan(corpus: Path, config: ExportConfig) -> tuple[list[Unit], Counter, int]:
     skipped: Counter = Counter()
     chosen, pairs_in = read_pairs(corpus, config, skipped)
     images = layout.read_images(corpus, ["image_id", "path", "box"])
-    rows = dict(zip(images.column("image_id").to_pylist(), zip(*(images.column(c).to_pylist() for c in ("path", "box")))))
+    rows = dict(
+        zip(images.column("image_id").to_pylist(), zip(*(images.column(c).to_pylist() for c in ("path", "box"))))
+    )
     units = []
     for split in SPLITS:
         faces = []
@@ -174,7 +188,9 @@ def plan_digest(units: list[Unit]) -> str:
     h = hashlib.sha256()
     for unit in units:
         for face in unit.faces:
-            h.update(json.dumps([unit.name, face.image_id, face.path, face.box, face.records], ensure_ascii=False).encode())
+            h.update(
+                json.dumps([unit.name, face.image_id, face.path, face.box, face.records], ensure_ascii=False).encode()
+            )
     return h.hexdigest()
 
 
@@ -229,8 +245,7 @@ def part_file(out: Path, unit: Unit) -> Path:
 def assemble_parts(out: Path, split: str, units: list[Unit], target: Path) -> None:
     """The split's parts, in unit order, as one JSONL file (byte for byte)."""
     with atomic_path(target) as tmp, open(tmp, "wb") as joined:
-        for unit in units:
-            joined.write(part_file(out, unit).read_bytes())
+        joined.writelines(part_file(out, unit).read_bytes() for unit in units)
 
 
 # ----------------------------------------------------------------------------- running
@@ -247,14 +262,28 @@ def write_unit(job: tuple[Unit, ExportConfig, Path]) -> dict:
         image, bad = read_face(face, config)
         if bad is not None:
             skipped[f"image {bad.reason}"] += len(face.records)
-            rejects.append({"image_id": face.image_id, "path": face.path, "reason": bad.reason, "detail": bad.detail,
-                            "pairs": len(face.records)})
+            rejects.append(
+                {
+                    "image_id": face.image_id,
+                    "path": face.path,
+                    "reason": bad.reason,
+                    "detail": bad.detail,
+                    "pairs": len(face.records),
+                }
+            )
             continue
         writer.add(face, image)
         written, faces = written + len(face.records), faces + 1
     writer.close()
-    result = {"unit": unit.name, "split": unit.split, "pairs": unit.pairs, "written": written, "faces": faces,
-              "skipped": dict(sorted(skipped.items())), "rejects": rejects}
+    result = {
+        "unit": unit.name,
+        "split": unit.split,
+        "pairs": unit.pairs,
+        "written": written,
+        "faces": faces,
+        "skipped": dict(sorted(skipped.items())),
+        "rejects": rejects,
+    }
     write_json(result, marker_file(out, unit))
     return result
 
@@ -289,8 +318,10 @@ def check_settings(out: Path, config: ExportConfig, digest: str) -> None:
         except (ValueError, UnicodeDecodeError):
             recorded = None
         if recorded != settings:
-            raise UserError(f"--out {out}: holds an export of another corpus or with other settings ({path}); "
-                            "choose another folder or delete it")
+            raise UserError(
+                f"--out {out}: holds an export of another corpus or with other settings ({path}); "
+                "choose another folder or delete it"
+            )
     elif any(p.name not in (STATE, ".lock") for p in out.iterdir()):
         raise UserError(f"--out {out}: not empty and not an export folder; choose an empty or new folder")
     write_json(settings, path)
@@ -298,12 +329,17 @@ def check_settings(out: Path, config: ExportConfig, digest: str) -> None:
 
 def run_units(units: list[Unit], config: ExportConfig, out: Path) -> list[dict]:
     """Every unit's counts in unit order: read from the markers of finished units, the others written now."""
-    done = {u.name: json.loads(marker_file(out, u).read_text(encoding="utf-8")) for u in units if marker_file(out, u).is_file()}
+    done = {
+        u.name: json.loads(marker_file(out, u).read_text(encoding="utf-8"))
+        for u in units
+        if marker_file(out, u).is_file()
+    }
     pending = [u for u in units if u.name not in done]
     log.info("%d units (%d finished before), %d workers", len(units), len(done), config.workers)
     jobs = [(unit, config, out) for unit in pending]
-    with tqdm(total=sum(len(u.faces) for u in pending), unit="face", desc=f"export {config.format}",
-              disable=None) as bar:
+    with tqdm(
+        total=sum(len(u.faces) for u in pending), unit="face", desc=f"export {config.format}", disable=None
+    ) as bar:
         if config.workers == 1 or len(pending) <= 1:
             finished = map(write_unit, jobs)
             for result in finished:
@@ -322,13 +358,27 @@ def summarise(config: ExportConfig, pairs_in: int, skipped: Counter, results: li
     for result in results:
         skipped.update(result["skipped"])
     written = sum(r["written"] for r in results)
-    splits = {s: {"pairs": sum(r["written"] for r in results if r["split"] == s),
-                  "faces": sum(r["faces"] for r in results if r["split"] == s),
-                  "units": sum(r["split"] == s for r in results)} for s in config.splits}
-    summary = {"format": config.format, "settings": config.recorded(), "pairs_in": pairs_in, "written": written,
-               "skipped": dict(sorted(skipped.items())), "skipped_total": sum(skipped.values()),
-               "faces_written": sum(r["faces"] for r in results), "splits": splits}
+    splits = {
+        s: {
+            "pairs": sum(r["written"] for r in results if r["split"] == s),
+            "faces": sum(r["faces"] for r in results if r["split"] == s),
+            "units": sum(r["split"] == s for r in results),
+        }
+        for s in config.splits
+    }
+    summary = {
+        "format": config.format,
+        "settings": config.recorded(),
+        "pairs_in": pairs_in,
+        "written": written,
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_total": sum(skipped.values()),
+        "faces_written": sum(r["faces"] for r in results),
+        "splits": splits,
+    }
     if pairs_in != written + summary["skipped_total"]:
-        raise RuntimeError(f"export counts do not reconcile: {pairs_in} pairs in, {written} written, "
-                           f"{summary['skipped_total']} skipped")
+        raise RuntimeError(
+            f"export counts do not reconcile: {pairs_in} pairs in, {written} written, "
+            f"{summary['skipped_total']} skipped"
+        )
     return summary

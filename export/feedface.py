@@ -8,6 +8,7 @@ hold `path` (the full image path), `caption`, `width` and `height` (FIELDS below
 `bbox` and `square_bbox` from its own face parsing step (`libs/make_data.py`, run on DIR/images/SPLIT/):
 masks and boxes are not made here. Each line also carries image_id, dataset, kind, split and attribute_text.
 """
+
 from __future__ import annotations
 
 import os

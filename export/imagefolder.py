@@ -9,6 +9,7 @@
 and the rest; diffusers' `train_text_to_image.py --train_data_dir DIR/train` reads it with its default
 `--image_column image --caption_column text`. A face with several pairs is one file named by several lines.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +31,12 @@ def unit_writer(out: Path, unit: Unit, config) -> JsonlParts:
     folder = split_folder(out, unit.split)
 
     def line(file: Path, image, record: dict) -> dict:
-        return {"file_name": file.relative_to(folder).as_posix(), **record, "width": image.width, "height": image.height}
+        return {
+            "file_name": file.relative_to(folder).as_posix(),
+            **record,
+            "width": image.width,
+            "height": image.height,
+        }
 
     return JsonlParts(out, unit, folder / FACES_FOLDER, line)
 

@@ -13,6 +13,7 @@ their key/value list by a fixed rule, in the pair's key order:
 Nothing is dropped (false values are said, not omitted), so the sentence carries the same facts as the
 key-value text without its dataset prefix. A pair whose text comes out empty is skipped and counted.
 """
+
 from __future__ import annotations
 
 TRUE_VALUES = ("true", "yes")
@@ -20,7 +21,9 @@ FALSE_VALUES = ("false", "no")
 
 
 def attribute_sentence(attributes: list[dict]) -> str:
-    """`[{key: gender, value: male}, {key: smiling, value: true}]` -> `A face: gender male, smiling.` ('' if nothing)."""
+    """`[{key: gender, value: male}, {key: smiling, value: true}]` -> `A face: gender male, smiling.`
+
+    '' when no attribute has a key and a value."""
     phrases = []
     for attribute in attributes:
         key = " ".join(str(attribute["key"]).replace("_", " ").split())

@@ -8,6 +8,7 @@ caption, status, width, height and image_id, dataset, kind, split, attribute_tex
 owner 0 and mode 0444, so a rerun writes the same bytes. Read them with plain
 `webdataset.WebDataset(urls).decode("pil")` (open_clip and the webdataset trainers do).
 """
+
 from __future__ import annotations
 
 import io
@@ -35,14 +36,20 @@ class ShardWriter:
         self.path = shard_file(out, unit.split, unit.index)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_name(self.path, os.getpid())
-        self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
+        self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed by close()
         self.unit, self.count = unit, 0
 
     def add(self, face: Face, image: FaceImage) -> None:
         for record in face.records:
             key = f"{self.unit.index:05d}{self.count:0{self.unit.key_digits}d}"
-            meta = {"key": key, "caption": record["text"], "status": "success", "width": image.width,
-                    "height": image.height, **caption_record(record)}
+            meta = {
+                "key": key,
+                "caption": record["text"],
+                "status": "success",
+                "width": image.width,
+                "height": image.height,
+                **caption_record(record),
+            }
             self._member(f"{key}.jpg", image.data)
             self._member(f"{key}.txt", record["text"].encode("utf-8"))
             self._member(f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))

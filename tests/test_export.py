@@ -1,4 +1,5 @@
 """export: each format read back by its consumer's own library, counts that reconcile, resume, determinism."""
+
 import glob
 import hashlib
 import json
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
+from corpus_fixture import REJECT_REASONS, write_corpus
 from PIL import Image
 
 import cli
@@ -24,8 +26,6 @@ from export.core import REJECTS_FILE, SUMMARY_FILE, export_corpus, safe_name
 from export.feedface import FIELDS
 from export.text import attribute_sentence, pair_text
 from facetokens.images import prepare_face
-
-from corpus_fixture import REJECT_REASONS, write_corpus
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,7 +43,7 @@ def celeba_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def broken_corpus(tmp_path_factory) -> Path:
-    """tests/corpus_fixture: faces in every mode and size, 4 of 13 unreadable, two pairs each; stats.json marks it built."""
+    """tests/corpus_fixture: faces in every mode and size, 4 of 13 unreadable, two pairs each (stats.json: built)."""
     corpus = write_corpus(tmp_path_factory.mktemp("broken"))
     (corpus / "stats.json").write_text("{}")
     return corpus
@@ -62,8 +62,11 @@ def reconciles(summary: dict) -> bool:
 
 
 def tree_digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 # ----------------------------------------------------------------------------- each format, read by its consumer
@@ -83,8 +86,9 @@ def test_imagefolder_loads_with_datasets_as_three_splits(celeba_corpus, tmp_path
     expected = prepare_face(first["path"], first["box"], 256).astype(int)  # cropped as tokenize-images crops
     assert np.abs(np.asarray(row["image"].convert("RGB"), dtype=int) - expected).mean() < 4  # JPEG quality 95
     # diffusers' train_text_to_image: data_files={"train": TRAIN_DIR/**}, --image_column image --caption_column text
-    diffusers_view = datasets.load_dataset("imagefolder", data_files={"train": str(out / "train" / "**")},
-                                           cache_dir=str(tmp_path / "cache2"))
+    diffusers_view = datasets.load_dataset(
+        "imagefolder", data_files={"train": str(out / "train" / "**")}, cache_dir=str(tmp_path / "cache2")
+    )
     assert diffusers_view["train"].num_rows == 9 and {"image", "text"} <= set(diffusers_view["train"].column_names)
 
 
@@ -95,7 +99,12 @@ def test_webdataset_decodes_jpg_txt_json(celeba_corpus, tmp_path):
     summary = run(celeba_corpus, out, "webdataset", pairs_per_unit=4)
     shards = sorted(glob.glob(str(out / "*" / "*.tar")))
     assert [Path(s).relative_to(out).as_posix() for s in shards] == [
-        "test/00000.tar", "train/00000.tar", "train/00001.tar", "train/00002.tar", "validation/00000.tar"]
+        "test/00000.tar",
+        "train/00000.tar",
+        "train/00001.tar",
+        "train/00002.tar",
+        "validation/00000.tar",
+    ]
     samples = list(wds.WebDataset(shards, shardshuffle=False, empty_check=False).decode("pil"))
     assert len(samples) == summary["written"] == 12
     texts = {(p["image_id"], p["text"]) for p in corpus_pairs(celeba_corpus)}
@@ -150,8 +159,13 @@ def test_filters_and_empty_texts_are_skipped_with_reasons(celeba_corpus, tmp_pat
 
 
 def test_attribute_sentence_rule():
-    attributes = [{"key": "gender", "value": "male"}, {"key": "5_o_clock_shadow", "value": "true"},
-                  {"key": "bald", "value": "False"}, {"key": "age", "value": "35"}, {"key": "hair", "value": " "}]
+    attributes = [
+        {"key": "gender", "value": "male"},
+        {"key": "5_o_clock_shadow", "value": "true"},
+        {"key": "bald", "value": "False"},
+        {"key": "age", "value": "35"},
+        {"key": "hair", "value": " "},
+    ]
     assert attribute_sentence(attributes) == "A face: gender male, 5 o clock shadow, not bald, age 35."
     assert pair_text("caption", "  A smiling man. ", None, "sentence") == "A smiling man."
     assert pair_text("attributes", "fs2k hair: black", None, "sentence") == "fs2k hair: black"  # no list: as is
@@ -160,11 +174,14 @@ def test_attribute_sentence_rule():
 def test_synthetic_corpus_of_100k_pairs_reconciles(tmp_path):
     """100,000 pairs (5,000 linked faces, one missing file, one empty sentence) written and counted."""
     corpus = synthetic_corpus(tmp_path, faces=5_000, pairs_per_face=20)
-    summary = run(corpus, tmp_path / "out", "feedface", link=True, attribute_text="sentence", workers=2,
-                  pairs_per_unit=5000)
+    summary = run(
+        corpus, tmp_path / "out", "feedface", link=True, attribute_text="sentence", workers=2, pairs_per_unit=5000
+    )
     assert summary["pairs_in"] == 100_000 and reconciles(summary)
     assert summary["skipped"] == {"empty text": 1, "image missing": 20}
-    lines = sum(len((tmp_path / "out" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation", "test"))
+    lines = sum(
+        len((tmp_path / "out" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation", "test")
+    )
     assert lines == summary["written"] == 100_000 - 21
 
 
@@ -182,18 +199,34 @@ def synthetic_corpus(folder: Path, faces: int, pairs_per_face: int) -> Path:
     splits = ["val" if k % 20 == 1 else "test" if k % 20 == 2 else "train" for k in range(faces)]
     images = ["missing.png" if k == 7 else "face.png" for k in range(faces)]
     corpus = folder / "corpus"
-    write_parquet(pa.table({"image_id": ids, "dataset": ["celeba"] * faces, "image": images,
-                            "box": pa.nulls(faces, layout.STORED_IMAGE_SCHEMA.field("box").type), "split": splits}),
-                  corpus / "images.parquet")
+    write_parquet(
+        pa.table(
+            {
+                "image_id": ids,
+                "dataset": ["celeba"] * faces,
+                "image": images,
+                "box": pa.nulls(faces, layout.STORED_IMAGE_SCHEMA.field("box").type),
+                "split": splits,
+            }
+        ),
+        corpus / "images.parquet",
+    )
     layout.write_roots({"celeba": "../raw"}, corpus)  # relative: taken from the corpus folder
     n = faces * pairs_per_face
     rows = np.repeat(np.arange(faces), pairs_per_face)
     attributes = [[{"key": "smiling", "value": "true"}] if r % 2 == 0 else None for r in range(n)]
     attributes[1 * pairs_per_face] = []  # an attribute pair with nothing to say
-    pairs = make_table(n, dataset="celeba", image=[images[r] for r in rows], image_id=[ids[r] for r in rows],
-                       split=[splits[r] for r in rows], kind=["attributes" if a is not None else "caption" for a in attributes],
-                       text=[f"celeba smiling: true" if a is not None else f"a face {r}" for r, a in zip(rows, attributes)],
-                       attributes=pa.array(attributes, ATTRIBUTE_TYPE), source="synthetic")
+    pairs = make_table(
+        n,
+        dataset="celeba",
+        image=[images[r] for r in rows],
+        image_id=[ids[r] for r in rows],
+        split=[splits[r] for r in rows],
+        kind=["attributes" if a is not None else "caption" for a in attributes],
+        text=["celeba smiling: true" if a is not None else f"a face {r}" for r, a in zip(rows, attributes)],
+        attributes=pa.array(attributes, ATTRIBUTE_TYPE),
+        source="synthetic",
+    )
     write_parquet(pairs, corpus / "pairs" / "part-00000.parquet")
     (corpus / "stats.json").write_text("{}")
     return corpus
@@ -261,12 +294,27 @@ def test_safe_names_stay_inside_and_unique():
 
 
 def test_cli_export_prints_the_reconciled_counts(celeba_corpus, tmp_path):
-    result = CliRunner().invoke(cli.main, ["export", "--corpus", str(celeba_corpus), "--format", "imagefolder",
-                                           "--out", str(tmp_path / "o"), "--workers", "1", "--split", "train"])
+    result = CliRunner().invoke(
+        cli.main,
+        [
+            "export",
+            "--corpus",
+            str(celeba_corpus),
+            "--format",
+            "imagefolder",
+            "--out",
+            str(tmp_path / "o"),
+            "--workers",
+            "1",
+            "--split",
+            "train",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "12 pairs in: 9 written (9 faces), 3 skipped (split not selected 3)" in result.output
-    result = CliRunner().invoke(cli.main, ["export", "--corpus", str(celeba_corpus), "--format", "coco",
-                                           "--out", str(tmp_path / "p")])
+    result = CliRunner().invoke(
+        cli.main, ["export", "--corpus", str(celeba_corpus), "--format", "coco", "--out", str(tmp_path / "p")]
+    )
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "--format 'coco'" in result.output
 
 
@@ -281,8 +329,18 @@ def test_export_model_writes_the_folder_load_model_reads(tmp_path):
     torch.manual_seed(0)
     model = Talk2Face(load_config("tiny"))
     torch.save(model.state_dict(), tmp_path / "talk2face.bin")
-    result = CliRunner().invoke(cli.main, ["export-model", "--checkpoint", str(tmp_path / "talk2face.bin"),
-                                           "--config", "tiny", "--out", str(tmp_path / "export")])
+    result = CliRunner().invoke(
+        cli.main,
+        [
+            "export-model",
+            "--checkpoint",
+            str(tmp_path / "talk2face.bin"),
+            "--config",
+            "tiny",
+            "--out",
+            str(tmp_path / "export"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert {p.name for p in (tmp_path / "export").iterdir()} == {"model.safetensors", "config.json"}
     loaded = load_model(tmp_path / "export")
