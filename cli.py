@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from common.errors import UserError
+from common.records import SPLITS
 from corpus.config import BuildConfig
 from facetokens.config import PRECISIONS, TokenizeConfig
 
@@ -111,6 +112,52 @@ def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, **settings) -> No
 
     summary = run(corpus_dir, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, config=TokenizeConfig(**settings))
     click.echo(json.dumps(summary, indent=2))
+
+
+@main.command()
+@click.option("--corpus", "corpus_dir", required=True, type=click.Path(path_type=Path), help="The folder from build-corpus.")
+@click.option("--format", "format_name", required=True, help="imagefolder (Hugging Face / diffusers), feedface or webdataset.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The export folder (resumable: rerun to finish).")
+@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS), help="A split to export (repeatable) [default: all].")
+@click.option("--datasets", help="Comma-separated dataset names to export [default: all].")
+@click.option("--size", default=256, show_default=True, type=click.Choice(["256", "512", "1024"]), help="Face side in pixels.")
+@click.option("--link", is_flag=True, help="Symbolic links to the source images instead of cropped faces.")
+@click.option("--attribute-text", default="keyvalue", show_default=True, type=click.Choice(["keyvalue", "sentence"]),
+              help="Attribute pairs as their key-value text or as one plain sentence.")
+@click.option("--workers", type=int, help="Processes reading faces [default: the CPU cores].")
+@user_errors
+def export(corpus_dir: Path, format_name: str, out: Path, splits: tuple[str, ...], datasets: str | None, size: str,
+           link: bool, attribute_text: str, workers: int | None) -> None:
+    """Write the corpus for other face-text systems: faces with their texts, per split, counts that reconcile."""
+    from export.config import ExportConfig
+    from export.core import SUMMARY_FILE, export_corpus
+
+    names = tuple(n.strip() for n in datasets.split(",") if n.strip()) if datasets else None
+    config = ExportConfig(format=format_name, splits=splits or SPLITS, datasets=names, size=int(size), link=link,
+                          attribute_text=attribute_text, workers=workers)
+    summary = export_corpus(corpus_dir, out, config)
+    skipped = ", ".join(f"{reason} {n:,}" for reason, n in summary["skipped"].items()) or "none"
+    click.echo(f"{summary['pairs_in']:,} pairs in: {summary['written']:,} written ({summary['faces_written']:,} faces), "
+               f"{summary['skipped_total']:,} skipped ({skipped}); see {Path(out) / SUMMARY_FILE}")
+
+
+@main.command("export-model")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="A train RUN folder, talk2face.bin (released or UER names), a .safetensors file or an export folder.")
+@click.option("--config", "config_file", help="For a plain .bin: a config JSON (ours or the released base_config.json) or a preset.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.safetensors and config.json.")
+@user_errors
+def export_model(checkpoint: Path, config_file: str | None, out: Path) -> None:
+    """Write a checkpoint as the safetensors folder that `trainer.weights.load_model` reads (no pickle)."""
+    from common.fileio import output_folder
+    from trainer.config import load_config
+    from trainer.inference import resolve_checkpoint
+    from trainer.weights import export as write_export
+    from trainer.weights import load_model
+
+    model = load_model(resolve_checkpoint(checkpoint), load_config(config_file) if config_file else None)
+    folder = write_export(model, output_folder(out))
+    click.echo(f"{folder}: model.safetensors + config.json ({model.num_parameters():,} parameters)")
 
 
 @main.command("convert-vqgan")
