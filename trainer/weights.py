@@ -51,6 +51,40 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str, ModelConfig 
     return {UER_NAMES.get(k, k): v for k, v in state.items()}, found, None
 
 
+def read_config(path: Path) -> tuple[ModelConfig | None, bool]:
+    """The model config a checkpoint carries, read without its tensors, and whether it is a plain state dict
+    (a released or UER `.bin`, which carries none)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            return load_config(path / CONFIG_FILE), False
+        if not (path / WEIGHTS_FILE).is_file():
+            raise UserError(f"{path}: no {WEIGHTS_FILE} in this folder (expected a talk2face export)")
+        path = path / WEIGHTS_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    if path.suffix != ".safetensors":
+        return None, True
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(METADATA_CONFIG_KEY)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: not a safetensors file ({first_line(e)})") from None
+    return _metadata_config(text, path), False
+
+
+def _metadata_config(text: str | None, path: Path) -> ModelConfig | None:
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} metadata: the model config is not JSON ({e})") from None
+    return ModelConfig.from_dict(values, f"{path} metadata")
+
+
 def _torch_load(path: Path):
     with open(path, "rb") as f:
         head = f.read(2)
@@ -94,9 +128,7 @@ def _read_safetensors(path: Path):
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - a safetensors handle
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path}: not a safetensors file ({first_line(e)})") from None
-    text = metadata.get(METADATA_CONFIG_KEY)
-    config = ModelConfig.from_dict(json.loads(text), f"{path} metadata") if text else None
-    return state, "ours", config
+    return state, "ours", _metadata_config(metadata.get(METADATA_CONFIG_KEY), path)
 
 
 # ---------------------------------------------------------------------- strict check
