@@ -132,8 +132,12 @@ def _read_safetensors(path: Path):
 
 
 # ---------------------------------------------------------------------- strict check
-def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where: str) -> None:
-    """One UserError naming vocabulary/position mismatches and every missing, unexpected or misshapen key."""
+SHOWN_KEYS = 3  # keys named per kind of mismatch unless every key is asked for
+
+
+def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where: str, all_keys: bool = False) -> None:
+    """One UserError naming vocabulary/position mismatches and the missing, unexpected or misshapen keys: their
+    counts and the first few (every one with `all_keys`)."""
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in Talk2Face(config).state_dict().items()}
     problems = _size_mismatches(state, config)
@@ -143,9 +147,12 @@ def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where:
                  for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
         if keys:
-            problems.append(f"{label} {len(keys)}: {', '.join(keys)}")
+            shown = keys if all_keys else keys[:SHOWN_KEYS]
+            more = f" and {len(keys) - len(shown)} more" if len(keys) > len(shown) else ""
+            problems.append(f"{label} {len(keys)}: {', '.join(shown)}{more}")
     if problems:
-        raise UserError(f"{where}: does not match the model config: {'; '.join(problems)}")
+        hint = "" if all_keys or len(missing + unexpected + misshapen) <= SHOWN_KEYS else " (--all-keys names every key)"
+        raise UserError(f"{where}: does not match the model config: {'; '.join(problems)}{hint}")
 
 
 def _size_mismatches(state, config: ModelConfig) -> list[str]:
@@ -205,14 +212,16 @@ def export(model: Talk2Face, folder: Path) -> Path:
     return folder
 
 
-def inspect(checkpoint: Path | None, config: ModelConfig | None) -> dict:
+def inspect(checkpoint: Path | None, config: ModelConfig | None, all_keys: bool = False) -> dict:
     """What `inspect-model` prints: config, parameter count, key format and check, tokenizer settings."""
     found, where, state = None, "config", None
     if checkpoint is not None:
         state, found, carried = read_weights(checkpoint)
         where = str(checkpoint)
+        if carried is None and config is None:
+            where += " (no config given or carried: checked against the paper preset; --config names another)"
         config = resolve_config(carried, config, where)
-        check_state_dict(state, config, where)
+        check_state_dict(state, config, where, all_keys=all_keys)
     config = config or load_config("paper")
     with torch.device("meta"):
         model = Talk2Face(config)
