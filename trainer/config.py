@@ -143,7 +143,8 @@ def field_type_problems(obj) -> list[str]:
 
 
 def check_keys(cls, values, where: str, what: str) -> None:
-    """One line naming `where` and the field when `values` is not an object, has an unknown key or misses one."""
+    """One line naming `where` and the field when `values` is not an object, has an unknown key or misses one
+    (no value is ever filled in from a default or a preset)."""
     if not isinstance(values, dict):
         raise UserError(f"{where}: the {what} must be a JSON object, got {type(values).__name__}")
     fields = dataclasses.fields(cls)
@@ -151,9 +152,7 @@ def check_keys(cls, values, where: str, what: str) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"{where}: unknown {what} key {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
-    required = [f.name for f in fields
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in values]
+    missing = [f.name for f in fields if f.name not in values]  # the files we read are written whole
     if missing:
         raise UserError(f"{where}: the {what} misses {', '.join(missing)} (no value is filled in from a preset)")
 

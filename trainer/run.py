@@ -168,9 +168,9 @@ def _resume_plan(folder: Path, overrides: dict, reschedule: bool) -> Plan:
     model_config = carried
     if overrides.get("model", saved.model) != saved.model:
         try:
-            model_config = weights.resolve_config(carried, load_config(overrides["model"]), str(folder))
+            model_config = weights.resolve_config(carried, load_config(overrides["model"]), f"--config {overrides['model']}")
         except UserError as e:
-            problems.append(f"--config {overrides['model']}: {e}")
+            problems.append(str(e))
     if problems:
         raise UserError(f"--resume {folder}: " + "; ".join(problems))
     config = apply(saved, {k: v for k, v in overrides.items() if k != "model"})
