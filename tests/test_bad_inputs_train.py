@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from train_fixture import write_shards
 
+import cli as cli_module
 from common.errors import UserError
 from common.locks import folder_lock
 from trainer import checkpoint
@@ -66,6 +68,12 @@ def cli(*args: str, limit_bytes: int | None = None) -> subprocess.CompletedProce
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, check=False,
                           preexec_fn=limit if limit_bytes else None)
+
+
+def invoke(*args: str):
+    """The CLI in this process (CliRunner: stderr is not a terminal); `.returncode`, `.stdout`, `.stderr` as above."""
+    result = CliRunner().invoke(cli_module.main, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -157,7 +165,7 @@ def test_a_bad_training_argument_is_refused_before_any_work(shards, tmp_path, ov
 
 
 def test_a_bad_argument_on_the_command_line_is_one_line(shards, tmp_path):
-    proc = cli("train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--config", "tiny", "--lr", "nan")
+    proc = invoke("train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--config", "tiny", "--lr", "nan")
     assert "--lr nan: must be a positive finite number" in one_line_error(proc)
 
 
@@ -277,16 +285,16 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_previous_stays(
 def test_inspect_model_summarises_a_mismatch_and_lists_every_key_on_request(tmp_path):
     path = tmp_path / "tiny.bin"
     torch.save(Talk2Face(load_config("tiny")).state_dict(), path)
-    short = one_line_error(cli("inspect-model", "--checkpoint", str(path)))
+    short = one_line_error(invoke("inspect-model", "--checkpoint", str(path)))
     assert len(short) < 1000 and "missing 160: " in short and "and 157 more" in short and "--all-keys" in short
-    full = one_line_error(cli("inspect-model", "--checkpoint", str(path), "--all-keys"))
+    full = one_line_error(invoke("inspect-model", "--checkpoint", str(path), "--all-keys"))
     assert full.count("encoder.transformer.") > 150
-    assert json.loads(cli("inspect-model", "--checkpoint", str(path), "--config", "tiny").stdout)["parameters"] > 0
+    assert json.loads(invoke("inspect-model", "--checkpoint", str(path), "--config", "tiny").stdout)["parameters"] > 0
 
 
 # ----------------------------------------------------------------------------- 7-8. the console and the defaults
 def test_the_console_off_a_terminal_is_plain_lines_with_lr_grad_norm_and_validation(shards, tmp_path):
-    proc = cli("train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--config", "tiny", "--batch-size",
+    proc = invoke("train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--config", "tiny", "--batch-size",
                "8", "--micro-batch-size", "8", "--max-steps", "4", "--log-every", "2", "--val-every", "4")
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr
@@ -300,12 +308,12 @@ def test_the_console_off_a_terminal_is_plain_lines_with_lr_grad_norm_and_validat
 def test_the_cli_shows_the_dataclass_defaults_and_one_name_per_idea():
     from trainer.generate import Sampling
 
-    train_help = cli("train", "--help").stdout
+    train_help = invoke("train", "--help").stdout
     assert f"[default: {TrainConfig().max_steps}]" in train_help and "paper, demo, tiny" in train_help
-    assert "[default: pipeline_demo" not in cli("demo", "--help").stdout
-    assert f"[default: {Sampling().top_k}]" in cli("generate", "--help").stdout
+    assert "[default: pipeline_demo" not in invoke("demo", "--help").stdout
+    assert f"[default: {Sampling().top_k}]" in invoke("generate", "--help").stdout
     for command in ("generate", "evaluate"):
-        text = cli(command, "--help").stdout
+        text = invoke(command, "--help").stdout
         assert "--precision" in text and "--dtype" not in text
-    assert "--split-seed" in cli("build-corpus", "--help").stdout
-    assert cli("--version").stdout.startswith("talk2face, version ")
+    assert "--split-seed" in invoke("build-corpus", "--help").stdout
+    assert invoke("--version").stdout.startswith("talk2face, version ")

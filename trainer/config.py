@@ -88,7 +88,8 @@ class ModelConfig:
             raise UserError("model config: " + "; ".join(problems))
 
     def _range_problems(self) -> list[str]:
-        problems = [f"{name} {getattr(self, name)}: must be at least 1" for name in INT_FIELDS if getattr(self, name) < 1]
+        problems = [f"{name} {getattr(self, name)}: must be at least 1"
+                    for name in INT_FIELDS if getattr(self, name) < 1]
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout {self.dropout}: must be in [0, 1)")
         if not (math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
@@ -151,7 +152,8 @@ def check_keys(cls, values, where: str, what: str) -> None:
     known = {f.name for f in fields}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(f"{where}: unknown {what} key {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+        raise UserError(f"{where}: unknown {what} key {', '.join(unknown)}; "
+                        f"expected some of {', '.join(sorted(known))}")
     missing = [f.name for f in fields if f.name not in values]  # the files we read are written whole
     if missing:
         raise UserError(f"{where}: the {what} misses {', '.join(missing)} (no value is filled in from a preset)")

@@ -93,7 +93,8 @@ def optim_problems(optim: OptimConfig) -> list[str]:
     for name in ("eps", "weight_decay", "warmup_fraction", "grad_clip"):
         value = getattr(optim, name)
         if not (math.isfinite(value) and value >= 0) or (name == "warmup_fraction" and value > 1):
-            problems.append(f"{name} {value}: must be a finite number >= 0" + (" and <= 1" * (name == "warmup_fraction")))
+            bound = " and <= 1" if name == "warmup_fraction" else ""
+            problems.append(f"{name} {value}: must be a finite number >= 0{bound}")
     return problems
 
 
@@ -168,7 +169,8 @@ def _resume_plan(folder: Path, overrides: dict, reschedule: bool) -> Plan:
     model_config = carried
     if overrides.get("model", saved.model) != saved.model:
         try:
-            model_config = weights.resolve_config(carried, load_config(overrides["model"]), f"--config {overrides['model']}")
+            given = load_config(overrides["model"])
+            model_config = weights.resolve_config(carried, given, f"--config {overrides['model']}")
         except UserError as e:
             problems.append(str(e))
     if problems:

@@ -1,23 +1,26 @@
 """train: the Talk2Face prefix-LM on the tokenized shards, one CPU process or many GPUs on many machines.
 
-    python cli.py train --shards shards/ --out run/ --config tiny --max-steps 300      # one plain process (CPU or 1 GPU)
-    python cli.py train --shards shards/ --out run/ --resume                            # continue exactly
-    python cli.py train --shards shards/ --out ft/ --init-from talk2face.bin            # fine-tune the released weights
-    torchrun --nproc-per-node 8 cli.py train --shards shards/ --out run/                # 8 GPUs
+    python cli.py train --shards shards/ --out run/ --config tiny --max-steps 300   # one process (CPU or 1 GPU)
+    python cli.py train --shards shards/ --out run/ --resume                         # continue exactly
+    python cli.py train --shards shards/ --out run/ --resume --max-steps 600 --reschedule  # a longer schedule
+    python cli.py train --shards shards/ --out ft/ --init-from talk2face.bin         # fine-tune the released weights
+    torchrun --nproc-per-node 8 cli.py train --shards shards/ --out run/             # 8 GPUs
     torchrun --nnodes 4 --node-rank R --nproc-per-node 8 --rdzv-backend c10d \
-        --rdzv-endpoint HOST:29500 cli.py train --shards shards/ --out run/             # 4 machines (run on each)
+        --rdzv-endpoint HOST:29500 cli.py train --shards shards/ --out run/          # 4 machines (run on each)
 
 The story, top to bottom:
   1. set-up: one `if` on the RANK variable (torchrun sets it): DDP over NCCL on GPUs, gloo on CPUs;
-     rank 0 alone logs and writes.
-  2. config: TrainConfig (below) is the only place defaults are written; the model config comes from
-     `--config` (paper | tiny | a file), from `--init-from`, or from the checkpoint on `--resume`.
-  3. data (`trainer.data`): the global batch (paper: 192) = processes x micro-batch x accumulation
-     steps, balanced across the four tasks in every micro-batch; only SHARDS/train/ is read.
-  4. model, AdamW and the warm-up/decay schedule (`trainer.optim`), optional torch.compile, DDP.
-  5. the loop: accumulate, clip, step; log every `log_every` steps to RUN/log.jsonl and the progress
-     bar; per-task validation loss on SHARDS/val/ every `val_every` steps (RUN/val.jsonl, RUN/loss.png);
-     a checkpoint (`trainer.checkpoint`) every `save_every` steps and at the end.
+     rank 0 alone takes the run folder's lock, logs and writes.
+  2. config: `trainer.run.resolve` decides the TrainConfig (its defaults are written there only) and the
+     model config: `--config` (a preset of trainer/configs/ or a file), `--init-from`, or the checkpoint's
+     on `--resume`, and what a resumed run may change.
+  3. `setup` builds the `Run`: data (`trainer.data`; the global batch, paper 192, = processes x micro-batch x
+     accumulation steps, the four tasks balanced in every micro-batch, only SHARDS/train/ read), the model,
+     AdamW and the warm-up/decay schedule (`trainer.optim`), torch.compile, DDP; a resumed run's state.
+  4. `train_step`: accumulate, check the loss is finite, clip, step.
+  5. `train`, the loop: a `train_step`, a log line every `log_every` steps (RUN/log.jsonl; the progress bar, or
+     plain lines when stderr is no terminal), per-task validation loss on SHARDS/val/ every `val_every` steps
+     (RUN/val.jsonl, RUN/loss.png), a checkpoint (`trainer.checkpoint`) every `save_every` steps and at the end.
 bf16 autocast on CUDA; fp32 on the CPU (bf16 autocast there too with `cpu_bf16`).
 """
 from __future__ import annotations

@@ -151,7 +151,8 @@ def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where:
             more = f" and {len(keys) - len(shown)} more" if len(keys) > len(shown) else ""
             problems.append(f"{label} {len(keys)}: {', '.join(shown)}{more}")
     if problems:
-        hint = "" if all_keys or len(missing + unexpected + misshapen) <= SHOWN_KEYS else " (--all-keys names every key)"
+        cut = not all_keys and max(len(missing), len(unexpected), len(misshapen)) > SHOWN_KEYS
+        hint = " (--all-keys names every key)" if cut else ""
         raise UserError(f"{where}: does not match the model config: {'; '.join(problems)}{hint}")
 
 
