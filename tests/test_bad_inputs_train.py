@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from train_fixture import write_shards
+from train_fixture import one_thread, write_shards  # noqa: F401 - one_thread: an autouse fixture
 
 import cli as cli_module
 from common.errors import UserError
@@ -35,14 +35,6 @@ from trainer.weights import load_model
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"model": "tiny", "batch_size": 8, "micro_batch_size": 8, "max_steps": 2, "save_every": 2, "val_every": 2,
          "data": DataConfig(shuffle_buffer=16, pool=2, val_faces=4)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -265,9 +257,9 @@ def test_a_nan_loss_stops_the_run_and_never_overwrites_the_good_checkpoint(base_
 
 # ----------------------------------------------------------------------------- 6. faults and concurrency
 def test_a_second_train_on_the_same_folder_is_refused(shards, tmp_path):
-    with folder_lock(tmp_path / "run", "train"):  # what a running `train` holds
-        with pytest.raises(UserError, match=r"another train is writing there"):
-            train(shards, tmp_path / "run", TrainConfig(**SMALL), progress=False)
+    # the lock is what a running `train` holds
+    with folder_lock(tmp_path / "run", "train"), pytest.raises(UserError, match=r"another train is writing there"):
+        train(shards, tmp_path / "run", TrainConfig(**SMALL), progress=False)
 
 
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_previous_stays(base_run, shards, tmp_path):
