@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,26 @@ def test_resume_with_reschedule_follows_the_new_schedule_and_free_settings_may_c
     # 4 steps, warm-up 1: step k (0-based) runs at lr (4 - k) / 3 of the peak
     assert [r["lr"] for r in rows[2:]] == pytest.approx([2e-4 * 2 / 3, 2e-4 * 1 / 3])
     assert TrainConfig.from_dict(json.loads((run / "train-config.json").read_text())).max_steps == 4
+
+
+def test_tensorboard_drops_the_steps_a_resumed_run_repeats(base_run, shards, tmp_path, monkeypatch):
+    opened = []
+
+    class Writer:  # records how the run opens TensorBoard (the package is optional, not installed here)
+        def __init__(self, log_dir, purge_step=None):
+            opened.append(purge_step)
+
+        def add_scalar(self, *args):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    run = copy_run(base_run, tmp_path)
+    train(shards, run, resume=True, reschedule=True, max_steps=3, progress=False)
+    train(shards, tmp_path / "new", TrainConfig(**{**SMALL, "max_steps": 1}), progress=False)
+    assert opened == [3, None]  # events of steps >= 3 (logged before a kill) are purged on resume
 
 
 # ----------------------------------------------------------------------------- 5. a NaN loss
