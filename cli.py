@@ -145,7 +145,7 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--gpus", default=TokenizeConfig.gpus, show_default=True, help="Worker processes, one per GPU; 0 = one CPU worker.")
 @click.option("--batch-size", default=TokenizeConfig.batch_size, show_default=True,
               help="Faces encoded together by one GPU (or CPU) worker.")
-@click.option("--loader-workers", type=int, help="Decoding processes per GPU worker [default: cores / gpus - 1].")
+@click.option("--loader-workers", type=int, show_default="cores / gpus - 1", help="Decoding processes per GPU worker.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=TokenizeConfig.precision, show_default=True)
 @click.option("--shard-size", default=TokenizeConfig.shard_size, show_default=True, help="Faces per shard.")
 @click.option("--num-nodes", default=TokenizeConfig.num_nodes, show_default=True, help="Machines sharing the work (each gets a static block of shards).")
@@ -219,14 +219,14 @@ def _model_options(fn):
         click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
                      help="talk2face.bin (released or UER names), a .safetensors file, an export folder or a train RUN folder."),
         click.option("--config", "config_file", help="For a plain .bin: a config JSON (ours or the released "
-                     f"base_config.json) or a preset: {PRESET_NAMES} [default: paper]."),
+                     f"base_config.json) or a preset: {PRESET_NAMES}.", show_default="the checkpoint's own, else paper"),
         click.option("--vocab", help="The text vocabulary: the shipped BERT uncased one (default), by name or as an identical file."),
         click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml (not needed for a converted .safetensors)."),
         click.option("--vqgan-ckpt", type=click.Path(path_type=Path), help="last.ckpt or the .safetensors from convert-vqgan."),
-        click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda when present]"),
-        click.option("--precision", "dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+        click.option("--device", help="cpu, cuda, cuda:1 ...", show_default="cuda when present"),
+        click.option("--precision", "dtype", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
                      callback=_precision, help="Number format of the model's weights and arithmetic."),
-        click.option("--dtype", "old_dtype", type=click.Choice(["fp32", "bf16"]), hidden=True, is_eager=True,
+        click.option("--dtype", "old_dtype", type=click.Choice(PRECISIONS), hidden=True, is_eager=True,
                      callback=_deprecated_dtype, expose_value=False, help="Deprecated name of --precision."),
     ]
     for option in reversed(options):

@@ -329,4 +329,7 @@ def test_the_cli_shows_the_dataclass_defaults_and_one_name_per_idea():
         text = invoke(command, "--help").stdout
         assert "--precision" in text and "--dtype" not in text
     assert "--split-seed" in invoke("build-corpus", "--help").stdout
+    written = [(name, p.name) for name, command in cli_module.main.commands.items() for p in command.params
+               if "[default" in (getattr(p, "help", None) or "")]
+    assert written == []  # click shows every default, from the dataclasses or show_default
     assert invoke("--version").stdout.startswith("talk2face, version ")
