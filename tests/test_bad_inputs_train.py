@@ -219,6 +219,7 @@ RESUME_CHANGES = [
     ({"max_steps": 1}, True, r"--max-steps 1: the run already took 2 steps"),
     ({"micro_batch_size": 4, "batch_size": 8}, False, r"--micro-batch-size 4 cannot change on --resume"),
     ({"seed": 5}, False, r"--seed 5 cannot change on --resume"),
+    ({}, False, r"the run is complete \(2 of 2 steps\); give a larger --max-steps with --reschedule"),
     ({"model": "demo"}, False, r"--config demo: the checkpoint was saved with another config: hidden_size 32 vs 64"),
 ]
 

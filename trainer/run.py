@@ -176,6 +176,9 @@ def _resume_plan(folder: Path, overrides: dict, reschedule: bool) -> Plan:
     if problems:
         raise UserError(f"--resume {folder}: " + "; ".join(problems))
     config = apply(saved, {k: v for k, v in overrides.items() if k != "model"})
+    if step >= config.max_steps:
+        raise UserError(f"--resume {folder}: the run is complete ({step} of {config.max_steps} steps); "
+                        "give a larger --max-steps with --reschedule to train on")
     rescheduled = saved.max_steps if config.max_steps != saved.max_steps else None
     return Plan(config, model_config, weights_from=folder, resume_from=folder, rescheduled_from=rescheduled)
 
