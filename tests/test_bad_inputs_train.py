@@ -206,8 +206,8 @@ RESUME_FILES = [
 def test_a_damaged_checkpoint_file_is_one_line_on_resume(base_run, shards, tmp_path, damage, match):
     run = copy_run(base_run, tmp_path)
     damage(checkpoint.latest(run))
-    with pytest.raises(UserError, match=match) as e:
-        train(shards, run, resume=True, progress=False)
+    with pytest.raises(UserError, match=match) as e:  # the base run is complete: lengthen it to read its state
+        train(shards, run, resume=True, reschedule=True, max_steps=3, progress=False)
     assert "\n" not in str(e.value)
 
 
@@ -293,7 +293,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_previous_stays(
     assert "step-0000003: the checkpoint could not be written" in line and "step-0000002 stays" in line
     assert checkpoint.all_steps(run) == [2] and not list((run / "checkpoints").glob(".step-*"))
     load_model(checkpoint.latest(run))
-    train(shards, run, resume=True, progress=False)  # still resumable
+    train(shards, run, resume=True, reschedule=True, max_steps=3, progress=False)  # still resumable
 
 
 def test_inspect_model_summarises_a_mismatch_and_lists_every_key_on_request(tmp_path):
