@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from common.errors import UserError, first_line
 from common.fileio import atomic_folder, remove_temporaries, write_json, write_text
@@ -41,14 +42,19 @@ def step_folder(run: Path, step: int) -> Path:
 
 
 def save(run: Path, step: int, model, optimizer, state: dict, train_config: dict, keep: int) -> Path:
-    """Write step-NNNNNNN/ atomically, point `latest` at it, and delete all but the newest `keep`."""
+    """Write step-NNNNNNN/ atomically, point `latest` at it, and delete all but the newest `keep`.
+
+    A write that fails (a full disk, a file-size limit) is one UserError; the previous checkpoint stays as it was.
+    """
     final = step_folder(run, step)
     remove_temporaries(final.with_name("step-*"))  # left by killed saves of any step: never a checkpoint
-    with atomic_folder(final) as tmp:
-        weights.export(model, tmp)
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        torch.save(state, tmp / STATE_FILE)
-        write_json(train_config, tmp / CONFIG_FILE)
+    try:
+        with atomic_folder(final) as tmp:
+            _write_folder(tmp, model, optimizer, state, train_config)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as e:  # torch, safetensors: their own types
+        previous = latest(run)
+        kept = f"the previous checkpoint {previous.name} stays" if previous else "no earlier checkpoint exists"
+        raise UserError(f"{final}: the checkpoint could not be written ({first_line(e)}); {kept}") from None
     write_text(final.name + "\n", final.parent / LATEST)
     for old in sorted(all_steps(run))[:-keep] if keep > 0 else []:
         shutil.rmtree(step_folder(run, old), ignore_errors=True)
@@ -58,6 +64,13 @@ def save(run: Path, step: int, model, optimizer, state: dict, train_config: dict
 def log_files(run: Path) -> dict[str, Path]:
     """The run's logs: `log` (a JSON line per logged step), `val` (per validation) and `plot` (loss.png)."""
     return {"log": Path(run) / LOG_FILE, "val": Path(run) / VAL_LOG_FILE, "plot": Path(run) / LOSS_PLOT}
+
+
+def _write_folder(tmp: Path, model, optimizer, state: dict, train_config: dict) -> None:
+    weights.export(model, tmp)
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    torch.save(state, tmp / STATE_FILE)
+    write_json(train_config, tmp / CONFIG_FILE)
 
 
 def all_steps(run: Path) -> list[int]:
@@ -81,14 +94,55 @@ def is_checkpoint(folder: Path) -> bool:
 
 
 def load_state(folder: Path) -> tuple[dict, dict, dict]:
-    """(trainer state, optimizer state, train config) of a checkpoint folder."""
-    folder = Path(folder)
+    """(trainer state, optimizer state, train config as JSON) of a checkpoint folder."""
+    state, optimizer = load_training_state(folder)
+    return state, optimizer, read_train_config(folder)
+
+
+def read_train_config(folder: Path) -> dict:
+    """`train-config.json` as JSON (`trainer.run.TrainConfig.from_dict` checks its entries)."""
+    return _read(folder, CONFIG_FILE, lambda path: json.loads(path.read_text(encoding="utf-8")))
+
+
+def read_step(folder: Path) -> int:
+    match = _STEP.match(Path(folder).name)
+    if not match:
+        raise UserError(f"{folder}: not a checkpoint folder (expected step-NNNNNNN)")
+    return int(match.group(1))
+
+
+# trainer-state.pt: what each entry must be
+STATE_ENTRIES = {"step": int, "world_size": int, "schedule": dict, "data": dict, "rng": list}
+
+
+def load_training_state(folder: Path) -> tuple[dict, dict]:
+    """(trainer state, optimizer state) of a checkpoint folder, the trainer state's entries checked."""
+    state = _read(folder, STATE_FILE, _torch_load)
+    where = Path(folder) / STATE_FILE
+    if not isinstance(state, dict):
+        raise UserError(f"{where}: expected a mapping of trainer state, got {type(state).__name__}")
+    for name, kind in STATE_ENTRIES.items():
+        if name not in state:
+            raise UserError(f"{where}: the entry {name!r} is missing")
+        if not isinstance(state[name], kind) or isinstance(state[name], bool):
+            raise UserError(f"{where}: {name} must be {kind.__name__}, got {type(state[name]).__name__}")
+    unknown = sorted(set(state) - set(STATE_ENTRIES))
+    if unknown:
+        raise UserError(f"{where}: unknown entry {', '.join(map(str, unknown))}")
+    if state["step"] != read_step(folder) or state["world_size"] < 1 or len(state["rng"]) != state["world_size"]:
+        raise UserError(f"{where}: step {state['step']}, world_size {state['world_size']} and {len(state['rng'])} "
+                        f"RNG states do not fit the folder {Path(folder).name}")
+    return state, _read(folder, OPTIMIZER_FILE, _torch_load)
+
+
+def _torch_load(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _read(folder: Path, name: str, reader):
     try:
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        optimizer = torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise UserError(f"{folder}: not a complete training checkpoint ({Path(e.filename).name} missing)") from None
+        return reader(Path(folder) / name)
+    except FileNotFoundError:
+        raise UserError(f"{folder}: not a complete training checkpoint ({name} missing)") from None
     except Exception as e:  # noqa: BLE001 - a damaged file: one line
-        raise UserError(f"{folder}: unreadable training checkpoint ({first_line(e)})") from None
-    return state, optimizer, config
+        raise UserError(f"{folder}/{name}: unreadable ({first_line(e)})") from None
