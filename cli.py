@@ -58,7 +58,7 @@ class DataclassDefault(click.Option):
         owner, _, name = path.partition(".")
         found = getattr(importlib.import_module(module), owner)
         default = next(f for f in dataclasses.fields(found) if f.name == name).default if name else found
-        return ",".join(f"{r:.2f}" for r in default) if isinstance(default, tuple) else default
+        return ",".join(f"{r:.2f}" for r in default) if isinstance(default, tuple) and not self.multiple else default
 
 
 def given(ctx: click.Context, values: dict) -> dict:
@@ -127,7 +127,7 @@ def build_corpus(converted: Path, out: Path, split_ratios: str, split_seed: str,
     if old_seed is not None:
         click.echo("warning: build-corpus --seed is now --split-seed (a text, hashed with each person)", err=True)
         split_seed = old_seed
-    stats = build(converted, out, BuildConfig(split_ratios=_ratios(split_ratios), seed=split_seed))
+    stats = build(converted, out, BuildConfig(split_ratios=_ratios(split_ratios), seed=split_seed), progress=True)
     click.echo(markdown(stats))
 
 
@@ -164,13 +164,16 @@ def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, **settings) -> No
 @click.option("--corpus", "corpus_dir", required=True, type=click.Path(path_type=Path), help="The folder from build-corpus.")
 @click.option("--format", "format_name", required=True, help="imagefolder (Hugging Face / diffusers), feedface or webdataset.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The export folder (resumable: rerun to finish).")
-@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS), help="A split to export (repeatable) [default: all].")
-@click.option("--datasets", help="Comma-separated dataset names to export [default: all].")
-@click.option("--size", default=256, show_default=True, type=click.Choice(["256", "512", "1024"]), help="Face side in pixels.")
+@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS), cls=DataclassDefault,
+              source="export.config:ExportConfig.splits", help="A split to export (repeatable).")
+@click.option("--datasets", show_default="all", help="Comma-separated dataset names to export.")
+@click.option("--size", type=click.Choice(["256", "512", "1024"]), cls=DataclassDefault,
+              source="export.config:ExportConfig.size", help="Face side in pixels.")
 @click.option("--link", is_flag=True, help="Symbolic links to the source images instead of cropped faces.")
-@click.option("--attribute-text", default="keyvalue", show_default=True, type=click.Choice(["keyvalue", "sentence"]),
+@click.option("--attribute-text", type=click.Choice(["keyvalue", "sentence"]), cls=DataclassDefault,
+              source="export.config:ExportConfig.attribute_text",
               help="Attribute pairs as their key-value text or as one plain sentence.")
-@click.option("--workers", type=int, help="Processes reading faces [default: the CPU cores].")
+@click.option("--workers", type=int, show_default="the CPU cores", help="Processes reading faces.")
 @user_errors
 def export(corpus_dir: Path, format_name: str, out: Path, splits: tuple[str, ...], datasets: str | None, size: str,
            link: bool, attribute_text: str, workers: int | None) -> None:
@@ -220,7 +223,8 @@ def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> Non
 
 @main.command()
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for preview.html and preview.png.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for index.html, grid.png and images/.")
 @click.option("--vqgan-config", type=click.Path(path_type=Path))
 @click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path))
 @click.option("--samples", default=16, show_default=True, help="Faces to show.")
@@ -229,7 +233,7 @@ def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path
     """Decode a sample of shards back through the VQGAN: original, reconstruction, error and texts side by side."""
     from facetokens.preview import preview as run
 
-    summary = run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples)
+    summary = run(shards, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, samples=samples, progress=True)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2, default=str))
 
 

@@ -30,11 +30,12 @@ GOAL = 0.8
 
 
 def write_corpus(folder: Path, faces: int) -> Path:
-    """CORPUS/ in the build-corpus layout: images.parquet relative to roots.yaml, pairs per split, stats.json."""
+    """A complete CORPUS/ in the build-corpus layout: images.parquet relative to roots.yaml, pairs per split (all in
+    train), empty statistics and card."""
     import pyarrow as pa
     from bench_tokenize import write_photos
+    from matplotlib.figure import Figure
 
-    from common.fileio import write_parquet
     from converters.helpers.rows import make_table
     from corpus import layout
 
@@ -45,19 +46,15 @@ def write_corpus(folder: Path, faces: int) -> Path:
     ids = sorted(f"bench/{p.stem}" for p in paths)
     names = [f"{i.split('/')[1]}.jpg" for i in ids]
     corpus = folder / "corpus"
-    write_parquet(
-        pa.table(
-            {
-                "image_id": ids,
-                "dataset": ["celeba"] * len(ids),
-                "image": names,
-                "box": pa.nulls(len(ids), layout.STORED_IMAGE_SCHEMA.field("box").type),
-                "split": ["train"] * len(ids),
-            }
-        ),
-        corpus / layout.IMAGES_FILE,
+    images = pa.table(
+        {
+            "image_id": ids,
+            "dataset": ["celeba"] * len(ids),
+            "image": names,
+            "box": pa.nulls(len(ids), layout.STORED_IMAGE_SCHEMA.field("box").type),
+            "split": ["train"] * len(ids),
+        }
     )
-    layout.write_roots({"celeba": str(raw)}, corpus)
     n = 2 * len(ids)
     pairs = make_table(
         n,
@@ -69,8 +66,12 @@ def write_corpus(folder: Path, faces: int) -> Path:
         text=[t for k in range(len(ids)) for t in ("celeba smiling: true", f"a face, number {k}")],
         source="bench",
     )
-    write_parquet(pairs, corpus / layout.PAIRS_FOLDER / layout.pair_part_name("train", 0))
-    (corpus / layout.STATS_JSON).write_text("{}")
+    layout.write_pair_part(corpus, "train", 0, pairs)
+    for split in ("val", "test"):  # every split has a pairs file in a complete corpus
+        layout.write_pair_part(corpus, split, 0, pairs.slice(0, 0))
+    layout.write_tables(corpus, images, {"celeba": str(raw)}, [], {})  # and, empty, the other build-corpus files
+    layout.write_statistics(corpus, {}, "", Figure())
+    layout.write_card(corpus, "")
     return corpus
 
 

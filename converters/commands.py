@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 import manifests
 from common.errors import UserError, first_line
+from common.locks import folder_lock
 
-from .helpers.converted import output_folder
 from .registry import DATASETS, converter
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def convert(name: str, root: Path, out: Path, options: list[str] | None = None) -> dict:
     """Convert one dataset and write its Parquet file, rejects and summary; return the summary."""
     job = converter(name, root, options)
-    with output_folder(out):
+    with folder_lock(out, "convert"):
         return job.run(out)
 
 
@@ -101,7 +101,7 @@ def convert_all(roots: Path, out: Path, options: list[str] | None = None) -> lis
         raise UserError(f"{roots}: not a folder: {'; '.join(missing)}")
     extra = split_options(options or [])
     results = []
-    with output_folder(out), tqdm(DATASETS, desc="convert", unit="dataset", disable=None) as bar:
+    with folder_lock(out, "convert"), tqdm(DATASETS, desc="convert", unit="dataset", disable=None) as bar:
         for name in bar:
             counts = manifests.load(name)["counts"]
             row = {"dataset": name, "official": counts["official"].get("total"), "paper": counts["paper"]}

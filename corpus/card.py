@@ -1,19 +1,17 @@
-"""The corpus dataset card: `README.md` with the YAML header that the Hugging Face hub reads.
+"""The corpus dataset card: the text of `README.md` (written by `corpus.layout`), with the YAML header that
+the Hugging Face hub reads.
 
 Sources, licences and access conditions and citations come from the manifests; counts from the
 statistics. Nothing depends on the time of the build, so the card is byte-identical across runs.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 
-from common.fileio import atomic_path
 from common.records import HUB_SPLIT_NAMES, SPLITS
 from converters.helpers.converted import ConvertedSet
 
-from .layout import CARD_FILE, CHART_PNG, IMAGES_FILE, PAIRS_FOLDER, ROOTS_FILE, STATS_JSON, STATS_MD
+from .layout import CHART_PNG, IMAGES_FILE, PAIRS_FOLDER, ROOTS_FILE, STATS_JSON, STATS_MD
 
 TALK2FACE_CITATION = """@inproceedings{li2022talk2face,
   title     = {Talk2Face: A Unified Sequence-based Framework for Diverse Face Generation and Analysis Tasks},
@@ -42,11 +40,6 @@ IMAGE_COLUMNS = (
     ("box", "list<int32> or null", "crop box"),
     ("split", "string", "the face's split (equal to its pairs' split)"),
 )
-
-
-def write_card(stats: dict, inputs: ConvertedSet, folder: Path) -> None:
-    with atomic_path(Path(folder) / CARD_FILE) as tmp:
-        tmp.write_text(card_text(stats, inputs), encoding="utf-8")
 
 
 def card_text(stats: dict, inputs: ConvertedSet) -> str:

@@ -1,5 +1,7 @@
-"""The corpus layout (`build-corpus` writes it, `tokenize-images` and `preview` read it): the one place
-that names its files and columns.
+"""The corpus layout: the one module that names, writes and reads the corpus files.
+
+`build-corpus` decides the content (`corpus.build`, `corpus.stats`, `corpus.card`) and hands it to the
+writers here; `tokenize-images`, `preview` and the demo read through the readers here.
 
     CORPUS/pairs/SPLIT-NNNNN.parquet  the face-text pairs of each split (train, val, test), RECORD_SCHEMA, corpus order
     CORPUS/images.parquet             one row per unique image_id (STORED_IMAGE_SCHEMA), sorted
@@ -8,6 +10,10 @@ that names its files and columns.
     CORPUS/rejects.jsonl              the pairs the corpus dropped, with reasons
     CORPUS/stats.json, STATS.md, pairs_per_dataset.png, README.md (dataset card)
     CORPUS/build-config.json          the BuildConfig of the run
+
+A corpus is complete when every one of these is there (`missing_files`, `is_complete`): build-corpus
+writes them into a temporary folder published whole (`common.fileio.atomic_folder`), so only a finished
+build is ever complete.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from common.errors import UserError
-from common.fileio import atomic_path
+from common.fileio import atomic_path, write_json, write_jsonl, write_parquet, write_text
 from common.records import SPLITS
 from converters.helpers.schema import RECORD_SCHEMA
 
@@ -54,8 +60,8 @@ def pair_part_name(split: str, part: int) -> str:
 
 
 def write_roots(roots: dict[str, str], folder: Path) -> None:
-    with atomic_path(Path(folder) / ROOTS_FILE) as tmp:
-        tmp.write_text(ROOTS_HEADER + yaml.safe_dump(roots, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    """CORPUS/roots.yaml: {dataset: root}, under a header that says how to edit it."""
+    write_text(ROOTS_HEADER + yaml.safe_dump(roots, sort_keys=False, allow_unicode=True), Path(folder) / ROOTS_FILE)
 
 
 def read_roots(corpus: Path) -> dict[str, Path]:
@@ -71,9 +77,67 @@ def read_roots(corpus: Path) -> dict[str, Path]:
     return {name: Path(os.path.normpath(base / Path(root).expanduser())) for name, root in roots.items()}
 
 
-def looks_complete(folder: Path) -> bool:
-    """A finished corpus: the statistics and the pairs folder are there (only a finished build renames them in)."""
-    return (folder / STATS_JSON).is_file() and (folder / PAIRS_FOLDER).is_dir()
+# -- the completeness check --------------------------------------------------------------------
+def missing_files(folder: Path) -> list[str]:
+    """The layout's files that `folder` lacks, in layout order (at least one pairs file per split); empty for a
+    complete corpus. A corpus of the layout before per-split pairs (`pairs/part-*.parquet`, images.parquet
+    storing `path`, no roots.yaml) is complete with its own files."""
+    folder, pairs = Path(folder), Path(folder) / PAIRS_FOLDER
+    older = any(pairs.glob("part-*.parquet"))
+    lacking_pairs = [] if older else [f"{PAIRS_FOLDER}/{split}-*.parquet" for split in SPLITS
+                                      if not any(pairs.glob(f"{split}-*.parquet"))]
+    names = (IMAGES_FILE, *(() if older else (ROOTS_FILE,)), REJECTS_FILE, STATS_JSON, STATS_MD, CHART_PNG,
+             CARD_FILE, CONFIG_FILE)
+    return lacking_pairs + [name for name in names if not (folder / name).is_file()]
+
+
+def is_complete(folder: Path) -> bool:
+    """A finished corpus: every file of the layout is there."""
+    return Path(folder).is_dir() and not missing_files(folder)
+
+
+# -- writers (build-corpus) --------------------------------------------------------------------
+def write_pair_part(folder: Path, split: str, part: int, table: pa.Table) -> None:
+    """CORPUS/pairs/SPLIT-NNNNN.parquet."""
+    write_parquet(table, pairs_folder(folder) / pair_part_name(split, part))
+
+
+def pairs_folder(folder: Path) -> Path:
+    return Path(folder) / PAIRS_FOLDER
+
+
+def write_tables(folder: Path, images: pa.Table, roots: dict[str, str], rejects: list[dict],
+                 build_config: dict) -> None:
+    """images.parquet, roots.yaml, rejects.jsonl and build-config.json."""
+    write_images(folder, images)
+    write_roots(roots, folder)
+    write_jsonl(rejects, Path(folder) / REJECTS_FILE)
+    write_json(build_config, Path(folder) / CONFIG_FILE)
+
+
+def write_images(folder: Path, images: pa.Table) -> None:
+    write_parquet(images, images_file(folder))
+
+
+def write_statistics(folder: Path, stats: dict, markdown: str, chart) -> None:
+    """stats.json, STATS.md and the chart (a matplotlib Figure, saved as PNG without the time or version)."""
+    write_json(stats, Path(folder) / STATS_JSON)
+    write_text(markdown, Path(folder) / STATS_MD)
+    with atomic_path(Path(folder) / CHART_PNG) as tmp:
+        chart.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def write_card(folder: Path, text: str) -> None:
+    """README.md, the dataset card."""
+    write_text(text, Path(folder) / CARD_FILE)
+
+
+# -- readers (tokenize-images, preview, the demo) ----------------------------------------------
+
+
+def chart_file(corpus: Path) -> Path:
+    """The pairs-per-dataset chart (PNG)."""
+    return Path(corpus) / CHART_PNG
 
 
 def images_file(corpus: Path) -> Path:

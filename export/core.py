@@ -291,8 +291,9 @@ def write_unit(job: tuple[Unit, ExportConfig, Path]) -> dict:
 def export_corpus(corpus: Path, out: Path, config: ExportConfig) -> dict:
     """Export CORPUS into OUT in `config.format`; resumes a killed run with the same settings. The summary."""
     corpus, out = Path(corpus), output_folder(Path(out))
-    if not layout.looks_complete(corpus):
-        raise UserError(f"--corpus {corpus}: not a corpus folder written by build-corpus")
+    if not layout.is_complete(corpus):
+        lacking = f" (it lacks {', '.join(layout.missing_files(corpus))})" if corpus.is_dir() else ""
+        raise UserError(f"--corpus {corpus}: not a corpus folder written by build-corpus{lacking}")
     fmt = load_format(config.format)
     if config.link and not fmt.LINKS:
         raise UserError(f"--link: {config.format} holds the image bytes; use imagefolder or feedface to link")

@@ -369,15 +369,15 @@ def test_failed_build_leaves_no_corpus_and_keeps_the_old_one(family, tmp_path, m
     def crash(*args, **kwargs):
         raise RuntimeError("killed while writing the card")
 
-    monkeypatch.setattr(build.card, "write_card", crash)
+    monkeypatch.setattr(build.layout, "write_card", crash)
     with pytest.raises(RuntimeError):
         build_corpus(family, out)
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["converted"]  # no staging folder left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.lock", "converted"]  # no staging folder left
     monkeypatch.undo()
     build_corpus(family, out)
     before = (out / "stats.json").read_bytes()
-    monkeypatch.setattr(build.card, "write_card", crash)
+    monkeypatch.setattr(build.layout, "write_card", crash)
     write_converted(family, "afad", [row("afad/1-1", "train", "afad age: 30", "attributes", person="afad:1")])
     with pytest.raises(RuntimeError):
         build_corpus(family, out)
@@ -385,14 +385,14 @@ def test_failed_build_leaves_no_corpus_and_keeps_the_old_one(family, tmp_path, m
     monkeypatch.undo()
     build_corpus(family, out)  # replaces the old corpus
     assert json.loads((out / "stats.json").read_text())["datasets"]["afad"]["pairs"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "corpus"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.lock", "converted", "corpus"]
 
 
 KILL_DURING_STATS = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from corpus import build, layout
-build.stats.write_stats = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+build.layout.write_statistics = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 build.build_corpus({converted!r}, {out!r})
 """
 
@@ -403,11 +403,46 @@ def test_killed_build_leaves_nothing_that_looks_complete(family, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)
     assert result.returncode == -signal.SIGKILL
     assert not out.exists()
-    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".corpus.building-")]
-    assert len(leftovers) == 1 and not build.looks_complete(leftovers[0])
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".corpus.tmp-")]
+    assert len(leftovers) == 1 and not layout.is_complete(leftovers[0])
+    assert layout.missing_files(leftovers[0]) == ["stats.json", "STATS.md", "pairs_per_dataset.png", "README.md"]
     build_corpus(family, out)  # the next build removes the dead build's staging folder
-    assert build.looks_complete(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "corpus"]
+    assert layout.is_complete(out) and layout.missing_files(out) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.lock", "converted", "corpus"]
+
+
+def test_a_second_build_on_the_same_out_is_refused_at_once(family, tmp_path):
+    from common.locks import folder_lock
+
+    out = tmp_path / "corpus"
+    with folder_lock(out, "build-corpus", whole=True):
+        message = one_line_error(family, out)
+    assert message.startswith(f"{out}: another build-corpus is writing there (it holds {tmp_path / '.corpus.lock'})")
+    assert not out.exists()  # refused before any work
+    build_corpus(family, out)  # released with the block
+
+
+def test_completeness_check_names_each_missing_file(family, tmp_path):
+    out = tmp_path / "corpus"
+    build_corpus(family, out)
+    assert layout.is_complete(out) and layout.missing_files(out) == []
+    (out / "README.md").unlink()
+    (out / "pairs" / "val-00000.parquet").unlink()
+    (out / "roots.yaml").unlink()
+    assert not layout.is_complete(out)
+    assert layout.missing_files(out) == ["pairs/val-*.parquet", "roots.yaml", "README.md"]
+    message = one_line_error(family, out)  # an incomplete folder is not replaced
+    assert "is not a corpus (it lacks pairs/val-*.parquet, roots.yaml, README.md)" in message
+    assert not layout.is_complete(tmp_path / "nowhere")
+
+
+def test_chart_has_a_log_axis_so_small_counts_show_beside_the_paper(family, tmp_path):
+    stats = build_corpus(family, tmp_path / "corpus")
+    axes = build.stats.bar_chart(stats).axes[0]
+    assert axes.get_xscale() == "log"
+    widths = [bar.get_width() for bar in axes.patches]
+    assert min(w for w in widths if w > 0) < 20 and max(widths) >= 200_000  # corpus and paper bars on one axis
+    assert axes.get_xlim()[0] < 1
 
 
 # -- building blocks -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
-from corpus_fixture import REJECT_REASONS, write_corpus
+from corpus_fixture import REJECT_REASONS, write_build_files, write_corpus
 from PIL import Image
 
 import cli
@@ -43,10 +43,8 @@ def celeba_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def broken_corpus(tmp_path_factory) -> Path:
-    """tests/corpus_fixture: faces in every mode and size, 4 of 13 unreadable, two pairs each (stats.json: built)."""
-    corpus = write_corpus(tmp_path_factory.mktemp("broken"))
-    (corpus / "stats.json").write_text("{}")
-    return corpus
+    """tests/corpus_fixture: faces in every mode and size, 4 of 13 unreadable, two pairs each."""
+    return write_corpus(tmp_path_factory.mktemp("broken"))
 
 
 def corpus_pairs(corpus: Path) -> list[dict]:
@@ -187,8 +185,8 @@ def test_synthetic_corpus_of_100k_pairs_reconciles(tmp_path):
 
 def synthetic_corpus(folder: Path, faces: int, pairs_per_face: int) -> Path:
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    from common.fileio import write_parquet
     from converters.helpers.rows import make_table
     from converters.helpers.schema import ATTRIBUTE_TYPE
 
@@ -199,19 +197,16 @@ def synthetic_corpus(folder: Path, faces: int, pairs_per_face: int) -> Path:
     splits = ["val" if k % 20 == 1 else "test" if k % 20 == 2 else "train" for k in range(faces)]
     images = ["missing.png" if k == 7 else "face.png" for k in range(faces)]
     corpus = folder / "corpus"
-    write_parquet(
-        pa.table(
-            {
-                "image_id": ids,
-                "dataset": ["celeba"] * faces,
-                "image": images,
-                "box": pa.nulls(faces, layout.STORED_IMAGE_SCHEMA.field("box").type),
-                "split": splits,
-            }
-        ),
-        corpus / "images.parquet",
+    image_table = pa.table(
+        {
+            "image_id": ids,
+            "dataset": ["celeba"] * faces,
+            "image": images,
+            "box": pa.nulls(faces, layout.STORED_IMAGE_SCHEMA.field("box").type),
+            "split": splits,
+        }
     )
-    layout.write_roots({"celeba": "../raw"}, corpus)  # relative: taken from the corpus folder
+    write_build_files(corpus, image_table, {"celeba": "../raw"})  # a relative root is taken from the corpus folder
     n = faces * pairs_per_face
     rows = np.repeat(np.arange(faces), pairs_per_face)
     attributes = [[{"key": "smiling", "value": "true"}] if r % 2 == 0 else None for r in range(n)]
@@ -227,8 +222,8 @@ def synthetic_corpus(folder: Path, faces: int, pairs_per_face: int) -> Path:
         attributes=pa.array(attributes, ATTRIBUTE_TYPE),
         source="synthetic",
     )
-    write_parquet(pairs, corpus / "pairs" / "part-00000.parquet")
-    (corpus / "stats.json").write_text("{}")
+    for split in ("train", "val", "test"):
+        layout.write_pair_part(corpus, split, 0, pairs.filter(pc.equal(pairs.column("split"), split)))
     return corpus
 
 

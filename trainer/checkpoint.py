@@ -6,14 +6,17 @@
       trainer-state.pt                 step, schedule, data-stream state of every stream, RNG states per process
       train-config.json                the run's TrainConfig
     latest                             a text file naming the newest folder (what --resume reads)
+  log.jsonl, val.jsonl, loss.png       the training log, the validation log and their plot (`log_files`)
 
 Every .pt file is read back with `torch.load(weights_only=True)`: plain data and tensors, no code.
-The folder is written under a temporary name and renamed, so a killed run never leaves half a checkpoint.
+The folder is written under a temporary name and published whole (`common.fileio.atomic_folder`), so a
+killed run never leaves half a checkpoint. The run holds RUN/.lock for its whole length (rank 0:
+`with common.locks.folder_lock(out, "train"):`), so a second `train` on the same RUN is refused and
+only the holder removes the temporaries of killed saves.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -22,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 
 from common.errors import UserError, first_line
-from common.fileio import atomic_path, write_json
+from common.fileio import atomic_folder, remove_temporaries, write_json, write_text
 from trainer import weights
 
 CHECKPOINTS = "checkpoints"
@@ -30,6 +33,7 @@ LATEST = "latest"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer-state.pt"
 CONFIG_FILE = "train-config.json"
+LOG_FILE, VAL_LOG_FILE, LOSS_PLOT = "log.jsonl", "val.jsonl", "loss.png"
 _STEP = re.compile(r"^step-(\d{7})$")
 
 
@@ -43,33 +47,26 @@ def save(run: Path, step: int, model, optimizer, state: dict, train_config: dict
     A write that fails (a full disk, a file-size limit) is one UserError; the previous checkpoint stays as it was.
     """
     final = step_folder(run, step)
-    for stale in final.parent.glob(".step-*"):  # left by a killed save: never a checkpoint
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    remove_temporaries(final.with_name("step-*"))  # left by killed saves of any step: never a checkpoint
     try:
-        _write_folder(tmp, model, optimizer, state, train_config)
+        with atomic_folder(final) as tmp:
+            _write_folder(tmp, model, optimizer, state, train_config)
     except (OSError, RuntimeError, ValueError, SafetensorError) as e:  # torch, safetensors: their own types
-        shutil.rmtree(tmp, ignore_errors=True)
         previous = latest(run)
         kept = f"the previous checkpoint {previous.name} stays" if previous else "no earlier checkpoint exists"
         raise UserError(f"{final}: the checkpoint could not be written ({first_line(e)}); {kept}") from None
-    if final.exists():  # moved aside, deleted only once the new one is in place: a kill never loses both
-        aside = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, aside)
-        os.replace(tmp, final)
-        shutil.rmtree(aside)
-    else:
-        os.replace(tmp, final)
-    with atomic_path(final.parent / LATEST) as path:
-        path.write_text(final.name + "\n", encoding="utf-8")
+    write_text(final.name + "\n", final.parent / LATEST)
     for old in sorted(all_steps(run))[:-keep] if keep > 0 else []:
         shutil.rmtree(step_folder(run, old), ignore_errors=True)
     return final
 
 
+def log_files(run: Path) -> dict[str, Path]:
+    """The run's logs: `log` (a JSON line per logged step), `val` (per validation) and `plot` (loss.png)."""
+    return {"log": Path(run) / LOG_FILE, "val": Path(run) / VAL_LOG_FILE, "plot": Path(run) / LOSS_PLOT}
+
+
 def _write_folder(tmp: Path, model, optimizer, state: dict, train_config: dict) -> None:
-    if tmp.exists():
-        shutil.rmtree(tmp)
     weights.export(model, tmp)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     torch.save(state, tmp / STATE_FILE)

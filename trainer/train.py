@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from common.fileio import write_json
+from common.fileio import atomic_path, write_json
 from common.locks import folder_lock
 from trainer import checkpoint
 from trainer.config import ModelConfig, check_fits_memory, save_config
@@ -183,8 +183,9 @@ def setup(shards_dir: Path, out: Path, plan: Plan, d: Dist, progress: bool = Tru
     start = restore(plan, stream, optimizer, schedule, d, total_streams) if plan.resume_from else 0
     if d.main:
         write_json(config.to_dict(), out / "train-config.json")
-        truncate_log(out / "log.jsonl", start)
-        truncate_log(out / "val.jsonl", start)
+        logs = checkpoint.log_files(out)
+        truncate_log(logs["log"], start)
+        truncate_log(logs["val"], start)
     logger = Logger(out, d, model_config, model.num_parameters(), config, start, progress)
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" or config.cpu_bf16)
     return Run(config, model_config, d, out, model, wrap(model, config, d), optimizer, schedule, stream, validation,
@@ -396,7 +397,7 @@ class Logger:
         if self.peak:
             row["mfu"] = round(self.flops * tokens_per_s / self.peak, 4)
             shown["mfu"] = f"{row['mfu']:.1%}"
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+        with open(checkpoint.log_files(self.out)["log"], "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if self.tb:
             for k in ("loss", "lr", "grad_norm", "tokens_per_s", "padding"):
@@ -410,7 +411,7 @@ class Logger:
     def validation(self, step: int, losses: dict) -> None:
         if not self.main:
             return
-        with open(self.out / "val.jsonl", "a", encoding="utf-8") as f:
+        with open(checkpoint.log_files(self.out)["val"], "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, "val_loss": losses}) + "\n")
         if self.tb:
             for task, value in losses.items():
@@ -437,9 +438,10 @@ def plot_losses(out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text(encoding="utf-8").splitlines() if line] \
-        if (out / "log.jsonl").is_file() else []
-    vals = [json.loads(line) for line in (out / "val.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    logs = checkpoint.log_files(out)
+    rows = [json.loads(line) for line in logs["log"].read_text(encoding="utf-8").splitlines() if line] \
+        if logs["log"].is_file() else []
+    vals = [json.loads(line) for line in logs["val"].read_text(encoding="utf-8").splitlines() if line]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train", linewidth=0.8)
     for task in TASKS:
@@ -450,7 +452,6 @@ def plot_losses(out: Path) -> None:
     ax.set_ylabel("loss (target tokens)")
     ax.legend()
     fig.tight_layout()
-    tmp = out / ".loss.png.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(logs["plot"]) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, out / "loss.png")

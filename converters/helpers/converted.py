@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 import manifests
 from common.errors import UserError, first_line
 from common.fileio import remove_temporaries, write_json, write_jsonl, write_parquet
-from common.locks import folder_lock
 from common.records import KINDS, SPLITS
 
 from ..registry import DATASETS
@@ -50,14 +49,14 @@ def summary_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"{name}{SUMMARY_SUFFIX}"
 
 
+def is_converted(folder: Path, name: str) -> bool:
+    """Whether `folder` holds a finished conversion of `name`: its summary is written last, beside the rows."""
+    return summary_path(folder, name).is_file() and parquet_path(folder, name).is_file()
+
+
 # -- writing ----------------------------------------------------------------------------------
-def output_folder(folder: Path):
-    """Hold `folder` for one `convert` run (created if needed): a second run on it is refused."""
-    return folder_lock(folder, "convert")
-
-
 def write_converted(folder: Path, name: str, table: pa.Table, rejects: list[dict], summary: dict) -> None:
-    """Write one dataset's rows, rejects and (last) summary into `folder` (held with `output_folder`).
+    """Write one dataset's rows, rejects and (last) summary into `folder` (held with `common.locks.folder_lock`).
 
     Temporaries that a killed run left beside these files are removed first.
     """
