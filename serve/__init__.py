@@ -1,0 +1,5 @@
+"""`python3 cli.py serve`: a local web page to try a checkpoint (Gradio).
+
+- `service` — the requests the page makes, through `trainer.generate.run_requests` (the code `generate` runs).
+- `app` — the page: Text → faces, Face → caption, Face → attributes; one model call at a time.
+"""
