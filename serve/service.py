@@ -13,7 +13,6 @@ are also ranked by CLIP similarity to their condition; results.jsonl stays gener
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.fileio import atomic_path, write_json
-from trainer.generate import RESULTS_FILE, Request, Sampling, run_requests
+from trainer.generate import Request, Sampling, run_requests
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +166,6 @@ class Service:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def results_line(answer: Answer) -> str:
-    """The answer's line of results.jsonl, as written."""
-    return (answer.folder / RESULTS_FILE).read_text(encoding="utf-8").splitlines()[0]
-
-
 def load_clip(folder: Path | None, device: str):
     """`--clip DIR` as a scorer (trainer.clip), or None without it."""
     if folder is None:
@@ -193,6 +187,3 @@ def describe(answer: Answer) -> str:
         notes.append("ranked by CLIP" + (" (the text was cut to CLIP's 77 tokens)" if answer.clip_truncated else ""))
     return "; ".join(notes)
 
-
-def dumps(result: dict) -> str:
-    return json.dumps(result, ensure_ascii=False)

@@ -1,5 +1,6 @@
 """serve: the web page on a tiny random model, driven in headless Chromium (playwright on the system's chromium);
 the HTTP API (gradio_client) where no browser starts. The page's answers are generate's, byte for byte."""
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import cli
 from common.errors import UserError
 from samples.tiny_vqgan import write_tiny_vqgan
 from serve.app import DEFAULT_TEXT, candidate_rows
-from serve.service import Service, whole_number
+from serve.service import Service, describe, whole_number
 from trainer.config import load_config
 from trainer.inference import load_session
 from trainer.model import Talk2Face
@@ -56,8 +57,13 @@ def files(tmp_path_factory):
     (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (bad / "empty.png").write_bytes(b"")
     bomb_png(bad / "bomb.png")
+    clip = None
+    if importlib.util.find_spec("transformers"):  # the eval extra: --clip ranks by a tiny random CLIP
+        from clip_fixture import save_tiny_clip
+
+        clip = save_tiny_clip(root / "clip")
     return {"root": root, "export": root / "export", "config": vqgan["config"], "ckpt": vqgan["ckpt"], "face": face,
-            "bad": bad}
+            "bad": bad, "clip": clip}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +92,21 @@ def test_attributes_rank_the_manifest_candidates(files, service):
     rows = candidate_rows(answer.result["candidates"])
     assert sorted(r[0] for r in rows) == ["female", "male"] and rows[0][1] >= rows[1][1]
     assert abs(sum(float(r[2].rstrip("%")) for r in rows) - 100) < 0.2
+
+
+def test_with_clip_faces_and_captions_are_ranked_and_scored(files, service):
+    if files["clip"] is None:
+        pytest.skip("transformers is not installed (the eval extra): no CLIP to rank with")
+    from trainer.clip import ClipScorer
+
+    ranked = Service(service.session, service.workdir / "clip", clip=ClipScorer.load(files["clip"]))
+    for answer in (ranked.faces(DEFAULT_TEXT, ranked.sampling(3, 70, 0, 1, 0)),
+                   ranked.caption(str(files["face"]), ranked.sampling(3, 70, 0, 1, 0))):
+        assert len(answer.clip) == 3 and sorted(answer.order) == [0, 1, 2]
+        assert [answer.clip[k] for k in answer.order] == sorted(answer.clip, reverse=True)
+        assert "ranked by CLIP" in describe(answer)
+    with zipfile.ZipFile(ranked.bundle(answer)) as bundle:
+        assert json.loads(bundle.read("clip.json"))["ranked"] == answer.order
 
 
 @pytest.mark.parametrize("name, reason", [("broken.jpg", "corrupt"), ("empty.png", "not an image"),
@@ -119,7 +140,8 @@ def start_server(files, cwd: Path, log: Path) -> tuple[subprocess.Popen, str, Pa
     with log.open("w") as sink:
         proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "serve", "--checkpoint", str(files["export"]),
                                  "--vqgan-config", str(files["config"]), "--vqgan-ckpt", str(files["ckpt"]),
-                                 "--examples", str(files["face"].parent), "--port", str(port), "--device", "cpu"],
+                                 "--examples", str(files["face"].parent), "--port", str(port), "--device", "cpu",
+                                 *(["--clip", str(files["clip"])] if files["clip"] else [])],
                                 cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
@@ -186,6 +208,9 @@ def page_faces(page, files, tmp_path: Path) -> None:
     with zipfile.ZipFile(saved) as bundle:
         [line] = [json.loads(x) for x in bundle.read("results.jsonl").decode().splitlines()]
     assert line["text"] == DEFAULT_TEXT and len(line["samples"]) == 2
+    if files["clip"]:
+        labels = page.locator("#faces-gallery .caption-label").all_inner_texts()
+        assert len(labels) == 2 and all(re.search(r"\(CLIP -?\d+\.\d{3}\)", label) for label in labels), labels
 
 
 def table_rows(element: str) -> str:
@@ -236,7 +261,7 @@ def drive_api(url: str, files) -> None:
     assert len(captions["data"]) == 2
     value, table = client.predict(handle_file(str(files["face"])), "celeba", "gender", "male, female",
                                   api_name="/attributes")
-    assert len(table["data"]) == 2
+    assert isinstance(value, str) and len(table["data"]) == 2
     with pytest.raises(AppError, match="face broken.jpg: corrupt"):
         client.predict(handle_file(str(files["bad"] / "broken.jpg")), 2, 70, 0, 1, 0, api_name="/caption")
     assert len(client.predict(DEFAULT_TEXT, 1, 70, 0, 1, 0, api_name="/faces")[0]) == 1
