@@ -24,7 +24,7 @@ from common.errors import UserError, first_line
 from serve.service import MAX_SAMPLES, Service, describe, load_clip
 from trainer.generate import Sampling
 
-QUEUE = "model"  # every event shares this one queue slot: two browsers never run the model at once
+ONE_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "model"}  # every model call shares one slot of the queue
 MAX_UPLOAD = "25mb"
 EXAMPLE_FACES = 8
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -104,7 +104,7 @@ def _faces_tab(service: Service) -> None:
         shown = [(str(answer.folder / answer.result["samples"][k]["image"]), caption)
                  for k, caption in _scored(answer, lambda s: s["image"].split("/")[-1])]
         return shown, describe(answer), gr.DownloadButton(value=str(service.bundle(answer)), visible=True)
-    run.click(draw, [text, *settings], [gallery, status, download], concurrency_id=QUEUE, api_name="faces")
+    run.click(draw, [text, *settings], [gallery, status, download], **ONE_AT_A_TIME, api_name="faces")
 
 
 def _face_input(config: ServeConfig, prefix: str):
@@ -135,7 +135,7 @@ def _caption_tab(service: Service, config: ServeConfig) -> None:
         answer = service.caption(upload, service.sampling(*values))
         rows = [[label] for _, label in _scored(answer, lambda s: s["text"] or "(empty: the model ended at once)")]
         return service.seen_face(upload), rows, describe(answer)
-    run.click(write, [face, *settings], [seen, captions, status], concurrency_id=QUEUE, api_name="caption")
+    run.click(write, [face, *settings], [seen, captions, status], **ONE_AT_A_TIME, api_name="caption")
 
 
 def _attributes_tab(service: Service, config: ServeConfig) -> None:
@@ -167,7 +167,7 @@ def _attributes_tab(service: Service, config: ServeConfig) -> None:
     def read(upload, name, chosen, listed):
         answer = service.attributes(upload, name, chosen, listed)
         return answer.result["samples"][0]["value"], candidate_rows(answer.result.get("candidates") or {})
-    run.click(read, [face, dataset, key, candidates], [value, table], concurrency_id=QUEUE, api_name="attributes")
+    run.click(read, [face, dataset, key, candidates], [value, table], **ONE_AT_A_TIME, api_name="attributes")
 
 
 def candidate_rows(scores: dict[str, float]) -> list[list]:

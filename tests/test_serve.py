@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from browser import chromium
 from click.testing import CliRunner
 from PIL import Image
 
@@ -127,6 +129,32 @@ def test_settings_out_of_range_are_refused():
     assert whole_number(4.0, "samples", 1, 16) == 4
 
 
+def test_every_model_call_waits_in_one_queue_of_one(service):
+    from serve.app import ServeConfig, build_app
+
+    app = build_app(service, ServeConfig())
+    calls = {f.api_name: f for f in app.fns.values() if f.api_name in ("faces", "caption", "attributes")}
+    assert len(calls) == 3 and all(f.concurrency_id == "model" and f.concurrency_limit == 1 for f in calls.values())
+
+
+def test_demo_serve_starts_the_page_on_the_demo_model_with_its_previewed_faces(files, tmp_path, monkeypatch):
+    import serve.app
+    from pipeline_demo import serve_demo
+
+    shutil.copytree(files["export"], tmp_path / "run")  # an export folder stands in for the demo's run
+    shutil.copytree(files["config"].parent, tmp_path / "vqgan")
+    (tmp_path / "preview" / "images").mkdir(parents=True)
+    shutil.copy(files["face"], tmp_path / "preview" / "images" / "0000-orig.png")
+    rows = [{"original": "images/0000-orig.png"}, {"original": None}]
+    (tmp_path / "preview" / "summary.json").write_text(json.dumps({"rows": rows}))
+    started = {}
+    monkeypatch.setattr(serve.app, "serve", lambda load, config, **_: started.update(session=load(), config=config))
+    serve_demo(tmp_path, port=7999)
+    assert started["session"].vqgan is not None and started["config"].port == 7999
+    assert started["config"].host == "127.0.0.1" and "untrained demo" in started["config"].title
+    assert started["config"].examples == (tmp_path / "preview" / "images" / "0000-orig.png",)
+
+
 # ---------------------------------------------------------------------- the page, in a browser
 def free_port() -> int:
     with socket.socket() as s:
@@ -163,7 +191,7 @@ def test_the_page_draws_captions_and_reads_attributes_and_survives_a_bad_upload(
         assert url.startswith("http://127.0.0.1:")
         no_browser = drive_browser(url, files, tmp_path)
         if no_browser:
-            drive_api(url, files)
+            drive_api(url, files, tmp_path)
         assert proc.poll() is None, "the server stopped"
     finally:
         proc.terminate()
@@ -180,9 +208,12 @@ def drive_browser(url: str, files, tmp_path: Path) -> str | None:
         from playwright.sync_api import Error, sync_playwright
     except ImportError as e:
         return f"playwright is not installed: {e}"
+    executable = chromium()
+    if executable is None:
+        return "no Chromium on this machine (scripts/install.sh installs Debian's `chromium` when run as root)"
     with sync_playwright() as p:
         try:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         except Error as e:
             return f"Chromium did not start: {str(e).splitlines()[0]}"
         try:
@@ -249,12 +280,12 @@ def page_attributes(page, files) -> None:
     page.wait_for_function(f"{rows} === 4", timeout=60_000)
 
 
-def drive_api(url: str, files) -> None:
+def drive_api(url: str, files, tmp_path: Path) -> None:
     """The same three requests and the bad upload through the HTTP API."""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
     gallery, _, _ = client.predict(DEFAULT_TEXT, 2, 70, 0, 1, 0, api_name="/faces")
     assert len(gallery) == 2
     _, captions, _ = client.predict(handle_file(str(files["face"])), 2, 70, 0, 1, 0, api_name="/caption")
