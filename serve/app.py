@@ -76,7 +76,8 @@ def _sampling_controls(samples: int, prefix: str) -> list:
     with gr.Row():
         return [gr.Slider(1, MAX_SAMPLES, value=samples, step=1, label="samples", elem_id=f"{prefix}-samples"),
                 gr.Number(defaults.top_k, label="top-k (0 = off)", precision=0, elem_id=f"{prefix}-top-k"),
-                gr.Slider(0.0, 1.0, value=defaults.top_p, step=0.01, label="top-p (0 = off)", elem_id=f"{prefix}-top-p"),
+                gr.Slider(0.0, 1.0, value=defaults.top_p, step=0.01, label="top-p (0 = off)",
+                          elem_id=f"{prefix}-top-p"),
                 gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="temperature",
                           elem_id=f"{prefix}-temperature"),
                 gr.Number(defaults.seed, label="seed", precision=0, elem_id=f"{prefix}-seed")]
@@ -143,23 +144,25 @@ def _attributes_tab(service: Service, config: ServeConfig) -> None:
 
     datasets = sorted(service.vocabularies)
     first = datasets[0] if datasets else None
+    first_key = next(iter(service.keys(first)), None)
     with gr.Row():
         with gr.Column():
             face = _face_input(config, "attributes")
             dataset = gr.Dropdown(datasets, value=first, label="dataset", elem_id="attributes-dataset")
-            key = gr.Dropdown(service.keys(first), value=(service.keys(first) or [None])[0], label="key",
-                              allow_custom_value=True, elem_id="attributes-key")
-            candidates = gr.Textbox(", ".join(service.candidates(first, (service.keys(first) or [None])[0])),
+            key = gr.Dropdown(service.keys(first), value=first_key, label="key", allow_custom_value=True,
+                              elem_id="attributes-key")
+            candidates = gr.Textbox(", ".join(service.candidates(first, first_key)),
                                     label="candidates (comma-separated)", elem_id="attributes-candidates")
             run = gr.Button("Read the attribute", variant="primary", elem_id="attributes-run")
         with gr.Column():
             value = gr.Textbox(label="greedy value", interactive=False, elem_id="attributes-value")
-            table = gr.Dataframe(headers=["candidate", "log-likelihood", "share"], label="candidates, most likely first",
-                                 interactive=False, elem_id="attributes-table")
+            table = gr.Dataframe(headers=["candidate", "log-likelihood", "share"],
+                                 label="candidates, most likely first", interactive=False, elem_id="attributes-table")
 
     def keys_of(name):
         keys = service.keys(name)
-        return gr.Dropdown(choices=keys, value=keys[0] if keys else None), ", ".join(service.candidates(name, keys[0] if keys else None))
+        chosen = keys[0] if keys else None
+        return gr.Dropdown(choices=keys, value=chosen), ", ".join(service.candidates(name, chosen))
     dataset.change(keys_of, [dataset], [key, candidates], queue=False)
     key.change(lambda name, k: ", ".join(service.candidates(name, k)), [dataset, key], [candidates], queue=False)
 

@@ -100,10 +100,12 @@ class Service:
     def caption(self, face: str | Path | None, sampling: Sampling) -> Answer:
         answer = self._run(Request("to_caption", image=self._face(face)), sampling)
         if self.clip is not None:
-            self._rank(answer, self.clip.image_to_texts(self.seen_face(face), [s["text"] for s in answer.result["samples"]]))
+            texts = [s["text"] for s in answer.result["samples"]]
+            self._rank(answer, self.clip.image_to_texts(self.seen_face(face), texts))
         return answer
 
-    def attributes(self, face: str | Path | None, dataset: str | None, key: str | None, candidates: str | None) -> Answer:
+    def attributes(self, face: str | Path | None, dataset: str | None, key: str | None,
+                   candidates: str | None) -> Answer:
         if not key or not str(key).strip():
             raise UserError("key: choose an attribute key")
         values = [c.strip() for c in (candidates or "").split(",") if c.strip()] or None

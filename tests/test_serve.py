@@ -275,9 +275,11 @@ def page_attributes(page, files) -> None:
     page.get_by_text("face broken.jpg: corrupt").first.wait_for(timeout=30_000)
     page.locator("#attributes-face button[aria-label='Clear']").first.click()
     upload.set_input_files(str(files["face"]))
-    page.fill("#attributes-candidates textarea", "male, female, young, old")
-    page.click("#attributes-run")  # the next request still works: four candidates ranked
-    page.wait_for_function(f"{rows} === 4", timeout=60_000)
+    page.click("#attributes-dataset input")  # another dataset: its key and its values from the manifest
+    page.get_by_role("option", name="affectnet").click()
+    page.wait_for_function("document.querySelector('#attributes-candidates textarea').value.includes('contempt')")
+    page.click("#attributes-run")  # the next request still works: affectnet's eight expressions ranked
+    page.wait_for_function(f"{rows} === 8", timeout=60_000)
 
 
 def drive_api(url: str, files, tmp_path: Path) -> None:
