@@ -230,6 +230,10 @@ def drive_browser(url: str, files, tmp_path: Path) -> str | None:
 def page_faces(page, files, tmp_path: Path) -> None:
     page.fill("#faces-samples input[type=number]", "2")
     page.press("#faces-samples input[type=number]", "Enter")
+    page.fill("#faces-top-k input", "-1")  # out of range: one line in the page
+    page.click("#faces-run")
+    page.get_by_text("top-k -1: expected a whole number, 0 or more").first.wait_for(timeout=30_000)
+    page.fill("#faces-top-k input", "70")
     page.click("#faces-run")
     page.wait_for_function("document.querySelectorAll('#faces-gallery img').length >= 2", timeout=60_000)
     with page.expect_download() as download:
