@@ -17,7 +17,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UserError, first_line
@@ -38,7 +38,6 @@ class ServeConfig:
     examples: tuple[Path, ...] = ()  # example faces for the caption and attribute tabs
     title: str = "Talk2Face"
     note: str = ""  # a line under the title, e.g. that this is the untrained demo model
-    allowed: tuple[Path, ...] = field(default=())  # folders Gradio may serve files from besides its temporary one
 
 
 def example_faces(folder: Path | None, limit: int = EXAMPLE_FACES) -> tuple[Path, ...]:
@@ -214,9 +213,13 @@ def serve(load: Callable[[], object], config: ServeConfig, clip: Path | None = N
     try:
         service = Service(load(), workdir / "answers", clip=load_clip(clip, device))
         app = build_app(service, config)
-        app.launch(server_name=config.host, server_port=config.port, show_error=True, max_file_size=MAX_UPLOAD,
-                   allowed_paths=[str(p) for p in config.allowed + config.examples], prevent_thread_lock=True,
-                   quiet=True)
+        try:
+            app.launch(server_name=config.host, server_port=config.port, show_error=True, max_file_size=MAX_UPLOAD,
+                       allowed_paths=[str(p) for p in config.examples], prevent_thread_lock=True,
+                       quiet=True)
+        except OSError:
+            raise UserError(f"--host {config.host} --port {config.port}: cannot listen there (is another server "
+                            "on it?); choose another --port") from None
         echo(f"serving {service.session.checkpoint} on http://{config.host}:{config.port} (temporary folder {workdir})")
         app.block_thread()
     finally:
