@@ -8,10 +8,12 @@
 Every request gets its own folder under `workdir` (the server's temporary folder) and runs through
 `run_requests` exactly as `generate` runs a one-line requests file: the same session, batching and
 key-value cache. Only the newest `KEEP_ANSWERS` folders are kept. With a CLIP scorer, faces and captions
-are also ranked by CLIP similarity to their condition; results.jsonl stays generate's line.
+are also ranked by CLIP similarity to their condition: by `run_requests` itself where it takes a scorer
+(`generate --clip`, so results.jsonl is that command's line), else here with the same scorer.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -30,6 +32,9 @@ MAX_SAMPLES = 16
 KEEP_ANSWERS = 32  # request folders kept in the temporary folder (the oldest are removed)
 BUNDLE = "talk2face-faces.zip"
 CLIP_FILE = "clip.json"
+# generate ranks samples by CLIP itself where run_requests takes `clip` (generate --clip); then results.jsonl holds
+# the scores and the page shows those, else the service scores with the same trainer.clip scorer
+GENERATE_RANKS = "clip" in inspect.signature(run_requests).parameters
 
 
 @dataclass
@@ -90,7 +95,7 @@ class Service:
         if not text:
             raise UserError("text: type a caption or attributes to draw faces from")
         answer = self._run(Request("to_image", text=text), sampling)
-        if self.clip is not None:
+        if self.clip is not None and answer.clip is None:
             from PIL import Image
 
             images = [Image.open(answer.folder / s["image"]).convert("RGB") for s in answer.result["samples"]]
@@ -99,7 +104,7 @@ class Service:
 
     def caption(self, face: str | Path | None, sampling: Sampling) -> Answer:
         answer = self._run(Request("to_caption", image=self._face(face)), sampling)
-        if self.clip is not None:
+        if self.clip is not None and answer.clip is None:
             texts = [s["text"] for s in answer.result["samples"]]
             self._rank(answer, self.clip.image_to_texts(self.seen_face(face), texts))
         return answer
@@ -152,11 +157,19 @@ class Service:
 
     def _run(self, request: Request, sampling: Sampling) -> Answer:
         folder = self.workdir / f"request-{next(self._numbers):06d}"
-        results = run_requests(self.session, [request], sampling, folder)
+        ranking = {"clip": self.clip} if self.clip is not None and GENERATE_RANKS else {}
+        results = run_requests(self.session, [request], sampling, folder, **ranking)
         self._prune()
-        return Answer(results[0], folder)
+        answer = Answer(results[0], folder)
+        samples = answer.result["samples"]
+        if samples and all("clip_score" in s for s in samples):  # generate ranked them (generate --clip)
+            answer.clip = [s["clip_score"] for s in samples]
+            answer.order = sorted(range(len(samples)), key=lambda k: samples[k]["clip_rank"])
+            answer.clip_truncated = bool(answer.result.get("clip_truncated"))
+        return answer
 
     def _rank(self, answer: Answer, scores) -> None:
+        """CLIP ranking where generate has none of its own (before generate --clip): the same scorer and rank()."""
         from trainer.clip import rank
 
         answer.clip, answer.clip_truncated = list(scores.scores), bool(scores.truncated)
