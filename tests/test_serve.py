@@ -46,14 +46,7 @@ def bomb_png(path: Path, side: int = 20000) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's small tensors on one thread: on a shared 2-core machine two threads each make
-    sampling ~20x slower (36 s against 1.7 s for two faces at load 12)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

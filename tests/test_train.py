@@ -26,13 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(shuffle_buffer=24, pool=4, val_faces=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share out: one thread is faster (several times on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
