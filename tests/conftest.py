@@ -34,19 +34,6 @@ class Converted:
         return out
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models' ops are too small to share out: one torch thread is faster, ~20x on a busy 2-core machine
-    (two faces from the tiny model: 36 s on two threads, 1.7 s on one, at load 12). Use per module with
-    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def run_convert(tmp_path):
     """run_convert(name, root, *options) -> Converted, writing into a fresh folder."""

@@ -20,6 +20,7 @@ import torch
 from browser import chromium
 from click.testing import CliRunner
 from PIL import Image
+from train_fixture import one_thread  # noqa: F401 - an autouse fixture: the tiny model on one thread
 
 import cli
 from common.errors import UserError
@@ -44,9 +45,6 @@ def bomb_png(path: Path, side: int = 20000) -> Path:
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
     return path
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

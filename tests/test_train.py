@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from train_fixture import write_shards
+from train_fixture import one_thread, write_shards  # noqa: F401 - one_thread: an autouse fixture
 
 from common.errors import UserError
 from facetokens import shards
@@ -24,9 +24,6 @@ from trainer.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(shuffle_buffer=24, pool=4, val_faces=8)
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
