@@ -308,11 +308,11 @@ def datasets(markdown: bool) -> None:
 
 
 @main.command()
+@click.option("--serve", "then_serve", is_flag=True, help="Then start the web page (`serve`) on the demo's model.")
+@click.option("--port", default=7860, show_default=True, help="With --serve: the page's port (on 127.0.0.1).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the sample data, every stage's output and report.html.")
 @click.option("--fresh", is_flag=True, help="Start over instead of reusing the stages a previous run finished.")
 @click.option("--train-steps", type=int, help="Training steps of the demo model [default: pipeline_demo.TRAIN_STEPS].")
-@click.option("--serve", "then_serve", is_flag=True, help="Then start the web page (`serve`) on the demo's model.")
-@click.option("--port", default=7860, show_default=True, help="With --serve: the page's port (on 127.0.0.1).")
 @user_errors
 def demo(out: Path, fresh: bool, train_steps: int, then_serve: bool, port: int) -> None:
     """The whole pipeline on built-in samples (real formats, written small): convert to evaluate, then report.html."""
