@@ -199,7 +199,7 @@ def build_app(service: Service, config: ServeConfig):
     return app
 
 
-def serve(load: Callable[[], object], config: ServeConfig, clip: Path | None = None, device: str = "cpu",
+def serve(load: Callable[[], object], config: ServeConfig, clip: Path | None = None,
           echo: Callable[[str], None] = print) -> None:
     """Load the model once (`load()` returns the session), start the page, block until interrupted; the
     temporary folder is removed at exit."""
@@ -211,7 +211,8 @@ def serve(load: Callable[[], object], config: ServeConfig, clip: Path | None = N
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # a terminated server still removes its temporary folder
     try:
-        service = Service(load(), workdir / "answers", clip=load_clip(clip, device))
+        session = load()
+        service = Service(session, workdir / "answers", clip=load_clip(clip, str(session.device)))
         app = build_app(service, config)
         try:
             app.launch(server_name=config.host, server_port=config.port, show_error=True, max_file_size=MAX_UPLOAD,
