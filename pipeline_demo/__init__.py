@@ -205,7 +205,7 @@ def _report(out: Path, stages: Stages, paths: dict, looks: dict, generated: dict
     return page
 
 
-def serve_demo(out: Path, port: int | None = None, echo: Callable[[str], None] = print) -> None:
+def serve_demo(out: Path, port: int, echo: Callable[[str], None] = print) -> None:
     """`demo --serve`: the web page (serve/) on the demo's model and VQGAN, the previewed faces as examples."""
     from serve.app import ServeConfig, serve
     from trainer.inference import load_session
@@ -214,7 +214,7 @@ def serve_demo(out: Path, port: int | None = None, echo: Callable[[str], None] =
     vqgan = {"config": out / "vqgan" / "project.yaml", "ckpt": out / "vqgan" / "last.ckpt"}
     looks = json.loads((out / "preview" / "summary.json").read_text(encoding="utf-8"))
     examples = tuple(out / "preview" / r["original"] for r in looks["rows"] if r["original"])
-    config = ServeConfig(**({"port": port} if port is not None else {}), examples=examples, title="Talk2Face — the untrained demo model",
+    config = ServeConfig(port=port, examples=examples, title="Talk2Face — the untrained demo model",
                          note=f"The demo's tiny model ({out / 'run'}), trained for a few minutes on sample data with a "
                               "random VQGAN: its faces are noise and its texts are guesses. Serve a real checkpoint "
                               "with `python3 cli.py serve --checkpoint talk2face.bin --vqgan-ckpt ...`.")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UserError, first_line
+from serve import DEFAULT_HOST, DEFAULT_PORT
 from serve.service import MAX_SAMPLES, Service, describe, load_clip
 from trainer.generate import Sampling
 
@@ -33,8 +34,8 @@ DEFAULT_TEXT = "celeba gender: female; smiling: true; black hair: true"
 
 @dataclass(frozen=True)
 class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 7860
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     examples: tuple[Path, ...] = ()  # example faces for the caption and attribute tabs
     title: str = "Talk2Face"
     note: str = ""  # a line under the title, e.g. that this is the untrained demo model
