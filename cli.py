@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
+import serve as serve_package  # the page's defaults (light: no Gradio, no torch)
 from common.errors import UserError
 from corpus.config import BuildConfig
 from facetokens.config import PRECISIONS, TokenizeConfig
-from serve import DEFAULT_HOST, DEFAULT_PORT
 
 
 def user_errors(fn):
@@ -216,8 +216,8 @@ def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
 @_model_options
 @click.option("--clip", type=click.Path(path_type=Path), help="A local CLIP folder (Hugging Face format): rank faces and captions by CLIP score.")
 @click.option("--examples", type=click.Path(path_type=Path), help="A folder of example faces for the caption and attribute tabs.")
-@click.option("--host", default=DEFAULT_HOST, show_default=True, help="The address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, help="The page's port.")
+@click.option("--host", default=serve_package.DEFAULT_HOST, show_default=True, help="The address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=serve_package.DEFAULT_PORT, show_default=True, help="The page's port.")
 @user_errors
 def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, clip, examples, host, port) -> None:
     """A local web page (Gradio): text to faces, face to caption, face to attributes; one request at a time."""
@@ -310,7 +310,7 @@ def datasets(markdown: bool) -> None:
 
 @main.command()
 @click.option("--serve", "then_serve", is_flag=True, help="Then start the web page (`serve`) on the demo's model.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, help="With --serve: the page's port (on 127.0.0.1).")
+@click.option("--port", default=serve_package.DEFAULT_PORT, show_default=True, help="With --serve: the page's port (on 127.0.0.1).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the sample data, every stage's output and report.html.")
 @click.option("--fresh", is_flag=True, help="Start over instead of reusing the stages a previous run finished.")
 @click.option("--train-steps", type=int, help="Training steps of the demo model [default: pipeline_demo.TRAIN_STEPS].")
