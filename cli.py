@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+import serve as serve_package  # the page's defaults (light: no Gradio, no torch)
 from common.errors import UserError
 from common.records import SPLITS
 from corpus.config import BuildConfig
@@ -333,6 +334,26 @@ def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
 
 @main.command()
 @_model_options
+@click.option("--clip", type=click.Path(path_type=Path), help="A local CLIP folder (Hugging Face format): rank faces and captions by CLIP score.")
+@click.option("--examples", type=click.Path(path_type=Path), help="A folder of example faces for the caption and attribute tabs.")
+@click.option("--host", default=serve_package.DEFAULT_HOST, show_default=True, help="The address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=serve_package.DEFAULT_PORT, show_default=True, help="The page's port.")
+@user_errors
+def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, clip, examples, host, port) -> None:
+    """A local web page (Gradio): text to faces, face to caption, face to attributes; one request at a time."""
+    from serve.app import ServeConfig, example_faces
+    from serve.app import serve as run
+    from trainer.inference import load_session
+
+    if vqgan_ckpt is None:
+        raise UserError("serve needs --vqgan-ckpt (faces are drawn and read through the VQGAN)")
+    config = ServeConfig(host=host, port=port, examples=example_faces(examples))
+    run(lambda: load_session(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype), config,
+        clip=clip, echo=click.echo)
+
+
+@main.command()
+@_model_options
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
 @click.option("--split", type=click.Choice(["val", "test"]), cls=DataclassDefault,
               source="trainer.evaluate:EvaluateConfig.split")
@@ -404,17 +425,23 @@ def datasets(markdown: bool) -> None:
 
 
 @main.command()
+@click.option("--serve", "then_serve", is_flag=True, help="Then start the web page (`serve`) on the demo's model.")
+@click.option("--port", default=serve_package.DEFAULT_PORT, show_default=True, help="With --serve: the page's port (on 127.0.0.1).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the sample data, every stage's output and report.html.")
 @click.option("--fresh", is_flag=True, help="Start over instead of reusing the stages a previous run finished.")
 @click.option("--train-steps", type=int, cls=DataclassDefault, source="pipeline_demo:TRAIN_STEPS",
               help="Training steps of the demo model.")
 @user_errors
-def demo(out: Path, fresh: bool, train_steps: int) -> None:
+def demo(out: Path, fresh: bool, train_steps: int, then_serve: bool, port: int) -> None:
     """The whole pipeline on built-in samples (real formats, written small): convert to evaluate, then report.html."""
     from pipeline_demo import run_demo
 
     page = run_demo(out, fresh=fresh, train_steps=train_steps, echo=click.echo)
     click.echo(f"open {page}")
+    if then_serve:
+        from pipeline_demo import serve_demo
+
+        serve_demo(out, port=port, echo=click.echo)
 
 
 if __name__ == "__main__":

@@ -416,6 +416,19 @@ def run_until_checkpoint(command: list[str], run: Path, step: int, timeout: floa
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        wait_for_group_exit(process.pid)
+
+
+def wait_for_group_exit(group: int, timeout: float = 60) -> None:
+    """torchrun's workers outlive its own exit by a moment; the run folder's lock is free only once all are gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"processes of the killed run (group {group}) still alive after {timeout:.0f} s")
 
 
 SECTIONS = {"tests": section_tests, "tokenize": section_tokenize, "train": section_train,

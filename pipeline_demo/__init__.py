@@ -205,3 +205,20 @@ def _report(out: Path, stages: Stages, paths: dict, looks: dict, generated: dict
     page = write_report(out, data)
     write_json([{"stage": s, "result": d, "seconds": round(t, 2)} for s, d, t in stages.done], out / "stages.json")
     return page
+
+
+def serve_demo(out: Path, port: int, echo: Callable[[str], None] = print) -> None:
+    """`demo --serve`: the web page (serve/) on the demo's model and VQGAN, the previewed faces as examples."""
+    from serve.app import ServeConfig, serve
+    from trainer.inference import load_session
+
+    out = Path(out)
+    vqgan = {"config": out / "vqgan" / "project.yaml", "ckpt": out / "vqgan" / "last.ckpt"}
+    looks = json.loads((out / "preview" / "summary.json").read_text(encoding="utf-8"))
+    examples = tuple(out / "preview" / r["original"] for r in looks["rows"] if r["original"])
+    config = ServeConfig(port=port, examples=examples, title="Talk2Face — the untrained demo model",
+                         note=f"The demo's tiny model ({out / 'run'}), trained for a few minutes on sample data with a "
+                              "random VQGAN: its faces are noise and its texts are guesses. Serve a real checkpoint "
+                              "with `python3 cli.py serve --checkpoint talk2face.bin --vqgan-ckpt ...`.")
+    serve(lambda: load_session(out / "run", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], device="cpu"),
+          config, echo=echo)
