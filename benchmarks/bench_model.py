@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from trainer.config import load_config
 from trainer.model import Talk2Face
 from trainer.sequences import IGNORE
+from trainer.train import flops_per_token
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 PREFIX = 262  # [CLS] to caption [SEP] <256 image tokens> [SEP]
@@ -42,10 +43,8 @@ def batch(config, rows: int, device) -> tuple[torch.Tensor, ...]:
 
 
 def train_flops_per_token(model: Talk2Face) -> float:
-    """6 N over the matmul weights (embedding lookups are free) plus attention: 12 * layers * L * hidden."""
-    c = model.config
-    params = model.num_parameters() - sum(p.numel() for p in model.embedding.parameters())
-    return 6 * params + 12 * c.layers * c.seq_length * c.hidden_size
+    """The trainer's `flops_per_token` over the matmul weights only (embedding lookups are free)."""
+    return flops_per_token(model.config, model.num_parameters() - sum(p.numel() for p in model.embedding.parameters()))
 
 
 def tokens_per_second(model, data, steps: int, autocast) -> float:

@@ -65,18 +65,20 @@ def write_photos(folder: Path, size: tuple[int, int], count: int, tag: str) -> l
 def write_corpus(folder: Path, paths: list[Path]) -> Path:
     import pyarrow as pa
 
-    from common.fileio import write_parquet
-    from converters.rows import make_table
-    from converters.schema import BOX_TYPE
+    from converters.helpers.rows import make_table
+    from converters.helpers.schema import BOX_TYPE
+    from corpus import layout
 
     ids = [f"bench/{i:06d}_{p.stem}" for i, p in enumerate(paths)]
+    # images.parquet stores each file's `path` (the layout before roots.yaml, which read_images still reads): the
+    # photos are in several folders
     images = pa.table({"image_id": ids, "dataset": ["bench"] * len(ids), "path": [str(p) for p in paths],
                        "image": [p.name for p in paths], "box": pa.nulls(len(ids), BOX_TYPE), "split": ["train"] * len(ids)})
     corpus = folder / "corpus"
-    write_parquet(images, corpus / "images.parquet")
+    layout.write_images(corpus, images)
     pairs = make_table(len(ids), dataset="bench", image=[p.name for p in paths], image_id=ids, split="train", kind="caption",
                        text=[f"a photo number {i}" for i in range(len(ids))], source="bench")
-    write_parquet(pairs, corpus / "pairs" / "part-00000.parquet")
+    layout.write_pair_part(corpus, "train", 0, pairs)
     return corpus
 
 

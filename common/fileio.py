@@ -1,12 +1,19 @@
-"""Atomic writes: every output file is written under a temporary name and renamed when complete.
+"""Atomic writes: every output file or folder is written under a temporary name and renamed when complete.
 
-A killed run therefore never leaves a half-written file under its final name, and re-running is safe.
+A killed run therefore never leaves a half-written file or folder under its final name, and re-running is
+safe. Temporaries are named `.NAME.tmp-PID` (`temporary_name`); a run that holds the output folder's lock
+(`common.locks.folder_lock`) removes the ones killed runs left (`remove_temporaries`) before it writes NAME.
+
+    with atomic_path(FOLDER / "x.json") as tmp: ...          # one file
+    with atomic_folder(FOLDER / "step-0000100") as tmp: ...  # a folder, published whole (`publish_folder`)
 """
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from json.encoder import encode_basestring as quote
 from pathlib import Path
@@ -26,7 +33,7 @@ def output_folder(path: Path, option: str = "--out") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{option} {path}: cannot create the folder ({e.strerror})") from None
+        raise UserError(f"{option} {path}: cannot write there (cannot create the folder: {e.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: the folder is not writable")
     return path
@@ -46,15 +53,70 @@ def temporary_name(path: Path, pid: int | str) -> Path:
     return path.with_name(f".{path.name}.tmp-{pid}")
 
 
-def remove_temporaries(path: Path) -> int:
-    """Remove the temporaries of `path` that killed runs left behind; how many there were.
+def remove_temporaries(*paths: Path) -> int:
+    """Remove the temporaries (files or folders) of `paths` that killed runs left behind; how many there were.
 
-    Call it only while holding the folder's lock (`common.locks`): a live writer's temporary looks the same.
+    A path's name may be a glob pattern (`checkpoints/step-*`: the temporaries of every step folder).
+    Each folder is listed once, however many paths lie in it. Call it only while holding the folder's
+    lock (`common.locks`): a live writer's temporary looks the same.
     """
-    stale = list(Path(path).parent.glob(temporary_name(Path(path), "*").name))
-    for tmp in stale:
-        tmp.unlink(missing_ok=True)
-    return len(stale)
+    patterns: dict[Path, list[str]] = {}
+    for path in map(Path, paths):
+        patterns.setdefault(path.parent, []).append(path.name)
+    removed = 0
+    for folder, names in patterns.items():
+        if not folder.is_dir():
+            continue
+        for entry in list(os.scandir(folder)):
+            stem, marker, _ = entry.name[1:].rpartition(".tmp-")
+            if entry.name.startswith(".") and marker and any(fnmatch.fnmatchcase(stem, n) for n in names):
+                _remove(Path(entry.path))
+                removed += 1
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def publish_folder(tmp: Path, final: Path) -> Path:
+    """Rename the finished folder `tmp` onto `final`, the one way a folder is published.
+
+    An older `final` is first renamed to a temporary (`.NAME.tmp-PID-old`) and deleted only once the new
+    folder is in place: a kill leaves the old or the new folder complete, or (between the two renames)
+    the old one under that temporary name; never a mix. `remove_temporaries(final)` clears what is left.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        aside = temporary_name(final, f"{os.getpid()}-old")
+        os.replace(final, aside)
+        os.replace(tmp, final)
+        shutil.rmtree(aside)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+@contextlib.contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder of `final`; publish it onto `final` only if the block succeeds.
+
+    The temporaries of `final` that killed runs left are removed first, so hold the lock of its parent
+    (`common.locks.folder_lock`, or `whole=True` where `final` is the output folder itself).
+    """
+    final = Path(final)
+    remove_temporaries(final)
+    tmp = temporary_name(final, os.getpid())
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        publish_folder(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -79,6 +141,11 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int = 256 * 1024)
     statistics = [c for c in STATISTICS_COLUMNS if c in table.column_names]
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size, write_statistics=statistics)
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(obj: Any, path: Path) -> None:

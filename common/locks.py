@@ -1,9 +1,17 @@
 """One writer per output folder: a lock held for the run and released by the kernel when the process dies.
 
-`fcntl.flock` on `FOLDER/.lock`: a second run on the same folder is refused at once with a one-line
-`UserError` instead of doing all the work again and racing the first for the last write. The lock
-file stays, empty (removing it would let two later runs lock two different files; a pid in it would
-make two runs' folders differ).
+The one lock policy, for every command that writes a folder (convert, build-corpus, tokenize-images, train):
+
+    with folder_lock(out, "convert"): ...                          # writes into OUT: OUT/.lock
+    with folder_lock(out, "tokenize-images", name=".lock-node-0"): # one lock per machine sharing OUT
+    with folder_lock(out, "build-corpus", whole=True): ...         # replaces OUT whole: .OUT.lock beside it
+    with folder_lock(out, "train"): ...                            # rank 0 only, around the whole run
+
+`fcntl.flock` on the lock file, taken before any work: a second run on the same folder is refused at once
+with a one-line `UserError` instead of doing all the work again and racing the first for the last write.
+Only the holder removes the temporaries killed runs left (`common.fileio.remove_temporaries`) and
+publishes (`common.fileio.publish_folder`). The lock file stays, empty (removing it would let two later
+runs lock two different files; a pid in it would make two runs' folders differ).
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import output_folder
 
 LOCK_FILE = ".lock"
 _HELD: set[int] = set()  # lock descriptors of this process
@@ -31,21 +40,29 @@ os.register_at_fork(after_in_child=_drop_in_child)
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, command: str, name: str = LOCK_FILE) -> Iterator[Path]:
-    """Create `folder` if needed and hold its lock file `name` for the block; `command` names the run in the refusal."""
+def folder_lock(folder: Path, command: str, name: str = LOCK_FILE, *, whole: bool = False,
+                option: str = "--out") -> Iterator[Path]:
+    """Create output `folder` if needed and hold its lock file `name` for the block; yields `folder`.
+
+    command -- names the run in the refusal ("another convert is writing there")
+    whole -- the command replaces `folder` whole (`publish_folder` onto it): the lock is `.FOLDER.lock`
+             beside it, as one inside would be renamed away with the old folder; `folder` is not created
+    """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: exists and is not a folder; {command} writes into a folder")
+    if whole and folder.exists() and not folder.is_dir():
+        raise UserError(f"{option} {folder}: exists and is not a folder")
+    holder = output_folder(folder.parent if whole else folder, option=option)
+    name = f".{folder.name}.lock" if whole else name
+    shown = holder / name if whole else name
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(holder / name, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise UserError(f"{folder}: cannot write there ({e.strerror or e})") from None
+        raise UserError(f"{option} {holder}: cannot write there ({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{folder}: another {command} is writing there (it holds {name}); "
+            raise UserError(f"{folder}: another {command} is writing there (it holds {shown}); "
                             "wait for it to finish or choose another output folder") from None
         _HELD.add(fd)
         yield folder

@@ -1,51 +1,45 @@
-"""Progress for long loops: a tqdm bar on a terminal, plain lines (about every 10%) otherwise.
+"""Progress for long commands: a tqdm bar on a terminal, plain lines where the output is a file or a pipe.
 
-    with progress(total=1000, desc="generate", unit="face") as bar:
-        for batch in batches:
-            ...
-            bar.update(len(batch))
+    with Progress(total=7, desc="build-corpus", unit="stage") as progress:
+        progress.update(1, "read")
 
-Plain lines go to stderr so that a command's printed summary stays clean on stdout; `quiet=True` shows nothing.
+A bar's `\r` redraws make a log file or a CI console unreadable, so when stderr is not a terminal each
+update is one line (`build-corpus: 2/7 stages (clean)`), at most one every `every` seconds and always
+the last one. Lines go to stderr so that a command's printed summary stays clean on stdout.
+`enabled=False` (library callers, tests, `quiet`) or nothing to count (`total` 0) shows nothing.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
+
+from tqdm import tqdm
 
 
-class _Lines:
-    """tqdm's `update` for a log file or a pipe: one line per tenth of the work (and at the end)."""
+class Progress:
+    def __init__(self, total: int, desc: str, unit: str, *, enabled: bool = True, every: float = 10.0):
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.done, self.last_line = 0, float("-inf")
+        enabled = enabled and total > 0
+        self.plain = enabled and not sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled or self.plain, dynamic_ncols=True)
 
-    def __init__(self, total: int, desc: str, unit: str, stream):
-        self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
-        self.done, self.next_mark, self.start = 0, max(1, total // 10), time.perf_counter()
-
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, note: str = "") -> None:
         self.done += n
-        if self.done >= self.next_mark or self.done >= self.total:
-            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s ({rate:.1f} {self.unit}/s)",
-                  file=self.stream, flush=True)
-            while self.next_mark <= self.done:
-                self.next_mark += max(1, self.total // 10)
+        self.bar.update(n)
+        if note:
+            self.bar.set_postfix_str(note, refresh=False)
+        now = time.monotonic()
+        if self.plain and (now - self.last_line >= self.every or self.done >= self.total):
+            self.last_line = now
+            detail = f" ({note})" if note else ""
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}s{detail}", file=sys.stderr, flush=True)
 
+    def close(self) -> None:
+        self.bar.close()
 
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
+    def __enter__(self):
+        return self
 
-
-@contextlib.contextmanager
-def progress(total: int, desc: str, unit: str = "item", quiet: bool = False, stream=None) -> Iterator:
-    stream = stream or sys.stderr
-    if quiet or total <= 0:
-        yield _Silent()
-    elif stream.isatty():
-        from tqdm import tqdm
-
-        with tqdm(total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True) as bar:
-            yield bar
-    else:
-        yield _Lines(total, desc, unit, stream)
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -3,12 +3,13 @@
     from corpus.build import build_corpus
     stats = build_corpus(Path("converted"), Path("corpus"))
 
-Stages: read and check the converted files (`converters.converted`) -> normalise texts, reject empty
+Stages: read and check the converted files (`converters.helpers.converted`) -> normalise texts, reject empty
 ones, remove exact duplicate pairs (`corpus.hygiene`) -> resolve leak-free splits
 (`corpus.leakfree`) -> choose one source per image (`image_table`) -> write the pairs, the image
 table, the rejects, the statistics (`corpus.stats`) and the dataset card (`corpus.card`).
 
-Everything is written into a hidden staging folder beside OUT and renamed onto OUT at the end,
+The build holds `.OUT.lock` beside OUT for the whole run (`common.locks`, a second build is refused),
+writes into a temporary folder beside OUT and publishes it onto OUT at the end (`common.fileio.atomic_folder`),
 so a killed build leaves no corpus that looks complete. The same inputs give byte-identical files.
 """
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,25 +28,18 @@ import pyarrow.compute as pc
 import converters
 from common.arrays import encode
 from common.errors import UserError
-from common.fileio import write_json, write_jsonl, write_parquet
+from common.fileio import atomic_folder
+from common.locks import folder_lock
 from common.memory import peak_rss_mb
+from common.progress import Progress
 from common.records import SPLITS
-from converters.converted import ConvertedSet, read_converted
-from converters.schema import RECORD_SCHEMA
+from converters.helpers.converted import ConvertedSet, read_converted
+from converters.helpers.schema import RECORD_SCHEMA
 
-from . import card, stats
+from . import card, layout, stats
 from .config import BuildConfig
 from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, clean_texts
-from .layout import (
-    CONFIG_FILE,
-    IMAGE_SCHEMA,
-    IMAGES_FILE,
-    PAIRS_FOLDER,
-    REJECTS_FILE,
-    STATS_JSON,
-    looks_complete,
-    pair_part_name,
-)
+from .layout import STORED_IMAGE_SCHEMA
 from .leakfree import resolve_splits
 from .state import Corpus
 
@@ -65,15 +57,26 @@ IMAGE_SOURCE_PREFERENCE = (
     "celeba_dialog",
 )
 
-def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, *, timings: dict | None = None) -> dict:
+STAGES = ("read", "clean", "splits", "images", "write pairs", "stats", "card")  # as StageClock sees them
+
+
+def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, *, timings: dict | None = None,
+                 progress: bool = False) -> dict:
     """Build the corpus in `out` from the converted files in `converted`; return its statistics.
 
     timings -- if given, filled with {stage: {"seconds", "peak_rss_mb"}} (never written to the corpus)
+    progress -- show a bar of the stages (plain lines when stderr is not a terminal)
     """
     converted, out, config = Path(converted), Path(out), config or BuildConfig()
-    ratios, seed, pairs_per_file = config.split_ratios, config.seed, config.pairs_per_file
+    out = out if out.name else out.resolve()  # `.` or `..`: the folder is replaced by its name
     _check_out(converted, out)
-    clock = StageClock(timings)
+    with folder_lock(out, "build-corpus", whole=True), \
+            Progress(len(STAGES), "build-corpus", "stage", enabled=progress) as bar:
+        return _build_locked(converted, out, config, StageClock(timings, bar))
+
+
+def _build_locked(converted: Path, out: Path, config: BuildConfig, clock: StageClock) -> dict:
+    ratios, seed, pairs_per_file = config.split_ratios, config.seed, config.pairs_per_file
     with clock("read"):
         inputs = read_converted(converted)
         table = inputs.concatenated()
@@ -84,7 +87,7 @@ def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, 
     with clock("splits"):
         splits = resolve_splits(table, dataset_codes, inputs.split_by_person(), ratios, seed)
     with clock("images"):
-        images = image_table(table, dataset_codes, image_codes, hygiene.kept, splits.final, inputs)
+        images = image_table(table, dataset_codes, image_codes, hygiene.kept, splits.final)
     options = {"split_ratios": dict(zip(SPLITS, ratios)), "seed": seed, "pairs_per_file": pairs_per_file,
                "image_source_preference": list(IMAGE_SOURCE_PREFERENCE)}
     corpus = Corpus(inputs, table, dataset_codes, image_codes, hygiene, splits, images, options)
@@ -92,10 +95,12 @@ def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, 
 
 
 class StageClock:
-    """Records each stage's wall seconds and the process's peak RSS so far into `sink`, and logs them."""
+    """Records each stage's wall seconds and the process's peak RSS so far into `sink`, logs them and
+    advances `progress`."""
 
-    def __init__(self, sink: dict | None):
+    def __init__(self, sink: dict | None, progress: Progress | None = None):
         self.times = sink if sink is not None else {}
+        self.progress = progress
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -105,6 +110,8 @@ class StageClock:
         peak_mb = round(peak_rss_mb())
         self.times[stage] = {"seconds": seconds, "peak_rss_mb": peak_mb}
         log.info("%s: %.2f s, peak RSS %d MB", stage, seconds, peak_mb)
+        if self.progress is not None:
+            self.progress.update(1, stage)
 
 
 def _check_out(converted: Path, out: Path) -> None:
@@ -113,8 +120,9 @@ def _check_out(converted: Path, out: Path) -> None:
         raise UserError(f"--out {out} would replace the converted folder {converted}; choose another folder")
     if target.exists() and not target.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not looks_complete(target):
-        raise UserError(f"--out {out} exists and is not a corpus (no {STATS_JSON} and {PAIRS_FOLDER}/); refusing to replace it")
+    if target.is_dir() and any(target.iterdir()) and not layout.is_complete(target):
+        raise UserError(f"--out {out} exists and is not a corpus (it lacks {', '.join(layout.missing_files(target))}); "
+                        "refusing to replace it")
 
 
 def _dataset_codes(inputs: ConvertedSet) -> np.ndarray:
@@ -123,24 +131,21 @@ def _dataset_codes(inputs: ConvertedSet) -> np.ndarray:
 
 
 def image_table(table: pa.Table, dataset_codes: np.ndarray, image_codes: np.ndarray, kept: np.ndarray,
-                final_splits: np.ndarray, inputs: ConvertedSet) -> pa.Table:
+                final_splits: np.ndarray) -> pa.Table:
     """One row per image_id of the kept pairs, read from the most preferred dataset that offers it."""
     preference = np.array([preference_rank(n) for n in converters.DATASETS])
     rows = np.flatnonzero(kept)
     by_preference = rows[np.argsort(preference[dataset_codes[rows]], kind="stable")]
     _, first = np.unique(image_codes[by_preference], return_index=True)
     chosen = pa.array(by_preference[first])
-    roots = pa.array([_root_of(inputs, name) for name in converters.DATASETS], pa.string())
     codes = pa.array(dataset_codes).take(chosen)
-    image = table.column("image").take(chosen).combine_chunks()
     unsorted = pa.Table.from_arrays([
         table.column("image_id").take(chosen).combine_chunks(),
         pa.array(list(converters.DATASETS), pa.string()).take(codes),
-        pc.binary_join_element_wise(roots.take(codes), image, "/"),
-        image,
+        table.column("image").take(chosen).combine_chunks(),
         table.column("box").take(chosen).combine_chunks(),
         pa.array(SPLITS, pa.string()).take(pa.array(final_splits).take(chosen)),
-    ], schema=IMAGE_SCHEMA)
+    ], schema=STORED_IMAGE_SCHEMA)
     return unsorted.take(pc.sort_indices(unsorted.column("image_id")))
 
 
@@ -149,60 +154,58 @@ def preference_rank(name: str) -> int:
     return listed * len(converters.DATASETS) + converters.DATASETS.index(name)
 
 
-def _root_of(inputs: ConvertedSet, name: str) -> str | None:
-    return next((s.root for s in inputs.sources if s.name == name), None)
+def image_roots(corpus: Corpus) -> dict[str, str]:
+    """{dataset: root} of the datasets images.parquet reads from, in registry order (from their converted summaries)."""
+    used = set(corpus.images.column("dataset").to_pylist())
+    return {s.name: s.root for s in corpus.inputs.sources if s.name in used}
 
 
 def _write_atomically(corpus: Corpus, config: BuildConfig, out: Path, clock: StageClock) -> dict:
-    _remove_stale_staging(out)
-    staging = out.parent / f".{out.name}.building-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_folder(out) as staging:
         with clock("write pairs"):
-            write_pairs(corpus, staging / PAIRS_FOLDER)
-            write_parquet(corpus.images, staging / IMAGES_FILE)
-            write_jsonl(reject_records(corpus), staging / REJECTS_FILE)
-            write_json(dataclasses.asdict(config), staging / CONFIG_FILE)
+            write_pairs(corpus, staging)
+            layout.write_tables(staging, corpus.images, image_roots(corpus), reject_records(corpus),
+                                dataclasses.asdict(config))
         with clock("stats"):
             corpus_stats = stats.corpus_stats(corpus)
-            stats.write_stats(corpus_stats, staging)
+            layout.write_statistics(staging, corpus_stats, stats.markdown(corpus_stats), stats.bar_chart(corpus_stats))
         with clock("card"):
-            card.write_card(corpus_stats, corpus.inputs, staging)
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            layout.write_card(staging, card.card_text(corpus_stats, corpus.inputs))
+    log.info("corpus written to %s", out)
     return corpus_stats
 
 
 def write_pairs(corpus: Corpus, folder: Path) -> None:
-    """The kept pairs in corpus order, `pairs_per_file` rows per part, every RECORD_SCHEMA column.
+    """The kept pairs of each split in corpus order, `pairs_per_file` rows per part (at least one part per
+    split, so each split's data files exist), every RECORD_SCHEMA column.
 
     Parts are independent files, so they are written by WRITER_THREADS threads (Parquet encoding
     releases the GIL); each part's content and name depend only on its rows.
     """
-    folder.mkdir(parents=True)
-    kept_rows = np.flatnonzero(corpus.hygiene.kept)
+    layout.pairs_folder(folder).mkdir(parents=True)
     per_file = corpus.options["pairs_per_file"]
     final = corpus.splits.final_splits()
-    starts = range(0, max(len(kept_rows), 1), per_file)
+    parts = []
+    for code, split in enumerate(SPLITS):
+        selected = corpus.hygiene.kept & (corpus.splits.final == code)
+        rows = np.flatnonzero(selected)
+        starts = range(0, max(len(rows), 1), per_file)
+        parts += [(selected, rows[start:start + per_file], folder, split, part)
+                  for part, start in enumerate(starts)]
     with ThreadPoolExecutor(WRITER_THREADS) as pool:
-        done = pool.map(lambda part: _write_part(corpus, final, kept_rows[starts[part]:starts[part] + per_file],
-                                                 folder / pair_part_name(part)), range(len(starts)))
-        list(done)  # re-raise the first failure
-    log.info("wrote %d pairs in %d files", len(kept_rows), len(starts))
+        list(pool.map(lambda part: _write_part(corpus, final, *part), parts))  # re-raises the first failure
+    log.info("wrote %d pairs in %d files", int(corpus.hygiene.kept.sum()), len(parts))
 
 
-def _write_part(corpus: Corpus, final: pa.Array, rows: np.ndarray, path: Path) -> None:
+def _write_part(corpus: Corpus, final: pa.Array, selected: np.ndarray, rows: np.ndarray, folder: Path, split: str,
+                part: int) -> None:
     low, high = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
-    mask = pa.array(corpus.hygiene.kept[low:high])
+    mask = pa.array(selected[low:high])
     columns = []
     for name in RECORD_SCHEMA.names:
         column = corpus.hygiene.text if name == "text" else final if name == "split" else corpus.table.column(name)
         columns.append(column.slice(low, high - low).filter(mask))
-    write_parquet(pa.Table.from_arrays(columns, schema=RECORD_SCHEMA), path)
+    layout.write_pair_part(folder, split, part, pa.Table.from_arrays(columns, schema=RECORD_SCHEMA))
 
 
 def reject_records(corpus: Corpus) -> list[dict]:
@@ -224,36 +227,3 @@ def reject_records(corpus: Corpus) -> list[dict]:
         {"dataset": d, "source": s, "reason": DUPLICATE_PAIR, "detail": f"same image_id, kind and text as {kd} {ks}"}
         for d, s, k, kd, ks in zip(datasets, sources, kept_instead.tolist(), kept_datasets, kept_sources)
     ]
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Rename the finished staging folder onto OUT; an old corpus there is moved aside first, then deleted."""
-    if out.exists():
-        replaced = out.parent / f".{out.name}.replaced-{os.getpid()}"
-        os.replace(out, replaced)
-        os.replace(staging, out)
-        shutil.rmtree(replaced)
-    else:
-        os.replace(staging, out)
-    log.info("corpus written to %s", out)
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """Staging folders of builds that were killed (their process is gone)."""
-    if not out.parent.is_dir():
-        return
-    for folder in out.parent.glob(f".{out.name}.building-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
-            log.info("removing %s, left by a killed build", folder)
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

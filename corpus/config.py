@@ -16,7 +16,7 @@ class BuildConfig:
 
     split_ratios: tuple[float, float, float] = DEFAULT_RATIOS  # train/val/test for datasets split by person
     seed: str = DEFAULT_SEED  # the hash seed of those splits
-    pairs_per_file: int = PAIRS_PER_FILE  # rows per pairs/part-NNNNN.parquet
+    pairs_per_file: int = PAIRS_PER_FILE  # rows per pairs/SPLIT-NNNNN.parquet
 
     def __post_init__(self):
         object.__setattr__(self, "split_ratios", _checked_ratios(self.split_ratios))

@@ -1,4 +1,5 @@
-"""Corpus statistics against the paper: `stats.json`, `STATS.md` and a bar chart of pairs per dataset.
+"""Corpus statistics against the paper: the content of `stats.json`, `STATS.md` and the bar chart of pairs
+per dataset (`corpus.layout` writes the files).
 
 Counts are taken with numpy over integer codes (dataset, split, kind, image, face) of every row.
 Every difference from the paper's Table 1 is explained per dataset: absent, rejected or filtered
@@ -8,7 +9,6 @@ Nothing here depends on time or the machine, so the same corpus gives the same f
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,11 +16,10 @@ import pyarrow.compute as pc
 
 import converters
 from common.arrays import to_numpy
-from common.fileio import atomic_path, write_json
 from common.records import KINDS, SPLITS
 
 from .hygiene import TOKEN_METHOD, token_lengths
-from .layout import CHART_PNG, STATS_JSON, STATS_MD
+from .layout import CHART_PNG
 from .leakfree import move_counts, persons_in_train_and_test
 from .state import Corpus
 
@@ -249,15 +248,7 @@ def _explain_moves(e: dict) -> list[str]:
     return lines
 
 
-# -- writing -------------------------------------------------------------------------------
-def write_stats(stats: dict, folder: Path) -> None:
-    folder = Path(folder)
-    write_json(stats, folder / STATS_JSON)
-    with atomic_path(folder / STATS_MD) as tmp:
-        tmp.write_text(markdown(stats), encoding="utf-8")
-    bar_chart(stats, folder / CHART_PNG)
-
-
+# -- the text and the chart ----------------------------------------------------------------
 def _n(value) -> str:
     return "–" if value is None else f"{value:,}"
 
@@ -343,25 +334,30 @@ def _token_section(tokens: dict) -> list[str]:
     return rows
 
 
-def bar_chart(stats: dict, path: Path) -> None:
-    """Pairs per dataset in the corpus beside the paper's Table 1 count (horizontal bars, PNG)."""
+def bar_chart(stats: dict):
+    """Pairs per dataset in the corpus beside the paper's Table 1 count: a matplotlib Figure of horizontal bars.
+
+    The axis is logarithmic: a sample corpus of tens of pairs and the paper's hundreds of thousands are both
+    readable (a dataset with 0 pairs has no bar; an absent one is labelled so).
+    """
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-    from matplotlib.ticker import StrMethodFormatter
+    from matplotlib.ticker import NullFormatter, StrMethodFormatter
 
     names = list(stats["datasets"])
     corpus = [stats["datasets"][n]["pairs"] for n in names]
     paper = [stats["datasets"][n]["paper"] or 0 for n in names]
     y = np.arange(len(names))
-    figure = Figure(figsize=(8, 6), dpi=100)
+    figure = Figure(figsize=(8, 6), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     axes.barh(y - 0.2, paper, height=0.4, label="paper (Table 1)", color="#bbbbbb")
     axes.barh(y + 0.2, corpus, height=0.4, label="corpus", color="#3465a4")
     axes.set_yticks(y, [n if stats["datasets"][n]["present"] else f"{n} (absent)" for n in names])
     axes.invert_yaxis()
-    axes.set_xlabel("face-text pairs")
+    axes.set_xscale("log")
+    axes.set_xlim(left=0.8, right=max([*corpus, *paper, 1]) * 2)
+    axes.set_xlabel("face-text pairs (log scale)")
     axes.set_title(f"Pairs per dataset: {sum(corpus):,} in the corpus, {sum(paper):,} in the paper")
-    axes.legend(loc="lower right")
+    figure.legend(loc="outside lower center", ncols=2)  # below the axis: the bars reach both ends of a log axis
     axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    return figure

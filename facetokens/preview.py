@@ -19,6 +19,7 @@ from PIL import Image
 
 from common.errors import UserError
 from common.fileio import atomic_path, output_folder
+from common.progress import Progress
 from corpus import layout
 
 from . import shards
@@ -32,8 +33,11 @@ DECODE_BATCH = 8
 
 
 def preview(shards_dir: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckpt: Path, samples: int = 16,
-            corpus: Path | None = None) -> dict:
-    """Write OUT/index.html and OUT/grid.png for `samples` faces spread over the shards; returns a summary."""
+            corpus: Path | None = None, progress: bool = False) -> dict:
+    """Write OUT/index.html and OUT/grid.png for `samples` faces spread over the shards; returns a summary.
+
+    progress -- show a bar of the faces decoded (plain lines when stderr is not a terminal)
+    """
     shards_dir = Path(shards_dir)
     if samples < 1:
         raise UserError(f"--samples must be at least 1 (got {samples})")
@@ -42,7 +46,8 @@ def preview(shards_dir: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckp
     out = output_folder(out)
     picked = pick_samples(shards_dir, samples)
     model = load_vqgan(vqgan_config, vqgan_ckpt, with_decoder=True)
-    reconstructions = decode_all(model, [codes for _, codes in picked])
+    with Progress(len(picked), "preview", "face", enabled=progress) as bar:
+        reconstructions = decode_all(model, [codes for _, codes in picked], bar)
     originals = find_originals([meta for meta, _ in picked], corpus or corpus_of(shards_dir))
     rows = [face_row(i, meta, rec, originals.get(meta["image_id"]), out) for i, ((meta, _), rec) in enumerate(zip(picked, reconstructions))]
     write_html(rows, out / "index.html", shards_dir)
@@ -70,7 +75,7 @@ def pick_samples(shards_dir: Path, samples: int) -> list[tuple[dict, np.ndarray]
     return list(picked.values())
 
 
-def decode_all(model, codes: list[np.ndarray]) -> list[np.ndarray]:
+def decode_all(model, codes: list[np.ndarray], progress: Progress | None = None) -> list[np.ndarray]:
     import torch
 
     images = []
@@ -78,6 +83,8 @@ def decode_all(model, codes: list[np.ndarray]) -> list[np.ndarray]:
         batch = torch.from_numpy(np.stack(codes[start:start + DECODE_BATCH]))
         decoded = model.decode_codes(batch)
         images.extend((decoded.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+        if progress is not None:
+            progress.update(len(batch), "decode")
     return images
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
-from common.fileio import atomic_path, write_json
+from common.fileio import atomic_path, remove_temporaries, write_json
 from common.records import SPLITS
 
 CODES_MEMBER = "codes.u16"
@@ -155,15 +155,8 @@ def check_plan(out: Path, plan: dict) -> None:
 
 
 def remove_stale_temporaries(out: Path, units: list[tuple[str, int]]) -> None:
-    """Delete temporary files a killed run of this machine's shards left behind."""
-    for split in {s for s, _ in units}:
-        names = {shard_name(i) for s, i in units if s == split}
-        for path in split_dir(out, split).glob(".shard-*.tmp-*"):
-            if path.name[1:].split(".")[0] in names:
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+    """Delete temporary files a killed run of this machine's shards left behind (hold this machine's lock)."""
+    remove_temporaries(*(path(split_dir(out, split), i) for split, i in units for path in (tar_path, stats_path)))
 
 
 def write_index(out: Path, units: list[tuple[str, int]], plan: dict, corpus: Path | None = None) -> Path | None:

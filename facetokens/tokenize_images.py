@@ -37,7 +37,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from common.errors import UserError
-from common.fileio import output_folder
 from common.locks import folder_lock
 from common.records import SPLITS
 from corpus import layout
@@ -372,7 +371,7 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
     """Encode every face of `corpus` into WebDataset shards under `out`; resumes finished shards. Returns a summary."""
     config = config or TokenizeConfig()
     # one lock per machine: the machines of a multi-node run share the folder, each its own block of shards
-    with folder_lock(output_folder(out), "tokenize-images", name=f".lock-node-{config.node_rank}"):
+    with folder_lock(out, "tokenize-images", name=f".lock-node-{config.node_rank}"):
         return _tokenize_locked(corpus, Path(out), vqgan_config, vqgan_ckpt, config, progress)
 
 

@@ -26,7 +26,8 @@ PREVIEW_FACES = 8
 def available_datasets() -> list[str]:
     """Datasets whose converter and fixture writer are both present."""
     return [n for n in DATASETS
-            if importlib.util.find_spec(f"converters.{n}") and importlib.util.find_spec(f"converters.fixtures.{n}")]
+            if importlib.util.find_spec(f"converters.datasets.{n}")
+            and importlib.util.find_spec(f"converters.fixtures.{n}")]
 
 
 def write_samples(root: Path) -> list[str]:
@@ -56,9 +57,10 @@ class Stages:
 
 def run_demo(out: Path, *, fresh: bool = False, train_steps: int = TRAIN_STEPS, echo: Callable[[str], None] = print) -> Path:
     """Run every stage into `out` and write `out/report.html`; returns the report's path."""
-    from converters.convert_all import convert_all, format_table
+    from converters.commands import convert_all, format_table
+    from converters.helpers.converted import is_converted
     from corpus.build import build_corpus
-    from corpus.layout import looks_complete
+    from corpus.layout import is_complete
     from facetokens.config import TokenizeConfig
     from facetokens.preview import preview
     from facetokens.shards import INDEX_FILE
@@ -80,13 +82,12 @@ def run_demo(out: Path, *, fresh: bool = False, train_steps: int = TRAIN_STEPS, 
         results = convert_all(paths["datasets"], paths["converted"])
         echo(format_table(results))
         return f"{sum(r.get('rows', 0) or 0 for r in results):,} rows from {len(results)} datasets"
-    stages.run("convert all", convert, finished=all((paths["converted"] / f"{n}.summary.json").is_file()
-                                                    for n in available_datasets()))
+    stages.run("convert all", convert, finished=all(is_converted(paths["converted"], n) for n in available_datasets()))
 
     def corpus() -> str:
-        stats = build_corpus(paths["converted"], paths["corpus"])
+        stats = build_corpus(paths["converted"], paths["corpus"], progress=True)
         return f"{stats['corpus']['pairs']:,} pairs, {stats['corpus']['images']:,} images"
-    stages.run("build-corpus", corpus, finished=looks_complete(paths["corpus"]))
+    stages.run("build-corpus", corpus, finished=is_complete(paths["corpus"]))
 
     vqgan = {"config": paths["vqgan"] / "project.yaml", "ckpt": paths["vqgan"] / "last.ckpt"}
     if not vqgan["ckpt"].is_file():
@@ -102,7 +103,7 @@ def run_demo(out: Path, *, fresh: bool = False, train_steps: int = TRAIN_STEPS, 
 
     def show() -> str:
         looks = preview(paths["shards"], paths["preview"], vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                        samples=PREVIEW_FACES)
+                        samples=PREVIEW_FACES, progress=True)
         write_json(looks, looks_file)
         return f"{looks['faces']} faces decoded back through the VQGAN"
     stages.run("preview", show, finished=looks_file.is_file())
@@ -182,7 +183,8 @@ def _shown(sample: dict) -> str:
 
 
 def _report(out: Path, stages: Stages, paths: dict, looks: dict, generated: dict, evaluation: dict) -> Path:
-    from corpus.layout import CHART_PNG
+    from corpus.layout import chart_file
+    from trainer.checkpoint import log_files
 
     from .report import Face, Generated, ReportData, write_report
 
@@ -198,8 +200,25 @@ def _report(out: Path, stages: Stages, paths: dict, looks: dict, generated: dict
             if "best_candidate" in r:
                 texts.append("ranked by likelihood: " + ", ".join(f"{c} {v:.2f}" for c, v in r["candidates"].items()))
             made.append(Generated(r["prompt"], given, generated["face"], texts=texts))
-    data = ReportData(stages.done, paths["corpus"] / CHART_PNG, faces, paths["run"] / "loss.png", made,
+    data = ReportData(stages.done, chart_file(paths["corpus"]), faces, log_files(paths["run"])["plot"], made,
                       evaluation.get("table", "not evaluated"))
     page = write_report(out, data)
     write_json([{"stage": s, "result": d, "seconds": round(t, 2)} for s, d, t in stages.done], out / "stages.json")
     return page
+
+
+def serve_demo(out: Path, port: int, echo: Callable[[str], None] = print) -> None:
+    """`demo --serve`: the web page (serve/) on the demo's model and VQGAN, the previewed faces as examples."""
+    from serve.app import ServeConfig, serve
+    from trainer.inference import load_session
+
+    out = Path(out)
+    vqgan = {"config": out / "vqgan" / "project.yaml", "ckpt": out / "vqgan" / "last.ckpt"}
+    looks = json.loads((out / "preview" / "summary.json").read_text(encoding="utf-8"))
+    examples = tuple(out / "preview" / r["original"] for r in looks["rows"] if r["original"])
+    config = ServeConfig(port=port, examples=examples, title="Talk2Face — the untrained demo model",
+                         note=f"The demo's tiny model ({out / 'run'}), trained for a few minutes on sample data with a "
+                              "random VQGAN: its faces are noise and its texts are guesses. Serve a real checkpoint "
+                              "with `python3 cli.py serve --checkpoint talk2face.bin --vqgan-ckpt ...`.")
+    serve(lambda: load_session(out / "run", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], device="cpu"),
+          config, echo=echo)

@@ -42,7 +42,7 @@ class ReportData:
     faces: list[Face]
     loss_curve: Path | None
     generated: list[Generated]
-    evaluation: str  # the evaluation table as printed by `evaluate`
+    evaluation: str  # the evaluation report as `evaluate` writes it (Markdown: headings, tables, paragraphs)
 
 
 class _Assets:
@@ -75,13 +75,26 @@ def write_report(folder: Path, data: ReportData) -> Path:
         "<h2>Training and validation loss</h2>",
         _img(assets.add(data.loss_curve), "loss curves", 720) if data.loss_curve else "<p>No loss curve.</p>",
         "<h2>Generated</h2>", _generated(data.generated, assets),
-        "<h2>Evaluation on the sample val split</h2>", f"<pre>{html.escape(data.evaluation)}</pre>",
+        "<h2>Evaluation on the sample val split</h2>", markdown_html(data.evaluation),
         "</body></html>",
     ]
     page = folder / REPORT_FILE
     with atomic_path(page) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
     return page
+
+
+def markdown_html(text: str, heading_offset: int = 2) -> str:
+    """HTML of a Markdown report (CommonMark with tables, raw HTML escaped), its headings moved down
+    `heading_offset` levels to sit under the page's own."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = parser.parse(text)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1:]) + heading_offset, 6)}"
+    return parser.renderer.render(tokens, parser.options, {})
 
 
 def _head() -> str:

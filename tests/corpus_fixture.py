@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
-from common.fileio import write_parquet
+from common.records import SPLITS
 from converters.fixtures import write_image
-from converters.rows import make_table
-from converters.schema import ATTRIBUTE_TYPE, BOX_TYPE
+from converters.helpers.rows import make_table
+from converters.helpers.schema import ATTRIBUTE_TYPE, BOX_TYPE
+from corpus import layout
 
 # image_id: (file, mode, size, format, box) -- mode "truncated" / "junk" / "missing" make broken files
 FACES = {
@@ -52,7 +54,8 @@ def write_file(path: Path, mode: str, size, fmt) -> None:
 
 
 def write_corpus(folder: Path, faces: dict = FACES) -> Path:
-    """CORPUS/images.parquet and CORPUS/pairs/part-00000.parquet (two texts per face: attributes and a caption)."""
+    """A complete CORPUS/: images.parquet, roots.yaml, pairs/SPLIT-00000.parquet (two texts per face: attributes and a
+    caption), empty statistics and card."""
     root = Path(folder) / "raw"
     corpus = Path(folder) / "corpus"
     ids = sorted(faces)
@@ -63,10 +66,10 @@ def write_corpus(folder: Path, faces: dict = FACES) -> Path:
     splits = ["test" if k % 5 == 4 else "train" for k in range(len(ids))]
     boxes = [faces[i][4] for i in ids]
     images = pa.table({
-        "image_id": ids, "dataset": datasets, "path": [str((root / faces[i][0]).resolve()) for i in ids],
-        "image": [faces[i][0] for i in ids], "box": pa.array(boxes, BOX_TYPE), "split": splits,
+        "image_id": ids, "dataset": datasets, "image": [faces[i][0] for i in ids], "box": pa.array(boxes, BOX_TYPE),
+        "split": splits,
     })
-    write_parquet(images, corpus / "images.parquet")
+    write_build_files(corpus, images, {name: str(root.resolve()) for name in sorted(set(datasets))})  # `image`: in raw/
     n = 2 * len(ids)
     attributes = [[{"key": "gender", "value": "female" if k % 2 else "male"}, {"key": "smiling", "value": "true"}] for k in range(len(ids))]
     pairs = make_table(
@@ -79,5 +82,17 @@ def write_corpus(folder: Path, faces: dict = FACES) -> Path:
         attributes=pa.array([a for k in range(len(ids)) for a in (attributes[k], None)], ATTRIBUTE_TYPE),
         source=[f"anno.txt:{k}" for k in range(n)],
     )
-    write_parquet(pairs, corpus / "pairs" / "part-00000.parquet")
+    for split in SPLITS:  # one file per split (val's empty), as build-corpus writes them
+        layout.write_pair_part(corpus, split, 0, pairs.filter(pc.equal(pairs.column("split"), split)))
     return corpus
+
+
+def write_build_files(corpus: Path, images: pa.Table, roots: dict[str, str]) -> None:
+    """images.parquet, roots.yaml and, empty, the other files build-corpus writes beside the pairs (rejects,
+    build config, statistics, chart, card), through corpus.layout: with the pairs, a complete corpus
+    (`layout.is_complete`)."""
+    from matplotlib.figure import Figure
+
+    layout.write_tables(corpus, images, roots, [], {})
+    layout.write_statistics(corpus, {}, "", Figure())
+    layout.write_card(corpus, "")

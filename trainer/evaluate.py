@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from common.progress import progress
+from common.progress import Progress
 from trainer import metrics
 from trainer.generate import TEXT, Sampling, decode, first_value, score, value_ends
 from trainer.sequences import IGNORE, attribute_head, pad_batch
@@ -321,11 +321,11 @@ def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | No
 
         synthesized = evaluate_synthesis(session, faces, shards, synthesis)
     measured = {}
-    with progress(3, "evaluate", "measurement", quiet=config.quiet) as bar:
+    with Progress(3, "evaluate", "measurement", enabled=not config.quiet) as bar:
         for name, measure in (("attributes", evaluate_attributes), ("captions", evaluate_captions),
                               ("losses", evaluate_losses)):
             measured[name] = measure(session, faces, config)
-            bar.update(1)
+            bar.update(1, name)
     attributes, captions, losses = measured["attributes"], measured["captions"], measured["losses"]
     report = {"checkpoint": str(session.checkpoint), "shards": str(shards), "config": asdict(config),
               "faces": len(faces), "attributes": attributes, "captions": captions, "losses": losses,

@@ -364,7 +364,7 @@ def run_requests(session, requests: list[Request], sampling: Sampling, out: Path
     condition and the best `keep` (the request's own `keep`, else this one, else all) are marked `kept`.
     """
     from common.fileio import output_folder, write_jsonl
-    from common.progress import progress
+    from common.progress import Progress
 
     out = output_folder(out)
     rows = check_plan(requests, sampling, keep, clip is not None)
@@ -375,7 +375,7 @@ def run_requests(session, requests: list[Request], sampling: Sampling, out: Path
     prompts = [build_prompt(session, r, codes_of.get(r.image), f"request {n + 1}") for n, r in enumerate(requests)]
     generator = torch.Generator(session.device).manual_seed(sampling.seed)
     results = [_result_head(r, p) for r, p in zip(requests, prompts)]
-    with progress(rows, "generate", "sample", quiet=quiet) as bar:
+    with Progress(rows, "generate", "sample", enabled=not quiet) as bar:
         for target in (IMAGE, TEXT):
             _generate_target(session, requests, prompts, results, target, sampling, generator, bar)
     _finish(session, requests, prompts, results, out, clip, keep)

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from common.progress import progress
+from common.progress import Progress
+from corpus import layout
 from trainer import fid
 from trainer.generate import IMAGE, Request, Sampling, build_prompt, decode
 from trainer.text import image_codes
@@ -75,12 +76,12 @@ def real_features(inception, metas: list[dict], shards: Path, config: SynthesisC
     from facetokens.preview import corpus_of, find_originals
 
     corpus = config.corpus or corpus_of(Path(shards))
-    if corpus is None or not Path(corpus).is_dir():
+    if corpus is None or not layout.images_file(corpus).is_file():
         raise UserError(f"--fid needs the real faces: the corpus of {shards} ({corpus or 'not named in index.json'}) "
-                        "is not at hand; pass --corpus DIR (the folder from build-corpus)")
+                        f"is not at hand (no {layout.IMAGES_FILE}); pass --corpus DIR (the folder from build-corpus)")
     originals = find_originals(metas, Path(corpus))
     parts, batch, skipped = [], [], {}
-    with progress(len(metas), "real faces", "face", quiet=config.quiet) as bar:
+    with Progress(len(metas), "real faces", "face", enabled=not config.quiet) as bar:
         for n, meta in enumerate(metas):
             found = originals.get(meta["image_id"])
             array, reject = try_prepare_face(found[0], found[1], SIZE) if found else (None, None)
@@ -101,7 +102,7 @@ def real_features(inception, metas: list[dict], shards: Path, config: SynthesisC
 def generate_faces(session, texts: list[str], config: SynthesisConfig, sampling: Sampling, on_batch) -> None:
     """Generate a face per text, a batch at a time; `on_batch(texts, arrays)` consumes each batch."""
     generator = torch.Generator(session.device).manual_seed(config.seed)
-    with progress(len(texts), "generate faces", "face", quiet=config.quiet) as bar:
+    with Progress(len(texts), "generate faces", "face", enabled=not config.quiet) as bar:
         for start in range(0, len(texts), config.batch_size):
             chunk = texts[start:start + config.batch_size]
             prompts = [build_prompt(session, Request("to_image", text=t), None, f"caption {start + n + 1}")
