@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from common.errors import UserError
 from common.fileio import output_folder, write_json
 from trainer import checkpoint
-from trainer.config import ModelConfig, load_config, save_config
-from trainer.data import TASKS, DataConfig, TrainStream, ValidationSet, check_state
+from trainer.config import PRESETS, ModelConfig, load_config, save_config
+from trainer.data import TASKS, DataConfig, TrainStream, ValidationSet, check_state, fit_to_shards
 from trainer.model import Talk2Face
 from trainer.optim import OptimConfig, build_optimizer, build_schedule
 from trainer.sequences import IGNORE, Layouts
@@ -135,9 +135,15 @@ def accumulation_steps(config: TrainConfig, world: int) -> int:
     return config.batch_size // (world * config.micro_batch_size)
 
 
-def model_for(config: TrainConfig, init_from: Path | None, folder: Path | None) -> tuple[ModelConfig, dict | None]:
-    """The model config and the weights to start from: a checkpoint to resume, --init-from, or none (random)."""
+def model_for(config: TrainConfig, init_from: Path | None, folder: Path | None,
+              shards_dir: Path | None = None) -> tuple[ModelConfig, dict | None]:
+    """The model config and the weights to start from: a checkpoint to resume, --init-from, or none (random).
+
+    A preset's image tokens, image vocabulary and sequence length follow the shards' VQGAN (`fit_to_shards`).
+    """
     given = load_config(config.model)
+    if shards_dir is not None and str(config.model) in PRESETS:
+        given = fit_to_shards(given, shards_dir, derive=True)
     source = folder or init_from
     if source is None:
         return given, None
@@ -204,7 +210,7 @@ def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, res
     saved = checkpoint.load_state(folder) if resume else None
 
     accum = accumulation_steps(config, d.world)
-    model_config, weights = model_for(config, init_from, folder)
+    model_config, weights = model_for(config, init_from, folder, shards_dir)
     if init_from is not None and config_differences(model_config, load_config(config.model), ignore=RUNTIME_FIELDS):
         # the weights brought their own config: record it as the run's, so that --resume finds the same one
         resolved = out / INIT_CONFIG_FILE
