@@ -111,7 +111,8 @@ def from_released(values: dict, where: str = "base_config.json") -> ModelConfig:
     if wrong:
         raise UserError(f"{where}: not the Talk2Face architecture: {'; '.join(wrong)}")
     try:
-        grid = (values["image_height"] // values["patch_size"]) * (values["image_width"] // values["patch_size"])
+        frame = values["image_tokenizer"]["frame_size"]  # the VQGAN's downsampling factor, as the authors count codes
+        grid = (values["image_height"] // frame) * (values["image_width"] // frame)
         return ModelConfig(
             layers=values["layers_num"], hidden_size=values["hidden_size"], heads=values["heads_num"],
             feedforward_size=values["feedforward_size"], max_positions=values["max_seq_length"],
