@@ -178,17 +178,21 @@ def read_json_file(path: Path, what: str) -> dict:
 
 
 def read_plan(out: Path) -> dict | None:
-    """SHARDS/plan.json, or None where there is none."""
-    path = Path(out) / PLAN_FILE
+    """SHARDS/plan.json (SHARDS/SPLIT/ given: the one a level up), or None where there is none."""
+    path = _shards_root(out) / PLAN_FILE
     return read_json_file(path, "shard plan") if path.is_file() else None
 
 
 def read_index(out: Path) -> dict | None:
     """SHARDS/index.json (SHARDS/SPLIT/ given: the one a level up), or None where there is none."""
-    for path in (Path(out) / INDEX_FILE, Path(out).parent / INDEX_FILE):
-        if path.is_file():
-            return read_json_file(path, "shard index")
-    return None
+    path = _shards_root(out) / INDEX_FILE
+    return read_json_file(path, "shard index") if path.is_file() else None
+
+
+def _shards_root(out: Path) -> Path:
+    """SHARDS/ for SHARDS/ or for one split's folder SHARDS/SPLIT/ (it holds shard files, not split folders)."""
+    out = Path(out)
+    return out.parent if out.name in SPLITS and any(out.glob("shard-*.tar")) else out
 
 
 def vqgan_geometry(vqgan_config: dict) -> dict:
@@ -206,7 +210,7 @@ def geometry(out: Path) -> dict | None:
     index = read_index(out)
     if index and index.get("geometry"):
         return index["geometry"]
-    plan = read_plan(out) or read_plan(Path(out).parent) or (index or {}).get("plan")
+    plan = read_plan(out) or (index or {}).get("plan")
     vqgan = ((plan or {}).get("vqgan") or {}).get("config")
     return vqgan_geometry(vqgan) if vqgan else None
 
@@ -276,12 +280,9 @@ def tar_urls(out: Path, split: str | None = None) -> list[str]:
 
 
 def check_complete(out: Path, split: str) -> list[str]:
-    """The shard files of one split after checking the set is whole: every tar has its stats file (the writer's
-    last step), and where index.json exists, its shards of that split are exactly the ones present."""
+    """The shard files of one split after checking none is missing: where index.json exists, every shard it lists for
+    that split is present. (Each shard is checked against its own stats file as it is read: `read_raw_samples_of`.)"""
     urls = tar_urls(out, split)
-    for url in urls:
-        if not Path(url).with_suffix(".stats.json").is_file():
-            raise DamagedShard(Path(url), "no stats file beside it (its writer did not finish)")
     index = read_index(out)
     if index is not None and isinstance(index.get("shards"), list):
         listed = {Path(out) / s["tar"] for s in index["shards"] if s.get("split") == split}
@@ -319,6 +320,8 @@ def read_samples_of(tar_file: Path, limit: int | None = None):
 def shard_record(tar_file: Path) -> dict:
     """What the writer recorded about one shard (its stats file); a missing or unreadable one is a damaged shard."""
     path = Path(tar_file).with_suffix(".stats.json")
+    if not path.is_file():
+        raise DamagedShard(tar_file, "no stats file beside it (its writer did not finish)")
     try:
         stats = read_json_file(path, "shard stats")
     except UserError as e:
