@@ -244,8 +244,8 @@ def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
 @click.option("--micro-batch-size", type=int, help="Rows per process per forward pass, a multiple of 4 [default: 24].")
 @click.option("--lr", type=float, help="Peak learning rate [default: 2e-4].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
-@click.option("--datasets", help="Train on these datasets' texts only, comma-separated (e.g. cacd,celeba) [default: all].")
-@click.option("--skip-bad-shards", is_flag=True, help="Leave damaged shards out (named and counted) instead of refusing them.")
+@click.option("--datasets", help="Train on these datasets' texts only, comma-separated (cacd,celeba) [default: all].")
+@click.option("--skip-bad-shards", is_flag=True, help="Leave damaged shards out (named, counted) instead of refusing.")
 @user_errors
 def train(shards_dir: Path, out: Path, model: str | None, resume: bool, init_from: Path | None, lr: float | None,
           compile_: bool, datasets: str | None, skip_bad_shards: bool, **overrides) -> None:
@@ -268,8 +268,9 @@ def train(shards_dir: Path, out: Path, model: str | None, resume: bool, init_fro
             raise UserError("--lr cannot change on --resume; start a new run (--init-from the checkpoint) for another rate")
         changes["optim"] = dataclasses.replace(base.optim, lr=lr)
     if datasets is not None or skip_bad_shards:
-        names = tuple(n.strip() for n in datasets.split(",") if n.strip()) if datasets is not None else base.data.datasets
-        changes["data"] = dataclasses.replace(base.data, datasets=names, skip_bad_shards=skip_bad_shards or base.data.skip_bad_shards)
+        names = base.data.datasets if datasets is None else tuple(n.strip() for n in datasets.split(",") if n.strip())
+        skip = skip_bad_shards or base.data.skip_bad_shards
+        changes["data"] = dataclasses.replace(base.data, datasets=names, skip_bad_shards=skip)
     summary = run(shards_dir, out, dataclasses.replace(base, **changes), resume=resume, init_from=init_from)
     if summary.get("rank", 0) == 0:
         click.echo(json.dumps(summary, indent=2))

@@ -48,7 +48,8 @@ class DamagedShard(UserError):
     """A shard that differs from what its writer recorded (size, face count, codes per face) or cannot be parsed."""
 
     def __init__(self, tar_file: Path, problem: str):
-        super().__init__(f"{tar_file}: damaged shard: {problem}; re-run tokenize-images for it, or pass --skip-bad-shards")
+        super().__init__(f"{tar_file}: damaged shard: {problem}; re-run tokenize-images for it, "
+                         "or pass --skip-bad-shards")
         self.tar_file = Path(tar_file)
 
 
@@ -206,7 +207,7 @@ def vqgan_geometry(vqgan_config: dict) -> dict:
 
 
 def geometry(out: Path) -> dict | None:
-    """The geometry the shards were made with: from index.json, else derived from plan.json's VQGAN; None without either."""
+    """The geometry the shards were made with: from index.json, else from plan.json's VQGAN; None without either."""
     index = read_index(out)
     if index and index.get("geometry"):
         return index["geometry"]
@@ -288,7 +289,8 @@ def check_complete(out: Path, split: str) -> list[str]:
         listed = {Path(out) / s["tar"] for s in index["shards"] if s.get("split") == split}
         missing = sorted(str(p) for p in listed - {Path(u) for u in urls})
         if missing:
-            raise UserError(f"{missing[0]}: listed in {Path(out) / INDEX_FILE} but missing ({len(missing)} missing in all)")
+            raise UserError(f"{missing[0]}: listed in {Path(out) / INDEX_FILE} but missing "
+                            f"({len(missing)} missing in all)")
     return urls
 
 
@@ -343,7 +345,8 @@ def read_raw_samples_of(tar_file: Path):
     stats = shard_record(tar_file)
     data = Path(tar_file).read_bytes()  # a shard is a few MB; one read, then slices
     if len(data) != stats["bytes"]:
-        raise DamagedShard(tar_file, f"{len(data):,} bytes where its writer recorded {stats['bytes']:,} (truncated or changed)")
+        raise DamagedShard(tar_file, f"{len(data):,} bytes where its writer recorded {stats['bytes']:,} "
+                                     "(truncated or changed)")
     code_bytes = 2 * stats["codes_per_face"] if stats.get("codes_per_face") else None
     pending: dict[str, dict] = {}
     faces = 0

@@ -96,21 +96,24 @@ def fit_to_shards(config: ModelConfig, shards_dir: Path, derive: bool = False) -
     found = shards.geometry(shards_dir) or {}
     codes, codebook = found.get("codes_per_face"), found.get("codebook_size")
     if derive:
-        changes = {"image_vocab_size": codebook or config.image_vocab_size, "image_tokens": codes or config.image_tokens}
+        changes = {"image_vocab_size": codebook or config.image_vocab_size,
+                   "image_tokens": codes or config.image_tokens}
         changes["seq_length"] = changes["image_tokens"] + config.seq_length - config.image_tokens
         changes["max_positions"] = max(config.max_positions, changes["seq_length"])
         if any(getattr(config, k) != v for k, v in changes.items()):
             log.info("model config fitted to the shards' VQGAN: %s", ", ".join(f"{k} {v}" for k, v in changes.items()))
         return config.replace(**changes)
-    if (codebook or config.image_vocab_size) != config.image_vocab_size or (codes or config.image_tokens) != config.image_tokens:
+    if (codebook or config.image_vocab_size, codes or config.image_tokens) != (config.image_vocab_size,
+                                                                                config.image_tokens):
         grid = "x".join(map(str, found.get("grid") or [])) or "?"
-        raise UserError(f"--shards {shards_dir}: made with a VQGAN of {codebook or '?'} codes and {codes or '?'} codes per "
-                        f"face ({grid}); the model config has image_vocab_size {config.image_vocab_size} and image_tokens "
-                        f"{config.image_tokens}: use a preset --config (fitted to the shards) or a config that matches")
-    if config.seq_length - config.image_tokens < MIN_TEXT_ROOM:
-        raise UserError(f"model config: seq_length {config.seq_length} leaves {config.seq_length - config.image_tokens} "
-                        f"positions beside the shards' {config.image_tokens} image tokens; prompts and text need at least "
-                        f"{MIN_TEXT_ROOM}")
+        raise UserError(f"--shards {shards_dir}: made with a VQGAN of {codebook or '?'} codes and {codes or '?'} "
+                        f"codes per face ({grid}); the model config has image_vocab_size {config.image_vocab_size} "
+                        f"and image_tokens {config.image_tokens}: use a preset --config (fitted to the shards) or a "
+                        "config that matches")
+    room = config.seq_length - config.image_tokens
+    if room < MIN_TEXT_ROOM:
+        raise UserError(f"model config: seq_length {config.seq_length} leaves {room} positions beside the shards' "
+                        f"{config.image_tokens} image tokens; prompts and text need at least {MIN_TEXT_ROOM}")
     return config
 
 
@@ -333,8 +336,9 @@ class MicroBatches:
         saved = (sorted(state["readers"]), state["datasets"])
         if saved != (sorted(self.readers), list(self.config.datasets)):
             raise UserError(f"the checkpoint's data stream trained tasks {', '.join(saved[0])} on datasets "
-                            f"{', '.join(saved[1]) or 'all'}; these shards and --datasets give {', '.join(self.readers)} "
-                            f"on {', '.join(self.config.datasets) or 'all'}: resume with the same ones")
+                            f"{', '.join(saved[1]) or 'all'}; these shards and --datasets give "
+                            f"{', '.join(self.readers)} on {', '.join(self.config.datasets) or 'all'}: "
+                            "resume with the same ones")
         self.rng.setstate(_rng_tuple(state["rng"]))
         for t, r in self.readers.items():
             r.load_state(state["readers"][t])
@@ -383,7 +387,8 @@ class TrainStream:
             if task not in self.tasks:
                 log.warning("%s", found.why_off(task, config.datasets))
         if found.skipped:
-            log.warning("%d damaged train shard(s) skipped (--skip-bad-shards); %d read", len(found.skipped), len(found.urls))
+            log.warning("%d damaged train shard(s) skipped (--skip-bad-shards); %d read", len(found.skipped),
+                        len(found.urls))
         units = {t: task_units(found.faces[t], found.urls, total_streams) for t in self.tasks}
         self.total_streams, self.seed, self.micro_batch = total_streams, seed, micro_batch
         self.streams = {v: MicroBatches(units, layouts, config, micro_batch, v, total_streams, seed) for v in streams}
