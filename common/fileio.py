@@ -1,6 +1,7 @@
 """Atomic writes: every output file is written under a temporary name and renamed when complete.
 
 A killed run therefore never leaves a half-written file under its final name, and re-running is safe.
+`read_json_object` reads a JSON object back, every failure one line naming the file.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 
 
 def output_folder(path: Path, option: str = "--out") -> Path:
@@ -84,6 +85,19 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int = 256 * 1024)
 def write_json(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json_object(path: Path, what: str, missing: str | None = None, hint: str = "") -> dict:
+    """The JSON object in `path`; missing, unreadable (`hint` follows) or not an object is one UserError line."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {missing or what + ' not found'}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable {what} ({first_line(e)}){hint}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {what} is not a JSON object{hint}")
+    return value
 
 
 def write_jsonl(rows: Iterable[dict], path: Path) -> None:

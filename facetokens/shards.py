@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError, first_line
-from common.fileio import atomic_path, write_json
+from common.fileio import atomic_path, read_json_object, write_json
 from common.records import SPLITS
 
 CODES_MEMBER = "codes.u16"
@@ -167,15 +167,7 @@ def read_stats(out: Path, index: int) -> dict:
 
 def read_json_file(path: Path, what: str) -> dict:
     """A JSON object the writer of the shards wrote; a half-written or damaged one is one line naming the file."""
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: unreadable {what} ({first_line(e)}); half-written? re-run tokenize-images") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: {what} is not a JSON object; re-run tokenize-images")
-    return value
+    return read_json_object(path, what, hint="; half-written? re-run tokenize-images")
 
 
 def read_plan(out: Path) -> dict | None:
@@ -325,7 +317,7 @@ def shard_record(tar_file: Path) -> dict:
     if not path.is_file():
         raise DamagedShard(tar_file, "no stats file beside it (its writer did not finish)")
     try:
-        stats = read_json_file(path, "shard stats")
+        stats = read_json_object(path, "shard stats")
     except UserError as e:
         raise DamagedShard(tar_file, str(e).split(": ", 1)[-1]) from None
     if not isinstance(stats.get("faces"), int) or not isinstance(stats.get("bytes"), int):

@@ -197,7 +197,7 @@ DAMAGE = {  # name: (what to do to SHARDS/train/shard-000001.*, the message)
         (f / "shard-000001.stats.json").read_text().replace('"faces": 3', '"faces": 4')),
         "3 whole face(s) where its writer recorded 4"),
     "half-written stats": (lambda f: (f / "shard-000001.stats.json").write_text('{"shard": "shard-000001", "fa'),
-                           "unreadable shard stats"),
+                           "not a readable shard stats"),
     "no stats": (lambda f: (f / "shard-000001.stats.json").unlink(), "no stats file beside it"),
     "a face's JSON changed": (lambda f: _flip_in_json(f / "shard-000001.tar"), "a face's JSON is unreadable"),
 }
@@ -230,11 +230,11 @@ def test_a_damaged_shard_is_named_and_refused_or_skipped_and_counted(tmp_path, n
 def test_half_written_index_and_plan_are_one_line(tmp_path):
     out = write_split(tmp_path, "train", [[[CAPTION, attributes()]] * 3])
     (out / shards.INDEX_FILE).write_text('{"format": 2, "shar')
-    with pytest.raises(UserError, match=r"index.json: unreadable shard index \(.*\); half-written\? re-run tokenize"):
+    with pytest.raises(UserError, match=r"index.json: not a readable shard index \(.*\); half-written\? re-run tokenize"):
         stream(out, 1)
     (out / shards.INDEX_FILE).unlink()
     (out / shards.PLAN_FILE).write_text("[1, 2")
-    with pytest.raises(UserError, match="plan.json: unreadable shard plan"):
+    with pytest.raises(UserError, match="plan.json: not a readable shard plan"):
         stream(out, 1)
 
 
