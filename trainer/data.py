@@ -384,9 +384,9 @@ class TrainStream:
             raise UserError(f"no train face in {len(found.urls)} shard(s) of {shards_dir} has a caption or attributes"
                             f"{' from ' + ', '.join(config.datasets) if config.datasets else ''}: nothing to train on")
         for task in TASKS:
-            if task not in self.tasks:
+            if task not in self.tasks and 0 in streams:  # said once, by the process that owns stream 0
                 log.warning("%s", found.why_off(task, config.datasets))
-        if found.skipped:
+        if found.skipped and 0 in streams:
             log.warning("%d damaged train shard(s) skipped (--skip-bad-shards); %d read", len(found.skipped),
                         len(found.urls))
         units = {t: task_units(found.faces[t], found.urls, total_streams) for t in self.tasks}
