@@ -6,17 +6,25 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import json
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from common.errors import UserError
+from common.records import SPLITS
 from corpus.config import BuildConfig
 from facetokens.config import PRECISIONS, TokenizeConfig
+from trainer.config import PRESETS
+
+PRESET_NAMES = ", ".join(PRESETS)  # the model configs in trainer/configs/
 
 
 def user_errors(fn):
@@ -35,8 +43,41 @@ def user_errors(fn):
     return wrapper
 
 
+class DataclassDefault(click.Option):
+    """An option whose default (shown in --help) is a dataclass field's, `source="trainer.run:TrainConfig.seed"`,
+    or a module constant's, `source="pipeline_demo:TRAIN_STEPS"`. The module is imported only when the command
+    runs or shows its help, so `cli.py --help` stays light."""
+
+    def __init__(self, *decls, source: str, **attrs):
+        attrs.setdefault("show_default", True)
+        super().__init__(*decls, **attrs)
+        self.source = source
+
+    def get_default(self, ctx: click.Context, call: bool = True):
+        module, _, path = self.source.partition(":")
+        owner, _, name = path.partition(".")
+        found = getattr(importlib.import_module(module), owner)
+        default = next(f for f in dataclasses.fields(found) if f.name == name).default if name else found
+        return ",".join(f"{r:.2f}" for r in default) if isinstance(default, tuple) else default
+
+
+def given(ctx: click.Context, values: dict) -> dict:
+    """The options the user gave (not their defaults)."""
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+
+
+def package_version() -> str:
+    try:
+        return version("talk2face")
+    except PackageNotFoundError:  # run from a checkout that was not pip-installed
+        import tomllib
+
+        return tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+@click.version_option(package_version(), prog_name="talk2face")
 def main(verbose: bool) -> None:
     """Talk2Face: rebuild the face-text corpus, tokenize it, train and use the model."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -54,7 +95,7 @@ def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, opti
     import converters
 
     if dataset == "all":
-        from converters.convert_all import convert_all, format_table
+        from converters.commands import convert_all, format_table
 
         if roots is None:
             raise UserError("convert all needs --roots DIR (a folder of datasets or a YAML file of name: path)")
@@ -72,16 +113,21 @@ def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, opti
 @main.command("build-corpus")
 @click.option("--converted", required=True, type=click.Path(path_type=Path), help="Folder of DATASET.parquet files from `convert`.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The corpus folder (replaced atomically when complete).")
-@click.option("--split-ratios", help="train,val,test shares for datasets without an official split.",
-              default=",".join(f"{r:.2f}" for r in BuildConfig.split_ratios), show_default=True)
-@click.option("--seed", default=BuildConfig.seed, show_default=True, help="Seed of the deterministic person-level split.")
+@click.option("--split-ratios", cls=DataclassDefault, source="corpus.config:BuildConfig.split_ratios",
+              help="train,val,test shares for datasets without an official split.")
+@click.option("--split-seed", cls=DataclassDefault, source="corpus.config:BuildConfig.seed",
+              help="Text hashed with each person's id to place the person-level split (any string; not a number).")
+@click.option("--seed", "old_seed", hidden=True, help="Deprecated name of --split-seed.")
 @user_errors
-def build_corpus(converted: Path, out: Path, split_ratios: str, seed: str) -> None:
+def build_corpus(converted: Path, out: Path, split_ratios: str, split_seed: str, old_seed: str | None) -> None:
     """Merge converted datasets into one leak-free corpus with statistics against the paper."""
     from corpus.build import build_corpus as build
     from corpus.stats import markdown
 
-    stats = build(converted, out, BuildConfig(split_ratios=_ratios(split_ratios), seed=seed))
+    if old_seed is not None:
+        click.echo("warning: build-corpus --seed is now --split-seed (a text, hashed with each person)", err=True)
+        split_seed = old_seed
+    stats = build(converted, out, BuildConfig(split_ratios=_ratios(split_ratios), seed=split_seed))
     click.echo(markdown(stats))
 
 
@@ -98,8 +144,9 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml (Net2NetTransformer or VQGAN config); not needed for a converted .safetensors.")
 @click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path), help="last.ckpt (Lightning), a plain state dict, or .safetensors from convert-vqgan.")
 @click.option("--gpus", default=TokenizeConfig.gpus, show_default=True, help="Worker processes, one per GPU; 0 = one CPU worker.")
-@click.option("--batch-size", default=TokenizeConfig.batch_size, show_default=True)
-@click.option("--loader-workers", type=int, help="Decoding processes per GPU worker [default: cores / gpus - 1].")
+@click.option("--batch-size", default=TokenizeConfig.batch_size, show_default=True,
+              help="Faces encoded together by one GPU (or CPU) worker.")
+@click.option("--loader-workers", type=int, show_default="cores / gpus - 1", help="Decoding processes per GPU worker.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=TokenizeConfig.precision, show_default=True)
 @click.option("--shard-size", default=TokenizeConfig.shard_size, show_default=True, help="Faces per shard.")
 @click.option("--num-nodes", default=TokenizeConfig.num_nodes, show_default=True, help="Machines sharing the work (each gets a static block of shards).")
@@ -111,6 +158,53 @@ def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, **settings) -> No
 
     summary = run(corpus_dir, out, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt, config=TokenizeConfig(**settings))
     click.echo(json.dumps(summary, indent=2))
+
+
+@main.command()
+@click.option("--corpus", "corpus_dir", required=True, type=click.Path(path_type=Path), help="The folder from build-corpus.")
+@click.option("--format", "format_name", required=True, help="imagefolder (Hugging Face / diffusers), feedface or webdataset.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The export folder (resumable: rerun to finish).")
+@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS), show_default="all",
+              help="A split to export (repeatable).")
+@click.option("--datasets", show_default="all", help="Comma-separated dataset names to export.")
+@click.option("--size", default=256, show_default=True, type=click.Choice(["256", "512", "1024"]), help="Face side in pixels.")
+@click.option("--link", is_flag=True, help="Symbolic links to the source images instead of cropped faces.")
+@click.option("--attribute-text", default="keyvalue", show_default=True, type=click.Choice(["keyvalue", "sentence"]),
+              help="Attribute pairs as their key-value text or as one plain sentence.")
+@click.option("--workers", type=int, show_default="the CPU cores", help="Processes reading faces.")
+@user_errors
+def export(corpus_dir: Path, format_name: str, out: Path, splits: tuple[str, ...], datasets: str | None, size: str,
+           link: bool, attribute_text: str, workers: int | None) -> None:
+    """Write the corpus for other face-text systems: faces with their texts, per split, counts that reconcile."""
+    from export.config import ExportConfig
+    from export.core import SUMMARY_FILE, export_corpus
+
+    names = tuple(n.strip() for n in datasets.split(",") if n.strip()) if datasets else None
+    config = ExportConfig(format=format_name, splits=splits or SPLITS, datasets=names, size=int(size), link=link,
+                          attribute_text=attribute_text, workers=workers)
+    summary = export_corpus(corpus_dir, out, config)
+    skipped = ", ".join(f"{reason} {n:,}" for reason, n in summary["skipped"].items()) or "none"
+    click.echo(f"{summary['pairs_in']:,} pairs in: {summary['written']:,} written ({summary['faces_written']:,} faces), "
+               f"{summary['skipped_total']:,} skipped ({skipped}); see {Path(out) / SUMMARY_FILE}")
+
+
+@main.command("export-model")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="A train RUN folder, talk2face.bin (released or UER names), a .safetensors file or an export folder.")
+@click.option("--config", "config_file", help="For a plain .bin: a config JSON (ours or the released base_config.json) or a preset.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.safetensors and config.json.")
+@user_errors
+def export_model(checkpoint: Path, config_file: str | None, out: Path) -> None:
+    """Write a checkpoint as the safetensors folder that `trainer.weights.load_model` reads (no pickle)."""
+    from common.fileio import output_folder
+    from trainer.config import load_config
+    from trainer.inference import resolve_checkpoint
+    from trainer.weights import export as write_export
+    from trainer.weights import load_model
+
+    model = load_model(resolve_checkpoint(checkpoint), load_config(config_file) if config_file else None)
+    folder = write_export(model, output_folder(out))
+    click.echo(f"{folder}: model.safetensors + config.json ({model.num_parameters():,} parameters)")
 
 
 @main.command("convert-vqgan")
@@ -142,28 +236,46 @@ def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path
 
 @main.command("inspect-model")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="talk2face.bin, a .safetensors file or an export folder.")
-@click.option("--config", "config_file", help="A config JSON (ours or the released base_config.json) or a preset: paper, tiny.")
+@click.option("--config", "config_file", help=f"A config JSON (ours or the released base_config.json) or a preset: {PRESET_NAMES}.")
+@click.option("--all-keys", is_flag=True, help="On a mismatch, name every key (default: counts and the first few).")
 @user_errors
-def inspect_model(checkpoint: Path | None, config_file: str | None) -> None:
+def inspect_model(checkpoint: Path | None, config_file: str | None, all_keys: bool) -> None:
     """Load a checkpoint strictly and print its config, parameter count, key format and tokenizer settings."""
     from trainer.config import load_config
     from trainer.weights import inspect
 
     config = load_config(config_file) if config_file else None
-    click.echo(json.dumps(inspect(checkpoint, config), indent=2))
+    click.echo(json.dumps(inspect(checkpoint, config, all_keys=all_keys), indent=2))
+
+
+def _deprecated_dtype(ctx: click.Context, _param, value):
+    if value is not None:
+        click.echo("warning: --dtype is now --precision", err=True)
+        ctx.meta["deprecated dtype"] = value
+    return value
+
+
+def _precision(ctx: click.Context, _param, value):
+    """--precision, or the deprecated --dtype when only that was given (eager: it is read first)."""
+    given_precision = ctx.get_parameter_source("dtype") not in (ParameterSource.DEFAULT, None)
+    return value if given_precision else ctx.meta.get("deprecated dtype", value)
 
 
 def _model_options(fn):
-    """--checkpoint, --config, --vocab, --vqgan-*, --device, --dtype: shared by generate and evaluate."""
+    """--checkpoint, --config, --vocab, --vqgan-*, --device, --precision: shared by generate and evaluate."""
     options = [
         click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
                      help="talk2face.bin (released or UER names), a .safetensors file, an export folder or a train RUN folder."),
-        click.option("--config", "config_file", help="For a plain .bin: a config JSON (ours or the released base_config.json) or a preset."),
+        click.option("--config", "config_file", help="For a plain .bin: a config JSON (ours or the released "
+                     f"base_config.json) or a preset: {PRESET_NAMES}.", show_default="the checkpoint's own, else paper"),
         click.option("--vocab", help="The text vocabulary: the shipped BERT uncased one (default), by name or as an identical file."),
         click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml (not needed for a converted .safetensors)."),
         click.option("--vqgan-ckpt", type=click.Path(path_type=Path), help="last.ckpt or the .safetensors from convert-vqgan."),
-        click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda when present]"),
-        click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True),
+        click.option("--device", help="cpu, cuda, cuda:1 ...", show_default="cuda when present"),
+        click.option("--precision", "dtype", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
+                     callback=_precision, help="Number format of the model's weights and arithmetic."),
+        click.option("--dtype", "old_dtype", type=click.Choice(PRECISIONS), hidden=True, is_eager=True,
+                     callback=_deprecated_dtype, expose_value=False, help="Deprecated name of --precision."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -180,13 +292,18 @@ def _model_options(fn):
 @click.option("--candidates", help="to_attributes: comma-separated values to rank by log-likelihood, e.g. male,female.")
 @click.option("--requests", "requests_file", type=click.Path(path_type=Path), help="A JSONL file, one request a line.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs and results.jsonl.")
-@click.option("--samples", default=10, show_default=True, help="Samples per request (attributes: 1, greedy).")
-@click.option("--top-k", default=70, show_default=True, help="0 = off; ties at the k-th logit are kept.")
-@click.option("--top-p", default=0.0, show_default=True, help="Nucleus sampling; 0 = off.")
-@click.option("--temperature", default=1.0, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--samples", type=int, cls=DataclassDefault, source="trainer.generate:Sampling.samples",
+              help="Samples per request (attributes: 1, greedy).")
+@click.option("--top-k", type=int, cls=DataclassDefault, source="trainer.generate:Sampling.top_k",
+              help="0 = off; ties at the k-th logit are kept.")
+@click.option("--top-p", type=float, cls=DataclassDefault, source="trainer.generate:Sampling.top_p",
+              help="Nucleus sampling; 0 = off.")
+@click.option("--temperature", type=float, cls=DataclassDefault, source="trainer.generate:Sampling.temperature")
+@click.option("--seed", type=int, cls=DataclassDefault, source="trainer.generate:Sampling.seed",
+              help="Seed of the sampling.")
 @click.option("--greedy", is_flag=True, help="Arg-max decoding (one sample).")
-@click.option("--batch-size", default=100, show_default=True, help="Rows (request x sample) decoded together.")
+@click.option("--batch-size", type=int, cls=DataclassDefault, source="trainer.generate:Sampling.batch_size",
+              help="Rows decoded together, a row being one sample of one request.")
 @user_errors
 def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, prompt, text, image, attribute,
              dataset, candidates, requests_file, out, **sampling) -> None:
@@ -214,9 +331,11 @@ def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
 @main.command()
 @_model_options
 @click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
-@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(["val", "test"]), cls=DataclassDefault,
+              source="trainer.evaluate:EvaluateConfig.split")
 @click.option("--limit", type=int, help="At most this many faces (a quick run).")
-@click.option("--batch-size", default=64, show_default=True, help="Rows decoded or scored together.")
+@click.option("--batch-size", type=int, cls=DataclassDefault, source="trainer.evaluate:EvaluateConfig.batch_size",
+              help="Rows decoded or scored together, a row being one face with one prompt.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for evaluation.json and evaluation.md.")
 @user_errors
 def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, shards, split, limit,
@@ -230,48 +349,40 @@ def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
     click.echo(report["table"])
 
 
+def _train_option(name: str, kind: type, help_text: str, source: str = "trainer.run:TrainConfig"):
+    return click.option(name, type=kind, cls=DataclassDefault, source=f"{source}.{name[2:].replace('-', '_')}",
+                        help=help_text)
+
+
 @main.command()
 @click.option("--shards", "shards_dir", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images (reads train/ and val/).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The run folder: checkpoints/, log.jsonl, val.jsonl, loss.png.")
-@click.option("--config", "model", help="Model config: paper, tiny or a JSON file [default: paper; on --resume the run's].")
+@click.option("--config", "model", cls=DataclassDefault, source="trainer.run:TrainConfig.model",
+              help=f"Model config: a preset ({PRESET_NAMES}) or a JSON file; on --resume the run's.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly from its latest checkpoint.")
+@click.option("--reschedule", is_flag=True, help="With --resume and a new --max-steps: recompute the lr schedule over it.")
 @click.option("--init-from", type=click.Path(path_type=Path), help="Start from these weights: talk2face.bin or one of our checkpoints.")
-@click.option("--max-steps", type=int, help="Optimiser steps in all [default: 500000].")
-@click.option("--save-every", type=int, help="Steps between checkpoints [default: 1000].")
-@click.option("--val-every", type=int, help="Steps between validations [default: 1000].")
-@click.option("--seed", type=int, help="Seed of the data order and the initial weights [default: 1234].")
-@click.option("--batch-size", type=int, help="Global batch, all processes together [default: 192].")
-@click.option("--micro-batch-size", type=int, help="Rows per process per forward pass, a multiple of 4 [default: 24].")
-@click.option("--lr", type=float, help="Peak learning rate [default: 2e-4].")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
-@click.option("--datasets", help="Train on these datasets' texts only, comma-separated (cacd,celeba) [default: all].")
-@click.option("--skip-bad-shards", is_flag=True, help="Leave damaged shards out (named, counted) instead of refusing.")
+@_train_option("--max-steps", int, "Optimiser steps in all (fixes the warm-up/decay schedule).")
+@_train_option("--save-every", int, "Steps between checkpoints.")
+@_train_option("--val-every", int, "Steps between validations.")
+@_train_option("--log-every", int, "Steps between lines of log.jsonl and the console.")
+@_train_option("--seed", int, "Seed of the data order and the initial weights.")
+@_train_option("--batch-size", int, "Global batch: rows (one task example each) per optimiser step, all processes together.")
+@_train_option("--micro-batch-size", int, "Rows per process per forward pass, a multiple of 4 (the tasks).")
+@_train_option("--lr", float, "Peak learning rate.", source="trainer.optim:OptimConfig")
+@click.option("--compile", is_flag=True, help="torch.compile the model.")
+@click.option("--datasets", cls=DataclassDefault, source="trainer.data:DataConfig.datasets", show_default="all",
+              help="Train on these datasets' texts only, comma-separated (cacd,celeba).")
+@click.option("--skip-bad-shards", is_flag=True, cls=DataclassDefault, source="trainer.data:DataConfig.skip_bad_shards",
+              help="Leave damaged shards out (named, counted) instead of refusing.")
+@click.pass_context
 @user_errors
-def train(shards_dir: Path, out: Path, model: str | None, resume: bool, init_from: Path | None, lr: float | None,
-          compile_: bool, datasets: str | None, skip_bad_shards: bool, **overrides) -> None:
+def train(ctx: click.Context, shards_dir: Path, out: Path, resume: bool, reschedule: bool, init_from: Path | None,
+          **options) -> None:
     """Train the Talk2Face prefix-LM on the shards (torchrun for many GPUs; see trainer/train.py)."""
-    import dataclasses
-
-    from trainer import checkpoint
-    from trainer.train import TrainConfig
     from trainer.train import train as run
 
-    folder = checkpoint.latest(out) if resume else None
-    base = TrainConfig.from_dict(checkpoint.load_state(folder)[2]) if folder is not None else TrainConfig()
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if model:
-        changes["model"] = model
-    if compile_:
-        changes["compile"] = True
-    if lr is not None:
-        if resume:  # the restored optimizer and schedule carry the run's rate: a new one would be recorded, not used
-            raise UserError("--lr cannot change on --resume; start a new run (--init-from the checkpoint) for another rate")
-        changes["optim"] = dataclasses.replace(base.optim, lr=lr)
-    if datasets is not None or skip_bad_shards:
-        names = base.data.datasets if datasets is None else tuple(n.strip() for n in datasets.split(",") if n.strip())
-        skip = skip_bad_shards or base.data.skip_bad_shards
-        changes["data"] = dataclasses.replace(base.data, datasets=names, skip_bad_shards=skip)
-    summary = run(shards_dir, out, dataclasses.replace(base, **changes), resume=resume, init_from=init_from)
+    summary = run(shards_dir, out, resume=resume, init_from=init_from, reschedule=reschedule, **given(ctx, options))
     if summary.get("rank", 0) == 0:
         click.echo(json.dumps(summary, indent=2))
 
@@ -296,13 +407,14 @@ def datasets(markdown: bool) -> None:
 @main.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the sample data, every stage's output and report.html.")
 @click.option("--fresh", is_flag=True, help="Start over instead of reusing the stages a previous run finished.")
-@click.option("--train-steps", type=int, help="Training steps of the demo model [default: pipeline_demo.TRAIN_STEPS].")
+@click.option("--train-steps", type=int, cls=DataclassDefault, source="pipeline_demo:TRAIN_STEPS",
+              help="Training steps of the demo model.")
 @user_errors
 def demo(out: Path, fresh: bool, train_steps: int) -> None:
     """The whole pipeline on built-in samples (real formats, written small): convert to evaluate, then report.html."""
-    from pipeline_demo import TRAIN_STEPS, run_demo
+    from pipeline_demo import run_demo
 
-    page = run_demo(out, fresh=fresh, train_steps=train_steps or TRAIN_STEPS, echo=click.echo)
+    page = run_demo(out, fresh=fresh, train_steps=train_steps, echo=click.echo)
     click.echo(f"open {page}")
 
 

@@ -33,7 +33,7 @@ def child(job: str, name: str, root: str, out: str) -> None:
 
     from common.memory import peak_rss_mb
     from converters import convert
-    from converters.convert_all import convert_all
+    from converters.commands import convert_all
     from converters.fixtures import writer
 
     start = time.perf_counter()

@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 import manifests
 from common.memory import peak_rss_mb
 from common.records import SPLITS
-from converters.converted import write_converted
-from converters.rows import attribute_columns, box_column, make_table, prefixed
+from converters.helpers.converted import write_converted
+from converters.helpers.rows import attribute_columns, box_column, make_table, prefixed
 
 GOAL_SECONDS = 60
 GOAL_RSS_MB = 3072

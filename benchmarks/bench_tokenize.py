@@ -66,8 +66,8 @@ def write_corpus(folder: Path, paths: list[Path]) -> Path:
     import pyarrow as pa
 
     from common.fileio import write_parquet
-    from converters.rows import make_table
-    from converters.schema import BOX_TYPE
+    from converters.helpers.rows import make_table
+    from converters.helpers.schema import BOX_TYPE
 
     ids = [f"bench/{i:06d}_{p.stem}" for i, p in enumerate(paths)]
     images = pa.table({"image_id": ids, "dataset": ["bench"] * len(ids), "path": [str(p) for p in paths],

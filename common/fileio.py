@@ -96,7 +96,7 @@ def read_json_object(path: Path, what: str, missing: str | None = None, hint: st
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not a readable {what} ({first_line(e)}){hint}") from None
     if not isinstance(value, dict):
-        raise UserError(f"{path}: {what} is not a JSON object{hint}")
+        raise UserError(f"{path}: {what}: expected a JSON object, got {type(value).__name__}{hint}")
     return value
 
 

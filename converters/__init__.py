@@ -1,78 +1,19 @@
-"""Dataset converters: one module per dataset, all behind `converters.base.Converter`.
+"""Dataset converters: each dataset as downloaded -> rows of one record schema (`converted/NAME.parquet`).
 
-Adding a dataset is one module `converters/<name>.py` (defining `CONVERTER`), one manifest
-`manifests/<name>.yaml`, one fixture writer `converters/fixtures/<name>.py`, and its name below.
+    registry.py   the dataset names (registry order) and each one's converter and options
+    commands.py   `convert` (one dataset) and `convert all` (every dataset found under a folder)
+    datasets/     one module per dataset: its registry key (`name`) and its parsing, nothing else
+    helpers/      what the datasets share: the Converter base and its bookkeeping, the dataset folder
+                  (DatasetRoot), readers (tables, .mat, .npy, caption files, CelebA's shared lists),
+                  column builders, colour names, the record schema and the converted layout
+    fixtures/     one writer per dataset (same name): small copies in the real format, for tests and the demo
+
+Adding a dataset is one module `datasets/<name>.py`, one manifest `manifests/<name>.yaml`, one fixture
+writer and its name in `registry.DATASETS` (docs/adding-a-dataset.md).
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import typing
-from pathlib import Path
+from .commands import convert, convert_all
+from .registry import DATASETS, converter, converter_class, parse_options
 
-from common.errors import UserError
-
-DATASETS = (
-    "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad",
-    "imdb_wiki", "fairface", "ffhq_text", "mm_celeba_hq", "celeba_text_hq", "celeba_dialog",
-)
-
-
-def converter_class(name: str):
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
-    return importlib.import_module(f"converters.{name}").CONVERTER
-
-
-def parse_options(cls, pairs: list[str]):
-    """`key=value` strings into the converter's Options dataclass, typed by its annotations."""
-    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
-    hints = typing.get_type_hints(cls.Options)
-    values = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            known = ", ".join(fields) or "none"
-            raise UserError(f"{cls.name}: bad option {pair!r}; expected KEY=VALUE with KEY one of: {known}")
-        values[key] = _typed(cls.name, key, raw.strip(), hints[key])
-    return cls.Options(**values)
-
-
-def _typed(dataset: str, key: str, raw: str, hint):
-    origin = typing.get_origin(hint)
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        if raw.lower() in ("", "none", "null"):
-            return None
-        hint = args[0]
-    if typing.get_origin(hint) is typing.Literal:
-        choices = typing.get_args(hint)
-        if raw not in [str(c) for c in choices]:
-            raise UserError(f"{dataset}: option {key}={raw!r}; expected one of {', '.join(map(str, choices))}")
-        return next(c for c in choices if str(c) == raw)
-    try:
-        if hint is bool:
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return raw.lower() in ("true", "1", "yes")
-        if hint is Path:
-            return Path(raw).expanduser()
-        return hint(raw)
-    except ValueError:
-        raise UserError(f"{dataset}: option {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from None
-
-
-def converter(name: str, root: Path, options: list[str] | None = None):
-    """The converter of dataset `name` for the download at `root`, with its `KEY=VALUE` options."""
-    cls = converter_class(name)
-    return cls(root, parse_options(cls, options or []))
-
-
-def convert(name: str, root: Path, out: Path, options: list[str] | None = None) -> dict:
-    """Convert one dataset and write its Parquet file, rejects and summary; return the summary."""
-    from .converted import output_folder
-
-    job = converter(name, root, options)
-    with output_folder(out):
-        return job.run(out)
+__all__ = ["DATASETS", "convert", "convert_all", "converter", "converter_class", "parse_options"]

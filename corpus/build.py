@@ -3,7 +3,7 @@
     from corpus.build import build_corpus
     stats = build_corpus(Path("converted"), Path("corpus"))
 
-Stages: read and check the converted files (`converters.converted`) -> normalise texts, reject empty
+Stages: read and check the converted files (`converters.helpers.converted`) -> normalise texts, reject empty
 ones, remove exact duplicate pairs (`corpus.hygiene`) -> resolve leak-free splits
 (`corpus.leakfree`) -> choose one source per image (`image_table`) -> write the pairs, the image
 table, the rejects, the statistics (`corpus.stats`) and the dataset card (`corpus.card`).
@@ -32,21 +32,22 @@ from common.errors import UserError
 from common.fileio import write_json, write_jsonl, write_parquet
 from common.memory import peak_rss_mb
 from common.records import SPLITS
-from converters.converted import ConvertedSet, read_converted
-from converters.schema import RECORD_SCHEMA
+from converters.helpers.converted import ConvertedSet, read_converted
+from converters.helpers.schema import RECORD_SCHEMA
 
 from . import card, stats
 from .config import BuildConfig
 from .hygiene import DUPLICATE_PAIR, EMPTY_TEXT, clean_texts
 from .layout import (
     CONFIG_FILE,
-    IMAGE_SCHEMA,
     IMAGES_FILE,
     PAIRS_FOLDER,
     REJECTS_FILE,
     STATS_JSON,
+    STORED_IMAGE_SCHEMA,
     looks_complete,
     pair_part_name,
+    write_roots,
 )
 from .leakfree import resolve_splits
 from .state import Corpus
@@ -84,7 +85,7 @@ def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, 
     with clock("splits"):
         splits = resolve_splits(table, dataset_codes, inputs.split_by_person(), ratios, seed)
     with clock("images"):
-        images = image_table(table, dataset_codes, image_codes, hygiene.kept, splits.final, inputs)
+        images = image_table(table, dataset_codes, image_codes, hygiene.kept, splits.final)
     options = {"split_ratios": dict(zip(SPLITS, ratios)), "seed": seed, "pairs_per_file": pairs_per_file,
                "image_source_preference": list(IMAGE_SOURCE_PREFERENCE)}
     corpus = Corpus(inputs, table, dataset_codes, image_codes, hygiene, splits, images, options)
@@ -123,24 +124,21 @@ def _dataset_codes(inputs: ConvertedSet) -> np.ndarray:
 
 
 def image_table(table: pa.Table, dataset_codes: np.ndarray, image_codes: np.ndarray, kept: np.ndarray,
-                final_splits: np.ndarray, inputs: ConvertedSet) -> pa.Table:
+                final_splits: np.ndarray) -> pa.Table:
     """One row per image_id of the kept pairs, read from the most preferred dataset that offers it."""
     preference = np.array([preference_rank(n) for n in converters.DATASETS])
     rows = np.flatnonzero(kept)
     by_preference = rows[np.argsort(preference[dataset_codes[rows]], kind="stable")]
     _, first = np.unique(image_codes[by_preference], return_index=True)
     chosen = pa.array(by_preference[first])
-    roots = pa.array([_root_of(inputs, name) for name in converters.DATASETS], pa.string())
     codes = pa.array(dataset_codes).take(chosen)
-    image = table.column("image").take(chosen).combine_chunks()
     unsorted = pa.Table.from_arrays([
         table.column("image_id").take(chosen).combine_chunks(),
         pa.array(list(converters.DATASETS), pa.string()).take(codes),
-        pc.binary_join_element_wise(roots.take(codes), image, "/"),
-        image,
+        table.column("image").take(chosen).combine_chunks(),
         table.column("box").take(chosen).combine_chunks(),
         pa.array(SPLITS, pa.string()).take(pa.array(final_splits).take(chosen)),
-    ], schema=IMAGE_SCHEMA)
+    ], schema=STORED_IMAGE_SCHEMA)
     return unsorted.take(pc.sort_indices(unsorted.column("image_id")))
 
 
@@ -149,8 +147,10 @@ def preference_rank(name: str) -> int:
     return listed * len(converters.DATASETS) + converters.DATASETS.index(name)
 
 
-def _root_of(inputs: ConvertedSet, name: str) -> str | None:
-    return next((s.root for s in inputs.sources if s.name == name), None)
+def image_roots(corpus: Corpus) -> dict[str, str]:
+    """{dataset: root} of the datasets images.parquet reads from, in registry order (from their converted summaries)."""
+    used = set(corpus.images.column("dataset").to_pylist())
+    return {s.name: s.root for s in corpus.inputs.sources if s.name in used}
 
 
 def _write_atomically(corpus: Corpus, config: BuildConfig, out: Path, clock: StageClock) -> dict:
@@ -163,6 +163,7 @@ def _write_atomically(corpus: Corpus, config: BuildConfig, out: Path, clock: Sta
         with clock("write pairs"):
             write_pairs(corpus, staging / PAIRS_FOLDER)
             write_parquet(corpus.images, staging / IMAGES_FILE)
+            write_roots(image_roots(corpus), staging)
             write_jsonl(reject_records(corpus), staging / REJECTS_FILE)
             write_json(dataclasses.asdict(config), staging / CONFIG_FILE)
         with clock("stats"):
@@ -178,26 +179,30 @@ def _write_atomically(corpus: Corpus, config: BuildConfig, out: Path, clock: Sta
 
 
 def write_pairs(corpus: Corpus, folder: Path) -> None:
-    """The kept pairs in corpus order, `pairs_per_file` rows per part, every RECORD_SCHEMA column.
+    """The kept pairs of each split in corpus order, `pairs_per_file` rows per part (at least one part per
+    split, so each split's data files exist), every RECORD_SCHEMA column.
 
     Parts are independent files, so they are written by WRITER_THREADS threads (Parquet encoding
     releases the GIL); each part's content and name depend only on its rows.
     """
     folder.mkdir(parents=True)
-    kept_rows = np.flatnonzero(corpus.hygiene.kept)
     per_file = corpus.options["pairs_per_file"]
     final = corpus.splits.final_splits()
-    starts = range(0, max(len(kept_rows), 1), per_file)
+    parts = []
+    for code, split in enumerate(SPLITS):
+        selected = corpus.hygiene.kept & (corpus.splits.final == code)
+        rows = np.flatnonzero(selected)
+        starts = range(0, max(len(rows), 1), per_file)
+        parts += [(selected, rows[start:start + per_file], folder / pair_part_name(split, part))
+                  for part, start in enumerate(starts)]
     with ThreadPoolExecutor(WRITER_THREADS) as pool:
-        done = pool.map(lambda part: _write_part(corpus, final, kept_rows[starts[part]:starts[part] + per_file],
-                                                 folder / pair_part_name(part)), range(len(starts)))
-        list(done)  # re-raise the first failure
-    log.info("wrote %d pairs in %d files", len(kept_rows), len(starts))
+        list(pool.map(lambda part: _write_part(corpus, final, *part), parts))  # re-raises the first failure
+    log.info("wrote %d pairs in %d files", int(corpus.hygiene.kept.sum()), len(parts))
 
 
-def _write_part(corpus: Corpus, final: pa.Array, rows: np.ndarray, path: Path) -> None:
+def _write_part(corpus: Corpus, final: pa.Array, selected: np.ndarray, rows: np.ndarray, path: Path) -> None:
     low, high = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
-    mask = pa.array(corpus.hygiene.kept[low:high])
+    mask = pa.array(selected[low:high])
     columns = []
     for name in RECORD_SCHEMA.names:
         column = corpus.hygiene.text if name == "text" else final if name == "split" else corpus.table.column(name)

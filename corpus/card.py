@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 
 from common.fileio import atomic_path
-from common.records import SPLITS
-from converters.converted import ConvertedSet
+from common.records import HUB_SPLIT_NAMES, SPLITS
+from converters.helpers.converted import ConvertedSet
 
-from .layout import CARD_FILE, CHART_PNG, IMAGES_FILE, PAIRS_FOLDER, STATS_JSON, STATS_MD
+from .layout import CARD_FILE, CHART_PNG, IMAGES_FILE, PAIRS_FOLDER, ROOTS_FILE, STATS_JSON, STATS_MD
 
 TALK2FACE_CITATION = """@inproceedings{li2022talk2face,
   title     = {Talk2Face: A Unified Sequence-based Framework for Diverse Face Generation and Analysis Tasks},
@@ -38,8 +38,7 @@ PAIR_COLUMNS = (
 IMAGE_COLUMNS = (
     ("image_id", "string", "one row per unique image_id (sorted)"),
     ("dataset", "string", "the dataset the image is read from (the preferred source when several offer it)"),
-    ("path", "string", "absolute file to read: that dataset's root + `image`"),
-    ("image", "string", "path relative to the dataset root"),
+    ("image", "string", f"path relative to the dataset's root in `{ROOTS_FILE}` (edit it to move the images)"),
     ("box", "list<int32> or null", "crop box"),
     ("split", "string", "the face's split (equal to its pairs' split)"),
 )
@@ -81,7 +80,8 @@ def _hub_metadata(stats: dict) -> dict:
         "tags": ["faces", "face-attributes", "image-captioning", "talk2face"],
         "size_categories": [_size_category(stats["corpus"]["pairs"])],
         "configs": [
-            {"config_name": "pairs", "default": True, "data_files": f"{PAIRS_FOLDER}/*.parquet"},
+            {"config_name": "pairs", "default": True, "data_files": [
+                {"split": HUB_SPLIT_NAMES[split], "path": f"{PAIRS_FOLDER}/{split}-*.parquet"} for split in SPLITS]},
             {"config_name": "images", "data_files": IMAGES_FILE},
         ],
     }
@@ -99,9 +99,11 @@ def _intro(stats: dict) -> list[str]:
          "dataset; obtain every dataset from its source under its own terms (see Licences)."), "",
         "```python",
         "import datasets",
-        "pairs = datasets.load_dataset(\"parquet\", data_dir=\"CORPUS/pairs\", split=\"train\")  # every pair",
-        "test = pairs.filter(lambda row: row[\"split\"] == \"test\")  # the leak-free split is a column",
+        "pairs = datasets.load_dataset(\"CORPUS\")  # DatasetDict: train, validation, test (the leak-free splits)",
+        "images = datasets.load_dataset(\"CORPUS\", \"images\", split=\"train\")  # one row per unique image",
         "```", "",
+        (f"`{ROOTS_FILE}` names each dataset's folder; the `image` paths are relative to it. On another machine, "
+         f"edit `{ROOTS_FILE}`: `tokenize-images` and `export` read the images from there."), "",
         f"Statistics against the paper: [{STATS_MD}]({STATS_MD}), `{STATS_JSON}`, [{CHART_PNG}]({CHART_PNG}).",
     ]
 
@@ -138,7 +140,7 @@ def _column_table(columns) -> list[str]:
 
 
 def _schema() -> list[str]:
-    return ["## Schema", "", f"`{PAIRS_FOLDER}/part-NNNNN.parquet`:", "", *_column_table(PAIR_COLUMNS), "",
+    return ["## Schema", "", f"`{PAIRS_FOLDER}/SPLIT-NNNNN.parquet` (SPLIT: train, val, test):", "", *_column_table(PAIR_COLUMNS), "",
             f"`{IMAGES_FILE}`:", "", *_column_table(IMAGE_COLUMNS), "",
             ("`rejects.jsonl`: the pairs the corpus dropped (`dataset`, `source`, `reason`: "
              "`empty text` or `duplicate pair`, `detail`).")]

@@ -61,7 +61,7 @@ def clean_texts(table: pa.Table, image_codes: np.ndarray) -> Hygiene:
 
 
 def normalised_texts(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
-    """`converters.rows.normalise_text` of every text (null -> empty), and how many texts it changed."""
+    """`common.arrays.normalise_text` of every text (null -> empty), and how many texts it changed."""
     chunks, changed = [], 0
     for chunk in text.chunks:
         before = pc.fill_null(chunk, "")

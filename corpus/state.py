@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from converters.converted import ConvertedSet
+from converters.helpers.converted import ConvertedSet
 
 from .hygiene import Hygiene
 from .leakfree import SplitResolution

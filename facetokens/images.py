@@ -19,9 +19,11 @@ Failures are data: `prepare_face` raises `BadImage(reason, detail)` and `try_pre
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,11 +112,27 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
 
 def prepare_face(path: Path | str, box=None, size: int = SIZE) -> np.ndarray:
     """The face at `path` (cropped to `box`) as a (size, size, 3) uint8 RGB array; BadImage if it cannot be."""
+    with opened(path) as image:
+        return _prepare_open(image, box, size)
+
+
+def face_file_size(path: Path | str, box=None) -> tuple[int, int]:
+    """(width, height) of the image file at `path`, from its header: the checks of `prepare_face` short of decoding
+    the pixels (missing, not an image, too large, a truncated JPEG, a box outside the image); BadImage if one fails."""
+    with opened(path) as image:
+        _refuse_truncated_jpeg(image)
+        clamp_box(box, *image.size)
+        return image.size
+
+
+@contextlib.contextmanager
+def opened(path: Path | str) -> Iterator[Image.Image]:
+    """`Image.open(path)`, with every failure while it is open turned into BadImage(reason, detail)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                return _prepare_open(image, box, size)
+                yield image
     except BadImage:
         raise
     except FileNotFoundError as e:

@@ -26,7 +26,8 @@ PREVIEW_FACES = 8
 def available_datasets() -> list[str]:
     """Datasets whose converter and fixture writer are both present."""
     return [n for n in DATASETS
-            if importlib.util.find_spec(f"converters.{n}") and importlib.util.find_spec(f"converters.fixtures.{n}")]
+            if importlib.util.find_spec(f"converters.datasets.{n}")
+            and importlib.util.find_spec(f"converters.fixtures.{n}")]
 
 
 def write_samples(root: Path) -> list[str]:
@@ -56,7 +57,7 @@ class Stages:
 
 def run_demo(out: Path, *, fresh: bool = False, train_steps: int = TRAIN_STEPS, echo: Callable[[str], None] = print) -> Path:
     """Run every stage into `out` and write `out/report.html`; returns the report's path."""
-    from converters.convert_all import convert_all, format_table
+    from converters.commands import convert_all, format_table
     from corpus.build import build_corpus
     from corpus.layout import looks_complete
     from facetokens.config import TokenizeConfig

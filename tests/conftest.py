@@ -11,8 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from converters import convert
-from converters.converted import parquet_path, rejects_path, summary_path
-from converters.schema import RECORD_SCHEMA
+from converters.helpers.converted import parquet_path, rejects_path, summary_path
+from converters.helpers.schema import RECORD_SCHEMA
 
 
 class Converted:

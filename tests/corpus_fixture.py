@@ -12,8 +12,9 @@ from PIL import Image
 
 from common.fileio import write_parquet
 from converters.fixtures import write_image
-from converters.rows import make_table
-from converters.schema import ATTRIBUTE_TYPE, BOX_TYPE
+from converters.helpers.rows import make_table
+from converters.helpers.schema import ATTRIBUTE_TYPE, BOX_TYPE
+from corpus.layout import write_roots
 
 # image_id: (file, mode, size, format, box) -- mode "truncated" / "junk" / "missing" make broken files
 FACES = {
@@ -63,10 +64,11 @@ def write_corpus(folder: Path, faces: dict = FACES) -> Path:
     splits = ["test" if k % 5 == 4 else "train" for k in range(len(ids))]
     boxes = [faces[i][4] for i in ids]
     images = pa.table({
-        "image_id": ids, "dataset": datasets, "path": [str((root / faces[i][0]).resolve()) for i in ids],
-        "image": [faces[i][0] for i in ids], "box": pa.array(boxes, BOX_TYPE), "split": splits,
+        "image_id": ids, "dataset": datasets, "image": [faces[i][0] for i in ids], "box": pa.array(boxes, BOX_TYPE),
+        "split": splits,
     })
     write_parquet(images, corpus / "images.parquet")
+    write_roots({name: str(root.resolve()) for name in sorted(set(datasets))}, corpus)  # `image` is relative to raw/
     n = 2 * len(ids)
     attributes = [[{"key": "gender", "value": "female" if k % 2 else "male"}, {"key": "smiling", "value": "true"}] for k in range(len(ids))]
     pairs = make_table(

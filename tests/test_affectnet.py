@@ -117,7 +117,7 @@ def test_bad_rows_are_rejected_with_reasons(tmp_path, run_convert):
         f"{TRAIN}:15": ("value out of range", "valence=1.5 outside [-1, 1]"),
         f"{TRAIN}:16": ("image missing", f"8/{name(24)}"),
         f"{TRAIN}:17": ("path escapes root", "../../secret.jpg"),
-        f"{TRAIN}:18": ("duplicate image", f"same image as {TRAIN}:2"),
+        f"{TRAIN}:18": ("duplicate image", f"same as {TRAIN}:2"),
         f"{TRAIN}:20": ("missing value", "subDirectory_filePath=''"),
     }
     assert [r["text"] for r in got.rows] == [e[3] for e in EXPECTED_CSV]

@@ -24,7 +24,7 @@ from conftest import Converted
 from common.errors import UserError
 from common.locks import folder_lock
 from converters import convert
-from converters.convert_all import convert_all
+from converters.commands import convert_all
 from converters.fixtures import writer
 
 

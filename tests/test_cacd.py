@@ -91,7 +91,7 @@ def test_bad_entries_are_rejected_with_reasons(tmp_path, run_convert):
         "malformed record": [src(2)],
         "missing value": [src(3), src(4)],
         "unknown label value": [src(5), src(7)],
-        "duplicate record": [src(11)],
+        "duplicate line": [src(11)],
         "path escapes root": [src(9)],
         "image missing": [src(12)],
     }
@@ -113,7 +113,7 @@ def test_bad_entries_in_v73_file(tmp_path, run_convert):
     src = "celebrity2000.mat:celebrityImageData({})".format
     assert got.reasons() == {
         "malformed record": [src(2)], "missing value": [src(3), src(4)], "unknown label value": [src(5), src(7)],
-        "duplicate record": [src(11)], "path escapes root": [src(9)], "image missing": [src(12)],
+        "duplicate line": [src(11)], "path escapes root": [src(9)], "image missing": [src(12)],
     }
     assert [r["text"] for r in got.rows] == [expected(records, "text")[i] for i in (0, 5, 7, 9)]
 

@@ -1,4 +1,4 @@
-"""The shared caption-file policy (converters.captions) and the pickle safety of the caption datasets."""
+"""The shared caption-file policy (converters.helpers.captions) and the pickle safety of the caption datasets."""
 import os
 import pickle
 
@@ -9,9 +9,10 @@ import pytest
 from common.arrays import normalise_text
 from common.errors import UserError
 from converters import convert
-from converters.captions import caption_files, innermost, read_captions, read_split_pickle, stem_of
+from converters.datasets.mm_celeba_hq import MMCelebAHQ
 from converters.fixtures import mm_celeba_hq as mm_fixture
-from converters.mm_celeba_hq import MMCelebAHQ
+from converters.helpers.captions import caption_files, read_captions, read_split_pickle, stem_of
+from converters.helpers.root import DatasetRoot
 
 
 def read(tmp_path, files: dict, per_file: int = 3):
@@ -75,7 +76,8 @@ def test_no_caption_files_is_a_user_error(tmp_path):
 def test_files_are_read_in_numeric_order(tmp_path):
     for name in ("10.txt", "9.txt", "100.txt", "b.txt", "a.TXT", "notes.md"):
         (tmp_path / name).write_text("x\n")
-    assert caption_files(tmp_path) == ["9.txt", "10.txt", "100.txt", "a.TXT", "b.txt"]
+    tree = DatasetRoot(tmp_path, "mm_celeba_hq")
+    assert caption_files(tree, tmp_path) == ["9.txt", "10.txt", "100.txt", "a.TXT", "b.txt"]
 
 
 def test_normalise_text_fast_path_matches_the_plain_regex():
@@ -93,7 +95,8 @@ def test_innermost_steps_through_wrapper_folders(tmp_path):
     (tmp_path / "text" / "celeba-caption").mkdir(parents=True)
     (tmp_path / "text" / ".DS_Store").mkdir()
     (tmp_path / "text" / "celeba-caption" / "0.txt").write_text("a\n")
-    assert innermost(tmp_path / "text", {".txt"}) == tmp_path / "text" / "celeba-caption"
+    tree = DatasetRoot(tmp_path, "mm_celeba_hq")
+    assert tree.innermost(tmp_path / "text", {".txt"}) == tmp_path / "text" / "celeba-caption"
 
 
 class Exploit:

@@ -93,7 +93,8 @@ def test_wrong_header_names_the_file_and_line(tmp_path):
 
 
 def test_a_killed_rerun_leaves_no_stale_summary(tmp_path, monkeypatch):
-    from converters import convert, converted
+    from converters import convert
+    from converters.helpers import converted
 
     fixture.write_sample(tmp_path / "celeba")
     convert("celeba", tmp_path / "celeba", tmp_path / "out")

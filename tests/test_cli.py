@@ -9,7 +9,7 @@ from click.testing import CliRunner
 import cli
 from common.errors import UserError
 from converters import parse_options
-from converters.convert_all import find_roots
+from converters.commands import find_roots
 from converters.fixtures import celeba
 
 REPO = Path(__file__).resolve().parents[1]

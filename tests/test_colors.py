@@ -2,7 +2,7 @@ import numpy as np
 import webcolors
 import yaml
 
-from converters import colors
+from converters.helpers import colors
 
 
 def test_word_split_covers_every_css3_name_exactly():

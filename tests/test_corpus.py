@@ -26,9 +26,9 @@ from common.errors import UserError
 from common.splits import hash_split
 from converters import convert
 from converters.fixtures import celeba as celeba_fixture
-from converters.rows import make_table
-from converters.schema import RECORD_SCHEMA
-from corpus import build
+from converters.helpers.rows import make_table
+from converters.helpers.schema import RECORD_SCHEMA
+from corpus import build, layout
 from corpus.build import BuildConfig, build_corpus
 
 ROOTS = {name: f"/data/{name}" for name in ("celeba", "celeba_dialog", "mm_celeba_hq", "celeba_text_hq", "afad", "expw")}
@@ -101,7 +101,7 @@ def family(tmp_path) -> Path:
 
 
 def read_pairs(out: Path) -> list[dict]:
-    return ds.dataset(out / "pairs", format="parquet").to_table().to_pylist()
+    return ds.dataset(layout.pair_files(out), format="parquet").to_table().to_pylist()
 
 
 def split_of(pairs, dataset, image_id) -> set:
@@ -164,29 +164,39 @@ def test_dedupe_empty_and_whitespace(family, tmp_path):
 def test_pairs_order_schema_and_parts(family, tmp_path):
     out = tmp_path / "corpus"
     build_corpus(family, out, BuildConfig(pairs_per_file=7))
-    files = sorted(p.name for p in (out / "pairs").iterdir())
-    assert files == [f"part-{i:05d}.parquet" for i in range(5)]  # 35 pairs, 7 per file
+    files = [p.name for p in layout.pair_files(out)]
+    counts = {s: sum(p["split"] == s for p in read_pairs(out)) for s in ("train", "val", "test")}
+    assert counts == {"train": 10, "val": 7, "test": 18}  # one file per 7 pairs of a split, train first
+    assert files == ["train-00000.parquet", "train-00001.parquet", "val-00000.parquet",
+                     "test-00000.parquet", "test-00001.parquet", "test-00002.parquet"]
     for f in files:
         assert pq.read_schema(out / "pairs" / f).equals(RECORD_SCHEMA)
+        assert len(set(pq.read_table(out / "pairs" / f).column("split").to_pylist())) == 1
     pairs = read_pairs(out)
-    order = ["celeba", "mm_celeba_hq", "celeba_text_hq", "celeba_dialog"]  # registry order
-    datasets = [p["dataset"] for p in pairs]
-    assert datasets == sorted(datasets, key=order.index)
-    assert [p["image_id"] for p in pairs if p["dataset"] == "celeba"] == [f"celeba/{i:06d}" for i in range(1, 11)]
+    assert [p["split"] for p in pairs] == sorted((p["split"] for p in pairs), key=["train", "val", "test"].index)
+    order = ["celeba", "mm_celeba_hq", "celeba_text_hq", "celeba_dialog"]  # registry order within each split
+    for split in ("train", "val", "test"):
+        datasets = [p["dataset"] for p in pairs if p["split"] == split]
+        assert datasets == sorted(datasets, key=order.index)
+    celeba = [p["image_id"] for p in pairs if p["dataset"] == "celeba"]
+    assert celeba == [f"celeba/{i:06d}" for i in (1, 3, 4, 6, 7, 8, 2, 5, 9, 10)]  # 2 and 5 held out to test
 
 
 def test_loads_with_hugging_face_datasets(family, tmp_path):  # `datasets` is a dev dependency
     import datasets
 
     build_corpus(family, tmp_path / "corpus")
-    loaded = datasets.load_dataset("parquet", data_dir=str(tmp_path / "corpus" / "pairs"), split="train")
-    assert loaded.num_rows == 35
+    by_split = datasets.load_dataset(str(tmp_path / "corpus"), cache_dir=str(tmp_path / "cache"))  # the card's configs
+    assert {name: part.num_rows for name, part in by_split.items()} == {"train": 10, "validation": 7, "test": 18}
+    assert set(by_split["test"]["split"]) == {"test"} and set(by_split["validation"]["split"]) == {"val"}
+    images = datasets.load_dataset(str(tmp_path / "corpus"), "images", split="train", cache_dir=str(tmp_path / "cache"))
+    assert images.num_rows == 16
 
 
 def test_image_table_prefers_higher_resolution_source(family, tmp_path):
     out = tmp_path / "corpus"
     stats = build_corpus(family, out)
-    images = {r["image_id"]: r for r in pq.read_table(out / "images.parquet").to_pylist()}
+    images = {r["image_id"]: r for r in layout.read_images(out).to_pylist()}
     assert list(images) == sorted(images)
     assert images["celeba_hq/0"]["dataset"] == "celeba_text_hq"  # 1024 px beats mm_celeba_hq's 512 px
     assert images["celeba_hq/0"]["path"] == "/data/celeba_text_hq/CelebA-HQ-img/0.jpg"
@@ -197,6 +207,7 @@ def test_image_table_prefers_higher_resolution_source(family, tmp_path):
     assert len(images) == 11 + 5 == stats["corpus"]["images"]
     assert stats["corpus"]["images_offered_by_several_datasets"] == 10 + 3
     assert set(images["celeba_hq/0"]) == {"image_id", "dataset", "path", "image", "box", "split"}
+    assert pq.read_schema(out / "images.parquet").names == ["image_id", "dataset", "image", "box", "split"]  # no path
 
 
 def test_person_split_for_datasets_without_one(tmp_path):
@@ -230,7 +241,7 @@ def test_byte_identical_rebuilds(family, tmp_path):
         digests.append({str(p.relative_to(tmp_path / name)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
     assert digests[0] == digests[1]
     assert {"README.md", "build-config.json", "STATS.md", "stats.json", "images.parquet", "rejects.jsonl", "pairs_per_dataset.png",
-            "pairs/part-00000.parquet"} == set(digests[0])
+            "roots.yaml", "pairs/train-00000.parquet", "pairs/val-00000.parquet", "pairs/test-00000.parquet"} == set(digests[0])
 
 
 def test_stats_explain_differences_and_card(family, tmp_path):
@@ -250,7 +261,9 @@ def test_stats_explain_differences_and_card(family, tmp_path):
     assert (out / "pairs_per_dataset.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (out / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
-    assert meta["license"] == "other" and meta["configs"][0]["data_files"] == "pairs/*.parquet"
+    assert meta["license"] == "other" and meta["configs"][0]["data_files"] == [
+        {"split": "train", "path": "pairs/train-*.parquet"}, {"split": "validation", "path": "pairs/val-*.parquet"},
+        {"split": "test", "path": "pairs/test-*.parquet"}]
     assert "@inproceedings{liu2015faceattributes" in card and "Talk2Face" in card
     assert "Non-commercial research purposes only" in card
 
@@ -260,7 +273,7 @@ def test_real_celeba_conversion_builds(tmp_path):
     convert("celeba", tmp_path / "celeba", tmp_path / "converted")
     stats = build_corpus(tmp_path / "converted", tmp_path / "corpus")
     assert stats["corpus"]["splits"] == {"train": 9, "val": 1, "test": 2}
-    images = pq.read_table(tmp_path / "corpus" / "images.parquet").to_pylist()
+    images = layout.read_images(tmp_path / "corpus").to_pylist()
     assert images[0]["path"] == str((tmp_path / "celeba").resolve() / "img_align_celeba" / "000001.jpg")
 
 
@@ -378,7 +391,7 @@ def test_failed_build_leaves_no_corpus_and_keeps_the_old_one(family, tmp_path, m
 KILL_DURING_STATS = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from corpus import build
+from corpus import build, layout
 build.stats.write_stats = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 build.build_corpus({converted!r}, {out!r})
 """
@@ -431,4 +444,4 @@ def test_token_lengths_count_the_token_pattern():
 def test_empty_converted_files_give_an_empty_corpus(tmp_path):
     write_converted(tmp_path / "converted", "celeba", [])
     stats = build_corpus(tmp_path / "converted", tmp_path / "corpus")
-    assert stats["corpus"]["pairs"] == 0 and pq.read_table(tmp_path / "corpus" / "pairs" / "part-00000.parquet").num_rows == 0
+    assert stats["corpus"]["pairs"] == 0 and pq.read_table(tmp_path / "corpus" / "pairs" / "train-00000.parquet").num_rows == 0

@@ -12,6 +12,7 @@ import torch
 from common.errors import UserError
 from facetokens import shards
 from facetokens.shards import Face
+from trainer import checkpoint
 from trainer.config import load_config
 from trainer.data import TASKS, DataConfig, TrainStream, ValidationSet, tasks_with_data
 from trainer.sequences import Layouts
@@ -145,8 +146,17 @@ def test_a_run_resumes_only_with_its_datasets(tmp_path):
                          data=DataConfig(shuffle_buffer=2, pool=1, datasets=("cacd",)))
     train(out, tmp_path / "run", config, stop_at=1, progress=False)
     other = TrainConfig(**{**config.__dict__, "data": DataConfig(shuffle_buffer=2, pool=1, datasets=("celeba",))})
-    with pytest.raises(UserError, match="trained tasks attributes_to_face, face_to_attributes on datasets cacd"):
+    with pytest.raises(UserError, match=r"--datasets celeba cannot change on --resume \(the run has cacd and its data"):
         train(out, tmp_path / "run", other, resume=True, progress=False)
+    with pytest.raises(UserError, match=r"--datasets cacd,celeba cannot change on --resume"):
+        train(out, tmp_path / "run", resume=True, datasets="cacd,celeba", progress=False)
+    assert train(out, tmp_path / "run", resume=True, datasets="cacd", skip_bad_shards=True, progress=False)["steps"] == 2
+    # the stream itself refuses a state saved on other datasets (a run folder edited by hand)
+    streamed = TrainStream(out, Layouts(load_config("tiny"), TextTokenizer.for_config(load_config("tiny"))),
+                           other.data, 4, range(1), 1, config.seed)
+    saved = torch.load(checkpoint.latest(tmp_path / "run") / checkpoint.STATE_FILE, weights_only=True)["data"]
+    with pytest.raises(UserError, match="trained tasks attributes_to_face, face_to_attributes on datasets cacd"):
+        streamed.load_state(saved["streams"])
 
 
 # ----------------------------------------------------------------------------- 18.4 damaged shards

@@ -4,7 +4,7 @@ import pytest
 
 from common.errors import UserError
 from converters import convert
-from converters.fairface import bin_from_date
+from converters.datasets.fairface import bin_from_date
 from converters.fixtures import fairface as fixture
 
 TEXTS = [

@@ -122,7 +122,7 @@ def test_bad_records_are_rejected_with_reasons(sample, run_convert):
         "malformed record": ["anno_train.json:4"],
         "image missing": ["anno_train.json:5"],
         "path escapes root": ["anno_train.json:6"],
-        "duplicate record": ["anno_train.json:7"],
+        "duplicate line": ["anno_train.json:7"],
         "unreadable image": ["anno_test.json:1"],
     }
     details = {r["reason"]: r["detail"] for r in got.rejects}

@@ -64,7 +64,7 @@ def test_train_fits_a_preset_to_the_shards_and_checks_a_config_file(tokenized, t
     assert (fitted.image_tokens, fitted.image_vocab_size) == (1024, 8192)
     assert fitted.seq_length == 1024 + tiny.seq_length - tiny.image_tokens and fitted.max_positions >= fitted.seq_length
     longer = TrainConfig(**{**config.__dict__, "max_steps": 3})
-    summary = train(folder / "shards", tmp_path / "run", longer, resume=True, progress=False)
+    summary = train(folder / "shards", tmp_path / "run", longer, resume=True, reschedule=True, progress=False)
     assert summary["resumed_from"] == 2  # the fitted preset is the run's config on resume too
     save_config(tiny, tmp_path / "tiny.json")
     with pytest.raises(UserError, match="made with a VQGAN of 8192 codes and 1024 codes per face .32x32.; the model "

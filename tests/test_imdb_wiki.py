@@ -8,8 +8,8 @@ import pytest
 from common.errors import UserError
 from common.splits import hash_split
 from converters import convert
+from converters.datasets.imdb_wiki import official_age
 from converters.fixtures import imdb_wiki as fixture
-from converters.imdb_wiki import official_age
 
 # (source, text) of every sample row, unfiltered, in output order (IMDb first)
 UNFILTERED = [

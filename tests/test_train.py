@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from train_fixture import write_shards
+from train_fixture import one_thread, write_shards  # noqa: F401 - one_thread: an autouse fixture
 
 from common.errors import UserError
 from facetokens import shards
@@ -24,15 +24,6 @@ from trainer.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = DataConfig(shuffle_buffer=24, pool=4, val_faces=8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to share out: one thread is faster (several times on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

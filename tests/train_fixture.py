@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from facetokens import shards
 from facetokens.shards import Face
@@ -45,3 +47,13 @@ def write_shards(out: Path, train_faces: int = 60, shard_size: int = 7, val_face
     if poison_test:
         (test / "shard-000000.tar").write_bytes(b"a test shard: training must never open it")
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to share out: one thread is faster (several times on a busy machine).
+    A test module imports it to use it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from common.errors import UserError, first_line
 from common.fileio import atomic_path, write_json
@@ -37,17 +38,21 @@ def step_folder(run: Path, step: int) -> Path:
 
 
 def save(run: Path, step: int, model, optimizer, state: dict, train_config: dict, keep: int) -> Path:
-    """Write step-NNNNNNN/ atomically, point `latest` at it, and delete all but the newest `keep`."""
+    """Write step-NNNNNNN/ atomically, point `latest` at it, and delete all but the newest `keep`.
+
+    A write that fails (a full disk, a file-size limit) is one UserError; the previous checkpoint stays as it was.
+    """
     final = step_folder(run, step)
     for stale in final.parent.glob(".step-*"):  # left by a killed save: never a checkpoint
         shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    weights.export(model, tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-    torch.save(state, tmp / STATE_FILE)
-    write_json(train_config, tmp / CONFIG_FILE)
+    try:
+        _write_folder(tmp, model, optimizer, state, train_config)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as e:  # torch, safetensors: their own types
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest(run)
+        kept = f"the previous checkpoint {previous.name} stays" if previous else "no earlier checkpoint exists"
+        raise UserError(f"{final}: the checkpoint could not be written ({first_line(e)}); {kept}") from None
     if final.exists():  # moved aside, deleted only once the new one is in place: a kill never loses both
         aside = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, aside)
@@ -60,6 +65,15 @@ def save(run: Path, step: int, model, optimizer, state: dict, train_config: dict
     for old in sorted(all_steps(run))[:-keep] if keep > 0 else []:
         shutil.rmtree(step_folder(run, old), ignore_errors=True)
     return final
+
+
+def _write_folder(tmp: Path, model, optimizer, state: dict, train_config: dict) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    weights.export(model, tmp)
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    torch.save(state, tmp / STATE_FILE)
+    write_json(train_config, tmp / CONFIG_FILE)
 
 
 def all_steps(run: Path) -> list[int]:
@@ -83,14 +97,55 @@ def is_checkpoint(folder: Path) -> bool:
 
 
 def load_state(folder: Path) -> tuple[dict, dict, dict]:
-    """(trainer state, optimizer state, train config) of a checkpoint folder."""
-    folder = Path(folder)
+    """(trainer state, optimizer state, train config as JSON) of a checkpoint folder."""
+    state, optimizer = load_training_state(folder)
+    return state, optimizer, read_train_config(folder)
+
+
+def read_train_config(folder: Path) -> dict:
+    """`train-config.json` as JSON (`trainer.run.TrainConfig.from_dict` checks its entries)."""
+    return _read(folder, CONFIG_FILE, lambda path: json.loads(path.read_text(encoding="utf-8")))
+
+
+def read_step(folder: Path) -> int:
+    match = _STEP.match(Path(folder).name)
+    if not match:
+        raise UserError(f"{folder}: not a checkpoint folder (expected step-NNNNNNN)")
+    return int(match.group(1))
+
+
+# trainer-state.pt: what each entry must be
+STATE_ENTRIES = {"step": int, "world_size": int, "schedule": dict, "data": dict, "rng": list}
+
+
+def load_training_state(folder: Path) -> tuple[dict, dict]:
+    """(trainer state, optimizer state) of a checkpoint folder, the trainer state's entries checked."""
+    state = _read(folder, STATE_FILE, _torch_load)
+    where = Path(folder) / STATE_FILE
+    if not isinstance(state, dict):
+        raise UserError(f"{where}: expected a mapping of trainer state, got {type(state).__name__}")
+    for name, kind in STATE_ENTRIES.items():
+        if name not in state:
+            raise UserError(f"{where}: the entry {name!r} is missing")
+        if not isinstance(state[name], kind) or isinstance(state[name], bool):
+            raise UserError(f"{where}: {name} must be {kind.__name__}, got {type(state[name]).__name__}")
+    unknown = sorted(set(state) - set(STATE_ENTRIES))
+    if unknown:
+        raise UserError(f"{where}: unknown entry {', '.join(map(str, unknown))}")
+    if state["step"] != read_step(folder) or state["world_size"] < 1 or len(state["rng"]) != state["world_size"]:
+        raise UserError(f"{where}: step {state['step']}, world_size {state['world_size']} and {len(state['rng'])} "
+                        f"RNG states do not fit the folder {Path(folder).name}")
+    return state, _read(folder, OPTIMIZER_FILE, _torch_load)
+
+
+def _torch_load(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _read(folder: Path, name: str, reader):
     try:
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        optimizer = torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise UserError(f"{folder}: not a complete training checkpoint ({Path(e.filename).name} missing)") from None
+        return reader(Path(folder) / name)
+    except FileNotFoundError:
+        raise UserError(f"{folder}: not a complete training checkpoint ({name} missing)") from None
     except Exception as e:  # noqa: BLE001 - a damaged file: one line
-        raise UserError(f"{folder}: unreadable training checkpoint ({first_line(e)})") from None
-    return state, optimizer, config
+        raise UserError(f"{folder}/{name}: unreadable ({first_line(e)})") from None

@@ -65,7 +65,10 @@ class DataConfig:
     skip_bad_shards: bool = False  # leave damaged shards out (named in the log, counted) instead of refusing them
 
     def __post_init__(self):
-        object.__setattr__(self, "datasets", tuple(self.datasets or ()))
+        names = self.datasets.split(",") if isinstance(self.datasets, str) else list(self.datasets or ())
+        if not all(isinstance(n, str) for n in names):
+            raise UserError(f"datasets: expected dataset names (cacd,celeba), got {self.datasets!r}")
+        object.__setattr__(self, "datasets", tuple(n.strip() for n in names if n.strip()))
 
 
 # ----------------------------------------------------------------------------- checks on the shards

@@ -146,7 +146,7 @@ def load_session(checkpoint: Path | str, config: str | Path | None = None, vocab
     check_vocab(vocab)
     given = load_config(config) if config else None
     if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise UserError(f"--precision {dtype!r}: expected one of {', '.join(DTYPES)}")
     dev = pick_device(device)
     model = load_model(path, given, device=dev).to(DTYPES[dtype]).eval()
     model.requires_grad_(False)

@@ -45,5 +45,15 @@ def lr_factor(step: int, total_steps: int, warmup_fraction: float) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig,
+                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, config.warmup_fraction))
+
+
+def reschedule(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """After a restored schedule's length changed: the next step's lr from the new schedule at the restored step
+    (the restored optimiser still holds the old schedule's)."""
+    lrs = [base * factor(schedule.last_epoch) for base, factor in zip(schedule.base_lrs, schedule.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    schedule._last_lr = lrs  # what get_last_lr() reports

@@ -1,33 +1,36 @@
 """train: the Talk2Face prefix-LM on the tokenized shards, one CPU process or many GPUs on many machines.
 
-    python cli.py train --shards shards/ --out run/ --config tiny --max-steps 300      # one plain process (CPU or 1 GPU)
-    python cli.py train --shards shards/ --out run/ --resume                            # continue exactly
-    python cli.py train --shards shards/ --out ft/ --init-from talk2face.bin            # fine-tune the released weights
-    torchrun --nproc-per-node 8 cli.py train --shards shards/ --out run/                # 8 GPUs
+    python cli.py train --shards shards/ --out run/ --config tiny --max-steps 300   # one process (CPU or 1 GPU)
+    python cli.py train --shards shards/ --out run/ --resume                         # continue exactly
+    python cli.py train --shards shards/ --out run/ --resume --max-steps 600 --reschedule  # a longer schedule
+    python cli.py train --shards shards/ --out ft/ --init-from talk2face.bin         # fine-tune the released weights
+    torchrun --nproc-per-node 8 cli.py train --shards shards/ --out run/             # 8 GPUs
     torchrun --nnodes 4 --node-rank R --nproc-per-node 8 --rdzv-backend c10d \
-        --rdzv-endpoint HOST:29500 cli.py train --shards shards/ --out run/             # 4 machines (run on each)
+        --rdzv-endpoint HOST:29500 cli.py train --shards shards/ --out run/          # 4 machines (run on each)
 
 The story, top to bottom:
   1. set-up: one `if` on the RANK variable (torchrun sets it): DDP over NCCL on GPUs, gloo on CPUs;
-     rank 0 alone logs and writes.
-  2. config: TrainConfig (below) is the only place defaults are written; the model config comes from
-     `--config` (paper | tiny | a file), from `--init-from`, or from the checkpoint on `--resume`.
-  3. data (`trainer.data`): the global batch (paper: 192) = processes x micro-batch x accumulation
-     steps, balanced across the four tasks in every micro-batch; only SHARDS/train/ is read.
-  4. model, AdamW and the warm-up/decay schedule (`trainer.optim`), optional torch.compile, DDP.
-  5. the loop: accumulate, clip, step; log every `log_every` steps to RUN/log.jsonl and the progress
-     bar; per-task validation loss on SHARDS/val/ every `val_every` steps (RUN/val.jsonl, RUN/loss.png);
-     a checkpoint (`trainer.checkpoint`) every `save_every` steps and at the end.
+     rank 0 alone takes the run folder's lock, logs and writes.
+  2. config: `trainer.run.resolve` decides the TrainConfig (its defaults are written there only) and the
+     model config: `--config` (a preset of trainer/configs/ or a file), `--init-from`, or the checkpoint's
+     on `--resume`, and what a resumed run may change.
+  3. `setup` builds the `Run`: data (`trainer.data`; the global batch, paper 192, = processes x micro-batch x
+     accumulation steps, the four tasks balanced in every micro-batch, only SHARDS/train/ read), the model,
+     AdamW and the warm-up/decay schedule (`trainer.optim`), torch.compile, DDP; a resumed run's state.
+  4. `train_step`: accumulate, check the loss is finite, clip, step.
+  5. `train`, the loop: a `train_step`, a log line every `log_every` steps (RUN/log.jsonl; the progress bar, or
+     plain lines when stderr is no terminal), per-task validation loss on SHARDS/val/ every `val_every` steps
+     (RUN/val.jsonl, RUN/loss.png), a checkpoint (`trainer.checkpoint`) every `save_every` steps and at the end.
 bf16 autocast on CUDA; fp32 on the CPU (bf16 autocast there too with `cpu_bf16`).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,49 +39,22 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from common.fileio import output_folder, write_json
+from common.fileio import write_json
+from common.locks import folder_lock
 from trainer import checkpoint
-from trainer.config import PRESETS, ModelConfig, load_config, save_config
-from trainer.data import TASKS, DataConfig, TrainStream, ValidationSet, check_state, fit_to_shards
+from trainer.config import ModelConfig, check_fits_memory, save_config
+from trainer.data import TASKS, TrainStream, ValidationSet, check_state
 from trainer.model import Talk2Face
-from trainer.optim import OptimConfig, build_optimizer, build_schedule
+from trainer.optim import build_optimizer, build_schedule, reschedule
+from trainer.run import Plan, TrainConfig, given_values, resolve
 from trainer.sequences import IGNORE, Layouts
 from trainer.text import TextTokenizer
-from trainer.weights import RUNTIME_FIELDS, check_state_dict, config_differences, read_weights
+from trainer.weights import check_state_dict, read_weights
 
 log = logging.getLogger(__name__)
-INIT_CONFIG_FILE = "init-model-config.json"  # the model config that --init-from weights brought
+__all__ = ["LossModel", "TrainConfig", "setup", "train", "train_step"]
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model: str = "paper"  # model config: paper | tiny | a JSON file
-    batch_size: int = 192  # global batch (rows per optimiser step, all processes together), the paper's
-    micro_batch_size: int = 24  # rows per process per forward pass; a multiple of 4 (the tasks)
-    max_steps: int = 500_000  # the paper's
-    save_every: int = 1000
-    keep_last: int = 3  # checkpoints kept
-    log_every: int = 1
-    val_every: int = 1000
-    val_batch_size: int = 32
-    seed: int = 1234
-    compile: bool = False  # torch.compile the model
-    cpu_bf16: bool = False  # bf16 autocast on the CPU too (always on CUDA)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        values = dict(values)
-        optim, data = dict(values.pop("optim", {})), values.pop("data", {})
-        if "betas" in optim:
-            optim["betas"] = tuple(optim["betas"])
-        return cls(**values, optim=OptimConfig(**optim), data=DataConfig(**data))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # ----------------------------------------------------------------------------- 1. set-up
@@ -128,39 +104,12 @@ def all_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
 # ----------------------------------------------------------------------------- 2-4. everything the loop needs
 def accumulation_steps(config: TrainConfig, world: int) -> int:
     if config.micro_batch_size < 4 or config.micro_batch_size % len(TASKS):
-        raise UserError(f"--micro-batch-size {config.micro_batch_size} must be a positive multiple of {len(TASKS)} (the tasks)")
+        raise UserError(f"--micro-batch-size {config.micro_batch_size} must be a positive multiple of {len(TASKS)} "
+                        "(the tasks)")
     if config.batch_size % (world * config.micro_batch_size):
         raise UserError(f"the global batch {config.batch_size} is not {world} process(es) x micro-batch "
                         f"{config.micro_batch_size} x a whole number of accumulation steps")
     return config.batch_size // (world * config.micro_batch_size)
-
-
-def model_for(config: TrainConfig, init_from: Path | None, folder: Path | None,
-              shards_dir: Path | None = None) -> tuple[ModelConfig, dict | None]:
-    """The model config and the weights to start from: a checkpoint to resume, --init-from, or none (random).
-
-    A preset's image tokens, image vocabulary and sequence length follow the shards' VQGAN (`fit_to_shards`).
-    """
-    given = load_config(config.model)
-    if shards_dir is not None and str(config.model) in PRESETS:
-        given = fit_to_shards(given, shards_dir, derive=True)
-    source = folder or init_from
-    if source is None:
-        return given, None
-    state, found, carried = read_weights(Path(source))
-    if carried is not None:
-        differences = config_differences(carried, given, ignore=RUNTIME_FIELDS)
-        if differences and folder is not None:
-            raise UserError(f"{folder}: the run was trained with another model config (vocabulary, tokenizer or size): "
-                            f"{differences}")
-        model_config = carried.replace(**{k: getattr(given, k) for k in RUNTIME_FIELDS})
-    else:
-        model_config = given
-        if found in ("released", "uer") and given.numbers != "whole":
-            log.warning("%s: the released weights were trained with whole numbers; fine-tuning with numbers=whole", source)
-            model_config = given.replace(numbers="whole")
-    check_state_dict(state, model_config, str(source))
-    return model_config, state
 
 
 class LossModel(torch.nn.Module):
@@ -187,54 +136,78 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
-# ----------------------------------------------------------------------------- 5. the loop
-def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, resume: bool = False,
-          init_from: Path | None = None, progress: bool = True, stop_at: int | None = None) -> dict:
-    """Train (or continue) a run in `out` on `shards_dir`; returns a summary (on every rank).
+def device_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
-    `stop_at` ends the run after that step with a checkpoint, as a killed or time-limited job would
-    (the schedule still spans `max_steps`); `resume` continues it.
-    """
-    config = config or TrainConfig()
-    d = setup_distributed()
-    out = Path(out)
-    if d.main:
-        output_folder(out)
-    folder = checkpoint.latest(out)
-    if resume and folder is None:
-        raise UserError(f"--resume: {out} holds no checkpoint")
-    if not resume and folder is not None:
-        raise UserError(f"{out} already holds checkpoints ({folder.name}); pass --resume or use a new --out")
-    if resume and init_from is not None:
-        raise UserError("--resume and --init-from exclude each other")
-    saved = checkpoint.load_state(folder) if resume else None
 
+@dataclass
+class Run:
+    """Everything the loop needs, built once by `setup`."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    d: Dist
+    out: Path
+    model: Talk2Face
+    runner: torch.nn.Module  # LossModel, compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    stream: TrainStream
+    validation: ValidationSet
+    accum: int  # micro-batches per process per optimiser step
+    autocast: torch.autocast
+    logger: Logger
+    start: int  # the step the run continues from (0: a new run)
+
+
+def setup(shards_dir: Path, out: Path, plan: Plan, d: Dist, progress: bool = True) -> Run:
+    """Data, model, optimiser, schedule and logs for `plan`; a resumed run's state restored exactly."""
+    config, model_config = plan.config, plan.model_config
     accum = accumulation_steps(config, d.world)
-    model_config, weights = model_for(config, init_from, folder, shards_dir)
-    if init_from is not None and config_differences(model_config, load_config(config.model), ignore=RUNTIME_FIELDS):
-        # the weights brought their own config: record it as the run's, so that --resume finds the same one
-        resolved = out / INIT_CONFIG_FILE
-        if d.main:
-            save_config(model_config, resolved)
-        config = dataclasses.replace(config, model=str(resolved.resolve()))
+    check_fits_memory(model_config, config.micro_batch_size, device_memory(d.device), f"--config {config.model}")
+    weights = read_start_weights(plan)
+    if d.main and plan.record_model_config:  # the weights brought their config: --resume finds the same one
+        save_config(model_config, Path(config.model))
     layouts = Layouts(model_config, TextTokenizer.for_config(model_config))
     total_streams = config.batch_size // config.micro_batch_size
     mine = range(d.rank * accum, (d.rank + 1) * accum)
     stream = TrainStream(shards_dir, layouts, config.data, config.micro_batch_size, mine, total_streams, config.seed)
     validation = ValidationSet(shards_dir, layouts, config.data, config.seed)
-
     torch.manual_seed(config.seed)
-    with torch.device("meta") if weights is not None else contextlib.nullcontext():
-        model = Talk2Face(model_config)
-    if weights is not None:
-        model.load_state_dict(weights, strict=True, assign=True)
-    model.to(d.device).train()
+    model = build_model(model_config, weights, d.device)
     optimizer = build_optimizer(model, config.optim)
     schedule = build_schedule(optimizer, config.optim, config.max_steps)
     torch.manual_seed(config.seed + 1 + d.rank)  # dropout differs per process
-    start = 0
-    if saved is not None:
-        start = restore(saved, stream, optimizer, schedule, config, d, total_streams)
+    start = restore(plan, stream, optimizer, schedule, d, total_streams) if plan.resume_from else 0
+    if d.main:
+        write_json(config.to_dict(), out / "train-config.json")
+        truncate_log(out / "log.jsonl", start)
+        truncate_log(out / "val.jsonl", start)
+    logger = Logger(out, d, model_config, model.num_parameters(), config, start, progress)
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" or config.cpu_bf16)
+    return Run(config, model_config, d, out, model, wrap(model, config, d), optimizer, schedule, stream, validation,
+               accum, autocast, logger, start)
+
+
+def read_start_weights(plan: Plan) -> dict | None:
+    if plan.weights_from is None:
+        return None
+    state = read_weights(plan.weights_from)[0]
+    check_state_dict(state, plan.model_config, str(plan.weights_from))
+    return state
+
+
+def build_model(config: ModelConfig, weights: dict | None, device: torch.device) -> Talk2Face:
+    with torch.device("meta") if weights is not None else contextlib.nullcontext():
+        model = Talk2Face(config)
+    if weights is not None:
+        model.load_state_dict(weights, strict=True, assign=True)
+    return model.to(device).train()
+
+
+def wrap(model: Talk2Face, config: TrainConfig, d: Dist) -> torch.nn.Module:
     runner = LossModel(model)
     if config.compile:
         runner = torch.compile(runner)
@@ -242,57 +215,94 @@ def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, res
         from torch.nn.parallel import DistributedDataParallel
 
         runner = DistributedDataParallel(runner, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    if d.main:
-        write_json(config.to_dict(), out / "train-config.json")
-        truncate_log(out / "log.jsonl", start)
-        truncate_log(out / "val.jsonl", start)
-    logger = Logger(out, d, model_config, model.num_parameters(), config, start, progress)
-    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16,
-                              enabled=d.device.type == "cuda" or config.cpu_bf16)
-    loss = math.nan
-    last = min(config.max_steps, stop_at or config.max_steps)
-    try:
-        for step in range(start + 1, last + 1):
-            started = time.perf_counter()
-            losses = torch.zeros(2, device=d.device)  # loss sum over micro-batches, micro-batches
-            tokens, padding = 0, 0.0
-            for k in range(accum):
-                batch = stream.next_batch(k)
-                tokens += batch["real_tokens"]
-                padding += batch["padding"] / accum
-                args = [batch[n].to(d.device, non_blocking=True) for n in ("tokens", "segments", "labels")]
-                sync = contextlib.nullcontext() if d.world == 1 or k == accum - 1 else runner.no_sync()
-                with sync, autocast:
-                    micro_loss = runner(*args)
-                (micro_loss / accum).backward()
-                losses += torch.stack([micro_loss.detach().float(), torch.ones((), device=d.device)])
-            if config.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step % config.log_every == 0 or step == config.max_steps:
-                totals = all_sum(torch.cat([losses, torch.tensor([tokens, padding], device=d.device, dtype=torch.float32)]), d)
-                loss = (totals[0] / totals[1]).item()
-                logger.step(step, loss, lr, int(totals[2].item()), totals[3].item() / d.world, time.perf_counter() - started)
-            if validation and (step % config.val_every == 0 or step == config.max_steps):
-                logger.validation(step, validate(model, validation, config, d, autocast))
+    return runner
+
+
+# ----------------------------------------------------------------------------- 5. the loop
+def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, resume: bool = False,
+          init_from: Path | None = None, reschedule: bool = False, progress: bool = True, stop_at: int | None = None,
+          **overrides) -> dict:
+    """Train (or continue) a run in `out` on `shards_dir`; returns a summary (on every rank).
+
+    The settings are `config`'s values that differ from TrainConfig's defaults plus `overrides` (e.g. `lr=1e-3`,
+    `max_steps=600`), decided by `trainer.run.resolve` as the CLI's are. `stop_at` ends the run after that step
+    with a checkpoint, as a killed or time-limited job would (the schedule still spans `max_steps`).
+    """
+    d = setup_distributed()
+    given = {**given_values(config), **overrides}
+    with contextlib.ExitStack() as held:
+        if d.main:  # one writer per run folder, as every stage
+            held.enter_context(folder_lock(Path(out), "train"))
+        run = setup(shards_dir, Path(out), resolve(out, resume, init_from, given, reschedule, shards_dir), d, progress)
+        held.callback(run.logger.close)
+        config, last, metrics = run.config, min(run.config.max_steps, stop_at or run.config.max_steps), {}
+        for step in range(run.start + 1, last + 1):
+            metrics = train_step(run, step)
+            if step % config.log_every == 0 or step == last:
+                run.logger.step(step, metrics)
+            if run.validation and (step % config.val_every == 0 or step == config.max_steps):
+                run.logger.validation(step, validate(run))
             if step % config.save_every == 0 or step == last:
-                save(out, step, model, optimizer, schedule, stream, config, d)
-    finally:
-        logger.close()
-    return {"out": str(out), "rank": d.rank, "steps": last, "resumed_from": start, "loss": loss,
-            "checkpoint": str(checkpoint.latest(out)), "world_size": d.world, "accumulation": accum,
-            "parameters": model.num_parameters()}
+                save(run, step)
+    return {"out": str(out), "rank": d.rank, "steps": last, "resumed_from": run.start,
+            "loss": metrics.get("loss", math.nan), "checkpoint": str(checkpoint.latest(Path(out))),
+            "world_size": d.world, "accumulation": run.accum, "parameters": run.model.num_parameters()}
 
 
-def restore(saved, stream: TrainStream, optimizer, schedule, config: TrainConfig, d: Dist, total_streams: int) -> int:
-    state, optimizer_state, _ = saved
+def train_step(run: Run, step: int) -> dict:
+    """One optimiser step: accumulate the micro-batches, check the loss, clip, step. Its figures, summed over
+    processes: mean loss, lr used, gradient norm, real tokens, padding share, seconds."""
+    started, d = time.perf_counter(), run.d
+    sums = torch.zeros(2, device=d.device)  # loss sum over micro-batches, micro-batches
+    tokens, padding = 0, 0.0
+    for k in range(run.accum):
+        batch = run.stream.next_batch(k)
+        tokens += batch["real_tokens"]
+        padding += batch["padding"] / run.accum
+        args = [batch[n].to(d.device, non_blocking=True) for n in ("tokens", "segments", "labels")]
+        sync = contextlib.nullcontext() if d.world == 1 or k == run.accum - 1 else run.runner.no_sync()
+        with sync, run.autocast:
+            loss = run.runner(*args)
+        (loss / run.accum).backward()
+        sums += torch.stack([loss.detach().float(), torch.ones((), device=d.device)])
+    totals = all_sum(torch.cat([sums, torch.tensor([tokens, padding], device=d.device, dtype=torch.float32)]), d)
+    grad_clip = run.config.optim.grad_clip
+    parameters = run.model.parameters()
+    norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip) if grad_clip > 0 else get_total_norm(run.model)
+    metrics = {"loss": (totals[0] / totals[1]).item(), "lr": run.optimizer.param_groups[0]["lr"],
+               "grad_norm": norm.item(), "tokens": int(totals[2].item()), "padding": totals[3].item() / d.world}
+    check_finite(run, step, metrics)
+    run.optimizer.step()
+    run.schedule.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {**metrics, "seconds": time.perf_counter() - started}
+
+
+def get_total_norm(model: Talk2Face) -> torch.Tensor:
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+
+
+def check_finite(run: Run, step: int, metrics: dict) -> None:
+    """A NaN or infinite loss or gradient stops the run before the optimiser step: nothing bad is ever saved."""
+    if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
+        return
+    good = checkpoint.latest(run.out)
+    kept = f"the last checkpoint ({good.name}) is untouched" if good else "no checkpoint was written"
+    raise UserError(f"step {step}: the training loss is {metrics['loss']} (gradient norm {metrics['grad_norm']}, "
+                    f"lr {metrics['lr']:.3g}); the run stops here and {kept}; try a lower --lr")
+
+
+def restore(plan: Plan, stream: TrainStream, optimizer, schedule, d: Dist, total_streams: int) -> int:
+    config = plan.config
+    state, optimizer_state = checkpoint.load_training_state(plan.resume_from)
     check_state(state["data"], total_streams, config.micro_batch_size, config.seed)
     stream.load_state(state["data"]["streams"])
     optimizer.load_state_dict(optimizer_state)
     schedule.load_state_dict(state["schedule"])
+    if plan.rescheduled_from is not None:  # --reschedule: the rest of the run follows the schedule over max_steps
+        reschedule(optimizer, schedule)
+        log.warning("the schedule now spans %d steps (was %d); the lr of step %d is %.3g", config.max_steps,
+                    plan.rescheduled_from, state["step"] + 1, optimizer.param_groups[0]["lr"])
     if state["world_size"] == d.world:
         torch.set_rng_state(state["rng"][d.rank]["torch"])
         if d.device.type == "cuda" and state["rng"][d.rank].get("cuda") is not None:
@@ -304,16 +314,18 @@ def restore(saved, stream: TrainStream, optimizer, schedule, config: TrainConfig
     return state["step"]
 
 
-def save(out: Path, step: int, model, optimizer, schedule, stream: TrainStream, config: TrainConfig, d: Dist) -> None:
+def save(run: Run, step: int) -> None:
     """Gather every process's data streams and RNG, then rank 0 writes the checkpoint; everyone waits."""
-    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(d.device) if d.device.type == "cuda" else None}
-    gathered = all_gather((stream.state(), rng), d)
+    d = run.d
+    rng = {"torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state(d.device) if d.device.type == "cuda" else None}
+    gathered = all_gather((run.stream.state(), rng), d)
     if d.main:
         data = dict(gathered[0][0])
         data["streams"] = {v: s for data_state, _ in gathered for v, s in data_state["streams"].items()}
-        state = {"step": step, "world_size": d.world, "schedule": schedule.state_dict(), "data": data,
+        state = {"step": step, "world_size": d.world, "schedule": run.schedule.state_dict(), "data": data,
                  "rng": [r for _, r in gathered]}
-        checkpoint.save(out, step, model, optimizer, state, config.to_dict(), config.keep_last)
+        checkpoint.save(run.out, step, run.model, run.optimizer, state, run.config.to_dict(), run.config.keep_last)
     if d.world > 1:
         import torch.distributed as dist
 
@@ -321,14 +333,15 @@ def save(out: Path, step: int, model, optimizer, schedule, stream: TrainStream, 
 
 
 @torch.no_grad()
-def validate(model: Talk2Face, validation: ValidationSet, config: TrainConfig, d: Dist, autocast) -> dict:
+def validate(run: Run) -> dict:
     """Mean target-token loss per task on the validation set (all processes share the rows)."""
+    model, d = run.model, run.d
     model.eval()
     sums = torch.zeros(len(TASKS), 2, device=d.device, dtype=torch.float64)
     for t, task in enumerate(TASKS):
-        for batch in validation.batches(task, config.val_batch_size, d.rank, d.world):
+        for batch in run.validation.batches(task, run.config.val_batch_size, d.rank, d.world):
             tokens, segments, labels = (batch[n].to(d.device) for n in ("tokens", "segments", "labels"))
-            with autocast:
+            with run.autocast:
                 logits = model(tokens, segments)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
             sums[t] += torch.stack([loss.double(), (labels != IGNORE).sum().double()])
@@ -347,43 +360,50 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 class Logger:
-    """Rank 0: progress bar, RUN/log.jsonl, RUN/val.jsonl, RUN/loss.png, TensorBoard if installed."""
+    """Rank 0: RUN/log.jsonl, RUN/val.jsonl, RUN/loss.png, TensorBoard if installed, and the console: a progress
+    bar on a terminal, plain lines (one per logged step) when stderr is a file or a pipe."""
 
     def __init__(self, out: Path, d: Dist, model_config: ModelConfig, parameters: int, config: TrainConfig, start: int,
                  progress: bool):
-        self.out, self.main = out, d.main
+        self.out, self.main, self.max_steps = out, d.main, config.max_steps
         self.flops = flops_per_token(model_config, parameters)
         self.peak = peak_flops(d.device)
         self.peak = self.peak * d.world if self.peak else None
         self.bar = self.tb = None
+        self.plain = progress and not sys.stderr.isatty()
         if not self.main:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=config.max_steps, initial=start, unit="step", desc="train", disable=not progress, dynamic_ncols=True)
+        self.bar = tqdm(total=config.max_steps, initial=start, unit="step", desc="train",
+                        disable=not progress or self.plain, dynamic_ncols=True)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1 if start else None)
         except ImportError:
             pass
 
-    def step(self, step: int, loss: float, lr: float, tokens: int, padding: float, seconds: float) -> None:
+    def step(self, step: int, metrics: dict) -> None:
         if not self.main:
             return
-        tokens_per_s = tokens / max(seconds, 1e-9)
-        row = {"step": step, "loss": round(loss, 5), "lr": lr, "tokens_per_s": round(tokens_per_s, 1),
-               "padding": round(padding, 4), "seconds": round(seconds, 4)}
-        postfix = {"loss": f"{loss:.4f}", "tok/s": f"{tokens_per_s:,.0f}", "pad": f"{padding:.1%}"}
+        tokens_per_s = metrics["tokens"] / max(metrics["seconds"], 1e-9)
+        row = {"step": step, "loss": round(metrics["loss"], 5), "lr": metrics["lr"],
+               "grad_norm": round(metrics["grad_norm"], 5), "tokens_per_s": round(tokens_per_s, 1),
+               "padding": round(metrics["padding"], 4), "seconds": round(metrics["seconds"], 4)}
+        shown = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.2e}", "grad": f"{row['grad_norm']:.3g}",
+                 "tok/s": f"{tokens_per_s:,.0f}", "pad": f"{row['padding']:.1%}"}
         if self.peak:
             row["mfu"] = round(self.flops * tokens_per_s / self.peak, 4)
-            postfix["mfu"] = f"{row['mfu']:.1%}"
+            shown["mfu"] = f"{row['mfu']:.1%}"
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if self.tb:
-            for k in ("loss", "lr", "tokens_per_s", "padding"):
+            for k in ("loss", "lr", "grad_norm", "tokens_per_s", "padding"):
                 self.tb.add_scalar(f"train/{k}", row[k], step)
-        self.bar.set_postfix(postfix, refresh=False)
+        if self.plain:
+            self.say(f"step {step}/{self.max_steps} " + " ".join(f"{k} {v}" for k, v in shown.items()))
+        self.bar.set_postfix(shown, refresh=False)
         self.bar.n = step
         self.bar.refresh()
 
@@ -396,6 +416,12 @@ class Logger:
             for task, value in losses.items():
                 self.tb.add_scalar(f"val/{task}", value, step)
         plot_losses(self.out)
+        if not self.bar.disable or self.plain:
+            self.say(f"step {step}/{self.max_steps} validation loss " +
+                     ", ".join(f"{task} {value:.4f}" for task, value in losses.items()))
+
+    def say(self, line: str) -> None:
+        self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

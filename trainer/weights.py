@@ -51,6 +51,40 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str, ModelConfig 
     return {UER_NAMES.get(k, k): v for k, v in state.items()}, found, None
 
 
+def read_config(path: Path) -> tuple[ModelConfig | None, bool]:
+    """The model config a checkpoint carries, read without its tensors, and whether it is a plain state dict
+    (a released or UER `.bin`, which carries none)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            return load_config(path / CONFIG_FILE), False
+        if not (path / WEIGHTS_FILE).is_file():
+            raise UserError(f"{path}: no {WEIGHTS_FILE} in this folder (expected a talk2face export)")
+        path = path / WEIGHTS_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    if path.suffix != ".safetensors":
+        return None, True
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(METADATA_CONFIG_KEY)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: not a safetensors file ({first_line(e)})") from None
+    return _metadata_config(text, path), False
+
+
+def _metadata_config(text: str | None, path: Path) -> ModelConfig | None:
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} metadata: the model config is not JSON ({e})") from None
+    return ModelConfig.from_dict(values, f"{path} metadata")
+
+
 def _torch_load(path: Path):
     with open(path, "rb") as f:
         head = f.read(2)
@@ -94,14 +128,16 @@ def _read_safetensors(path: Path):
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - a safetensors handle
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path}: not a safetensors file ({first_line(e)})") from None
-    text = metadata.get(METADATA_CONFIG_KEY)
-    config = ModelConfig.from_dict(json.loads(text), f"{path} metadata") if text else None
-    return state, "ours", config
+    return state, "ours", _metadata_config(metadata.get(METADATA_CONFIG_KEY), path)
 
 
 # ---------------------------------------------------------------------- strict check
-def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where: str) -> None:
-    """One UserError naming vocabulary/position mismatches and every missing, unexpected or misshapen key."""
+SHOWN_KEYS = 3  # keys named per kind of mismatch unless every key is asked for
+
+
+def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where: str, all_keys: bool = False) -> None:
+    """One UserError naming vocabulary/position mismatches and the missing, unexpected or misshapen keys: their
+    counts and the first few (every one with `all_keys`)."""
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in Talk2Face(config).state_dict().items()}
     problems = _size_mismatches(state, config)
@@ -111,9 +147,13 @@ def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where:
                  for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
         if keys:
-            problems.append(f"{label} {len(keys)}: {', '.join(keys)}")
+            shown = keys if all_keys else keys[:SHOWN_KEYS]
+            more = f" and {len(keys) - len(shown)} more" if len(keys) > len(shown) else ""
+            problems.append(f"{label} {len(keys)}: {', '.join(shown)}{more}")
     if problems:
-        raise UserError(f"{where}: does not match the model config: {'; '.join(problems)}")
+        cut = not all_keys and max(len(missing), len(unexpected), len(misshapen)) > SHOWN_KEYS
+        hint = " (--all-keys names every key)" if cut else ""
+        raise UserError(f"{where}: does not match the model config: {'; '.join(problems)}{hint}")
 
 
 def _size_mismatches(state, config: ModelConfig) -> list[str]:
@@ -173,14 +213,16 @@ def export(model: Talk2Face, folder: Path) -> Path:
     return folder
 
 
-def inspect(checkpoint: Path | None, config: ModelConfig | None) -> dict:
+def inspect(checkpoint: Path | None, config: ModelConfig | None, all_keys: bool = False) -> dict:
     """What `inspect-model` prints: config, parameter count, key format and check, tokenizer settings."""
     found, where, state = None, "config", None
     if checkpoint is not None:
         state, found, carried = read_weights(checkpoint)
         where = str(checkpoint)
+        if carried is None and config is None:
+            where += " (no config given or carried: checked against the paper preset; --config names another)"
         config = resolve_config(carried, config, where)
-        check_state_dict(state, config, where)
+        check_state_dict(state, config, where, all_keys=all_keys)
     config = config or load_config("paper")
     with torch.device("meta"):
         model = Talk2Face(config)

@@ -11,21 +11,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import first_positions
 from common.errors import UserError
 from common.splits import hash_split
 
-from .base import Converter
-from .rows import attribute_columns, box_column, make_table, prefixed, stems
-from .tables import read_table
+from ..helpers.base import Converter
+from ..helpers.rows import NUMBER_TEXT, attribute_columns, box_column, make_table, prefixed, stems
+from ..helpers.tables import read_table
 
 LABEL_FILE = "label.lst"
 IMAGE_DIR = "origin"
 COLUMNS = ["image_name", "face_id_in_image", "face_box_top", "face_box_left", "face_box_right",
            "face_box_bottom", "face_box_cofidence", "expression_label"]  # sic: the README's spelling
 BOX = ["face_box_left", "face_box_top", "face_box_right", "face_box_bottom"]  # our [left, top, right, bottom]
-NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-PATTERNS = {"face_id_in_image": (r"^\d+$", "not a face number"), **{c: (NUMBER, "not a number") for c in BOX}}
+PATTERNS = {"face_id_in_image": (r"^\d+$", "not a face number"), **{c: (NUMBER_TEXT, "not a number") for c in BOX}}
 
 
 class ExpW(Converter):
@@ -39,13 +37,13 @@ class ExpW(Converter):
         self.count_records(table.records)
         cols = {"source": table.sources(), **table.columns}
         whole_line = pc.binary_join_element_wise(*[cols[c] for c in COLUMNS], " ")
-        cols = self.drop_repeats(cols, whole_line, "duplicate line")
+        cols = self.reject_repeats(cols, whole_line)
         cols = self.parse_fields(cols)
         cols = self.map_labels(cols, ["expression_label"], self.manifest["labels"]["expression"])
         cols = self.drop_degenerate_boxes(cols)
         cols["image_id"] = pc.binary_join_element_wise(
             prefixed("expw/", stems(cols["image_name"])), cols["face_id_in_image"], "_")
-        cols = self.drop_repeats(cols, cols["image_id"], "duplicate face")  # same face id, other values
+        cols = self.reject_repeats(cols, cols["image_id"], "duplicate face")  # same face id, other values
 
         image_dir = self.tree.find_dir(IMAGE_DIR)
         cols["image"] = prefixed(self.tree.rel(image_dir) + "/", cols["image_name"])
@@ -58,23 +56,12 @@ class ExpW(Converter):
             kind="attributes", text=text, attributes=attributes, source=cols["source"],
         )
 
-    def drop_repeats(self, cols: dict, key: pa.Array, reason: str) -> dict:
-        """Reject every row whose key already appeared on an earlier line, naming that line."""
-        first = first_positions(key)
-        repeat = first != np.arange(len(first))
-        detail = pc.binary_join_element_wise("same as ", cols["source"].take(pa.array(first)), "")
-        return self.reject_where(cols, repeat, reason, detail)
-
     def parse_fields(self, cols: dict) -> dict:
         """Reject lines whose face id or box is not a number; the box columns become float arrays."""
-        n = len(cols["source"])
-        bad = np.zeros(n, dtype=bool)
-        detail = np.full(n, "", dtype=object)
-        for name, (pattern, what) in PATTERNS.items():
-            wrong = ~pc.match_substring_regex(cols[name], pattern).to_numpy(zero_copy_only=False) & ~bad
-            detail[wrong] = [f"{name}={v!r} is {what}" for v in cols[name].filter(pa.array(wrong)).to_pylist()]
-            bad |= wrong
-        cols = self.reject_where(cols, bad, "malformed line", pa.array(detail.tolist(), pa.string()))
+        wrong = {name: ~pc.match_substring_regex(cols[name], pattern).to_numpy(zero_copy_only=False)
+                 for name, (pattern, _) in PATTERNS.items()}
+        cols = self.reject_failing(cols, wrong, "malformed line",
+                                   {name: f"{{}}={{!r}} is {what}" for name, (_, what) in PATTERNS.items()})
         for name in BOX:
             cols[name] = pc.cast(cols[name], pa.float64()).to_numpy(zero_copy_only=False)
         return cols

@@ -10,20 +10,19 @@ hashed by person (IMDb celeb_id, WIKI name), else by image.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import later_duplicates, normalise_text
+from common.arrays import normalise_text
 from common.errors import UserError
 from common.splits import hash_split
 
-from .base import Converter
-from .matfiles import MatStruct, read_struct
-from .rows import attribute_columns, make_table, map_values, prefixed, stems
+from ..helpers.base import Converter
+from ..helpers.matfiles import MatStruct, read_struct
+from ..helpers.rows import attribute_columns, make_table, map_values, prefixed, stems
 
 REQUIRED_FIELDS = ("dob", "photo_taken", "full_path", "gender", "face_score", "second_face_score")
 UNIX_EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): numpy's datetime64 day 0
@@ -80,15 +79,14 @@ class ImdbWiki(Converter):
         cols["source"] = pc.binary_join_element_wise(rel, pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), ":")
         cols = self.reject_where(cols, cols["full_path"].is_null().to_numpy(zero_copy_only=False), "malformed line",
                                  "full_path is not a 1-element string array")
-        if len(pc.unique(cols["full_path"])) < len(cols["full_path"]):  # count_distinct is slower
-            cols = self.reject_where(cols, later_duplicates(cols["full_path"]), "duplicate line", cols["full_path"])
+        cols = self.reject_repeats(cols, cols["full_path"])
         cols = self.genders(cols)
         cols["age"], cols["age_ok"] = official_age(cols["dob"], cols["photo_taken"], self.manifest["labels"]["plausible_age"])
         cols = self.apply_filter(cols) if self.options.filtered else self.drop_empty(cols, source)
 
         prefix = "" if images == self.root else self.tree.rel(images) + "/"
         cols["image"] = prefixed(prefix, cols["full_path"])
-        folders = [images] + [Path(e.path) for e in os.scandir(images) if e.is_dir()]
+        folders = [images] + self.tree.subfolders(images, hidden=True)
         cols = self.drop_missing_images(cols, folders)
 
         image_id = prefixed(f"{source}/", stems(cols["full_path"]))

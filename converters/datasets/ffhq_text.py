@@ -8,19 +8,9 @@ FFHQ everywhere else. The paper counts 8k pairs; the release holds 760 x 9 = 6,8
 """
 from __future__ import annotations
 
-from .base import Converter
-from .captions import (
-    CAPTION_SUFFIX,
-    assign_splits,
-    attach_images,
-    caption_table,
-    find_split_pickle,
-    innermost,
-    numbered_ids,
-    read_captions,
-    read_split_pickle,
-)
-from .root import IMAGE_EXTENSIONS
+from ..helpers import captions
+from ..helpers.base import Converter
+from ..helpers.root import IMAGE_EXTENSIONS
 
 TEXT_DIRS = ("text", "texts", "captions")
 IMAGE_DIRS = ("image", "images", "img")
@@ -31,12 +21,15 @@ class FFHQText(Converter):
 
     def convert(self):
         labels = self.manifest["labels"]
-        caps = read_captions(self, innermost(self.tree.find_dir(*TEXT_DIRS), {CAPTION_SUFFIX}), labels["captions_per_image"])
-        numbered_ids(self, caps, "ffhq/", labels["ffhq_images"], labels["id_digits"], "an FFHQ image number")
-        lists = {split: read_split_pickle(find_split_pickle(self, split)) for split in ("train", "test")}
-        assign_splits(self, caps, lists)
-        attach_images(self, caps, innermost(self.tree.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS), ".png")
-        yield caption_table(self, caps)
+        text_dir = self.tree.innermost(self.tree.find_dir(*TEXT_DIRS), {captions.CAPTION_SUFFIX})
+        caps = captions.read_captions(self, text_dir, labels["captions_per_image"])
+        captions.numbered_ids(self, caps, "ffhq/", labels["ffhq_images"], labels["id_digits"], "an FFHQ image number")
+        lists = {split: captions.read_split_pickle(captions.find_split_pickle(self, split))
+                 for split in ("train", "test")}
+        captions.assign_splits(self, caps, lists)
+        image_dir = self.tree.innermost(self.tree.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS)
+        captions.attach_images(self, caps, image_dir, ".png")
+        yield captions.caption_table(self, caps)
 
 
 CONVERTER = FFHQText

@@ -15,12 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import Converter
-from .rows import attribute_columns, make_table, map_values, prefixed, stems
-from .tables import read_table
+from ..helpers.base import Converter
+from ..helpers.rows import attribute_columns, make_table, map_values, prefixed, stems
+from ..helpers.tables import read_table
 
 LABEL_FILES = ("list_patition_label.txt", "list_partition_label.txt")  # the download's spelling first
 ALIGNED_DIR = "aligned"
@@ -71,7 +70,7 @@ class RafDB(Converter):
         table = read_table(path, self.tree.rel(path), ["name", "label"], self.reject)
         self.count_records(table.records)
         cols = {"source": table.sources(), "name": table["name"], "label": table["label"]}
-        cols = self.reject_where(cols, later_duplicates(cols["name"]), "duplicate line", cols["name"])
+        cols = self.reject_repeats(cols, cols["name"])
         cols = self.map_labels(cols, ["label"], labels["expression"][subset])
         aligned = self.aligned_dir(folder)
         cols["image"] = self.aligned_images(aligned, stems(cols["name"]))

@@ -13,21 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .base import Converter
-from .captions import (
-    CAPTION_SUFFIX,
-    assign_splits,
-    attach_images,
-    caption_table,
-    celeba_origins,
-    find_mapping,
-    find_split_pickle,
-    innermost,
-    numbered_ids,
-    read_captions,
-    read_split_pickle,
-)
-from .root import IMAGE_EXTENSIONS
+from ..helpers import captions
+from ..helpers.base import Converter
+from ..helpers.root import IMAGE_EXTENSIONS
 
 TEXT_DIRS = ("celeba-caption", "text")
 IMAGE_DIRS = ("image", "images", "img", "CelebA-HQ-img")
@@ -44,16 +32,18 @@ class MMCelebAHQ(Converter):
 
     def convert(self):
         labels = self.manifest["labels"]
-        mapping = find_mapping(self, self.options.mapping, (self.root,))
-        caps = read_captions(self, innermost(self.tree.find_dir(*TEXT_DIRS), {CAPTION_SUFFIX}), labels["captions_per_image"])
-        hq = numbered_ids(self, caps, "celeba_hq/", labels["hq_images"], 1, "a CelebA-HQ index")
-        assign_splits(self, caps, self.split_lists(labels["test_from_index"]))
-        attach_images(self, caps, innermost(self.tree.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS), ".jpg")
-        yield caption_table(self, caps, celeba_origins(self, caps, hq, mapping))
+        mapping = captions.find_mapping(self, self.options.mapping, (self.root,))
+        text_dir = self.tree.innermost(self.tree.find_dir(*TEXT_DIRS), {captions.CAPTION_SUFFIX})
+        caps = captions.read_captions(self, text_dir, labels["captions_per_image"])
+        hq = captions.numbered_ids(self, caps, "celeba_hq/", labels["hq_images"], 1, "a CelebA-HQ index")
+        captions.assign_splits(self, caps, self.split_lists(labels["test_from_index"]))
+        image_dir = self.tree.innermost(self.tree.find_dir(*IMAGE_DIRS), IMAGE_EXTENSIONS)
+        captions.attach_images(self, caps, image_dir, ".jpg")
+        yield captions.caption_table(self, caps, captions.celeba_origins(self, caps, hq, mapping))
 
     def split_lists(self, test_from: int) -> dict[str, pa.Array]:
-        paths = {split: find_split_pickle(self, split) for split in ("train", "test")}
-        lists = {split: read_split_pickle(path) for split, path in paths.items()}
+        paths = {split: captions.find_split_pickle(self, split) for split in ("train", "test")}
+        lists = {split: captions.read_split_pickle(path) for split, path in paths.items()}
         train_high, test_high = (share_at_or_above(lists[s], test_from) for s in ("train", "test"))
         if train_high > 0.5 > test_high:
             self.notes.append(f"the split pickles are swapped ({self.tree.rel(paths['train'])} holds {len(lists['train'])} "

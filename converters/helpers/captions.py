@@ -16,7 +16,6 @@ per file and spread to its lines with `take`, so 300k captions cost little more 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from common.errors import UserError
 from common.safe_pickle import as_names, load_data_pickle
 
 from .base import Converter
-from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
-from .root import IMAGE_EXTENSIONS
+from .celeba_family import MAPPING_FILE, origin_ids, read_mapping
+from .root import IMAGE_EXTENSIONS, DatasetRoot
 from .rows import make_table, prefixed
 from .tables import read_bytes
 
@@ -58,29 +57,14 @@ class Captions:
 
 
 # -- folders ----------------------------------------------------------------------------------
-def innermost(folder: Path, suffixes) -> Path:
-    """Step through wrapper folders (`text/celeba-caption/`, `image/images/`) to the one holding the files."""
-    while True:
-        with os.scandir(folder) as it:
-            entries = list(it)
-        if any(e.is_file() and Path(e.name).suffix.lower() in suffixes for e in entries):
-            return folder
-        subfolders = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
-        if len(subfolders) != 1:
-            return folder
-        folder = Path(subfolders[0].path)
-
-
 def natural_key(name: str):
     stem = name.rsplit(".", 1)[0]
     return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
 
 
-def caption_files(folder: Path) -> list[str]:
+def caption_files(tree: DatasetRoot, folder: Path) -> list[str]:
     """The `.txt` files of a folder (hidden files such as macOS `._0.txt` skipped), 0, 1, 2 ... 10 order."""
-    with os.scandir(folder) as it:
-        names = [e.name for e in it
-                 if e.name.lower().endswith(CAPTION_SUFFIX) and not e.name.startswith(".") and e.is_file()]
+    names = [n for n in tree.files(folder) if n.lower().endswith(CAPTION_SUFFIX) and not n.startswith(".")]
     return sorted(names, key=natural_key)
 
 
@@ -98,7 +82,7 @@ def ended(data: bytes) -> bytes:
 
 def read_captions(conv: Converter, folder: Path, per_file: int) -> Captions:
     """Every caption line of the `.txt` files in `folder`: counted as records, bad texts rejected."""
-    names = caption_files(folder)
+    names = caption_files(conv.tree, folder)
     if not names:
         raise UserError(f"{conv.name}: no .txt caption files in {folder}; expected one <name>.txt per image")
     blobs = [ended(read_bytes(folder / name)) for name in names]

@@ -14,6 +14,8 @@ import pyarrow.compute as pc
 
 from .schema import ATTRIBUTE_TYPE, BOX_TYPE, RECORD_SCHEMA
 
+NUMBER_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # a plain decimal number as a text field holds one
+
 
 def key_name(raw: str) -> str:
     """An annotation's label name as a lower-case phrase: `Oval_Face` -> `oval face`."""

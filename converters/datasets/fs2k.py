@@ -4,7 +4,7 @@ Reads `anno_train.json` (-> train) and `anno_test.json` (-> test), each one sing
 of records, and the photos `photo/photo1|2|3/imageNNNN.*`. `image_name` has no extension: the photo
 is found in its folder's listing whatever its extension or case. Lip and eye colours are mean RGB
 floats; `skin_color` (the README's `skin_patch`) is an [x, y] point, so this converter opens each
-photo and averages a patch around the point. Colours are named by `converters.colors`.
+photo and averages a patch around the point. Colours are named by `converters.helpers.colors`.
 """
 from __future__ import annotations
 
@@ -18,14 +18,13 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import Converter
-from .colors import nearest_names
-from .root import IMAGE_EXTENSIONS
-from .rows import attribute_columns, make_table, prefixed
-from .tables import NESTED_TOO_DEEPLY, read_text
+from ..helpers.base import Converter
+from ..helpers.colors import nearest_names
+from ..helpers.root import IMAGE_EXTENSIONS
+from ..helpers.rows import attribute_columns, make_table, prefixed
+from ..helpers.tables import NESTED_TOO_DEEPLY, read_text
 
 PHOTO_DIR = "photo"
 NAME_KEY = "image_name"
@@ -54,7 +53,7 @@ class FS2K(Converter):
         cols = {k: concat([p[k] for p in parts]) for k in parts[0]}
         cols = self.reject_where(cols, cols.pop("malformed"), "malformed record", cols.pop("detail"))
         cols = self.reject_where(cols, cols["missing"] != "", "missing value", cols.pop("missing"))
-        cols = self.reject_where(cols, later_duplicates(cols["name"]), "duplicate record", cols["name"])
+        cols = self.reject_repeats(cols, cols["name"])
         for key, codes in labels["codes"].items():
             cols = self.map_labels(cols, [key], codes)
         folders, index = self.photo_index()
@@ -83,7 +82,7 @@ class FS2K(Converter):
     def photo_index(self) -> tuple[list[Path], dict[str, str]]:
         """The photo folders (`photo/` first) and `photo1/image0110` (lower case) -> root-relative file."""
         top = self.tree.find_dir(PHOTO_DIR)
-        folders = [top] + sorted(Path(e.path) for e in os.scandir(top) if e.is_dir() and not e.name.startswith("."))
+        folders = [top] + self.tree.subfolders(top)
         index = {}
         for folder in folders:
             prefix = "" if folder == top else folder.name + "/"

@@ -25,21 +25,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import later_duplicates, normalise_text
+from common.arrays import normalise_text
 from common.errors import UserError
 from common.splits import hash_split
 
-from .base import Converter
-from .celeba import read_partition
-from .celeba_hq import HEADER as MAPPING_HEADER
-from .celeba_hq import MAPPING_FILE, origin_ids, read_mapping
-from .root import HEAD_BYTES, SEARCH_DEPTH
-from .rows import attribute_columns, key_name, make_table, prefixed, stems
-from .tables import Columns, read_json, read_table, read_text
+from ..helpers.base import Converter
+from ..helpers.celeba_family import HEADER as MAPPING_HEADER
+from ..helpers.celeba_family import MAPPING_FILE, PARTITION_FILES, origin_ids, read_mapping, read_partition
+from ..helpers.root import HEAD_BYTES, SEARCH_DEPTH
+from ..helpers.rows import attribute_columns, key_name, make_table, prefixed, stems
+from ..helpers.tables import Columns, read_json, read_table, read_text
 
 CAPTION_FILES = {"standard": "captions.json", "hq": "captions_hq.json"}
 LABEL_FILE = "combined_annotation.txt"
-PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
 IMAGE_DIRS = {"standard": ("img_align_celeba",), "hq": ("image", "images", "CelebA-HQ-img", "CelebAimg")}
 ID_PREFIX = {"standard": "celeba/", "hq": "celeba_hq/"}
 FIRST_KEY = re.compile(r'"(\d+)\.\w+"\s*:')
@@ -227,7 +225,7 @@ class CelebADialog(Converter):
         self.count_records(table.records)
         cols = {"source": table.sources(), "name": table[labels["image_column"]],
                 **{a: table[a] for a in self.attributes}}
-        cols = self.reject_where(cols, later_duplicates(cols["name"]), "duplicate line", cols["name"])
+        cols = self.reject_repeats(cols, cols["name"])
         for attribute in self.attributes:  # each attribute has its own degree words
             cols = self.map_labels(cols, [attribute], labels["degrees"][attribute])
         cols = self.checked(cols)

@@ -8,6 +8,7 @@ Converters hold a `DatasetRoot` (as `self.tree`) rather than inherit these abili
   `scandir`). An image is a regular file or a symlink to one (wherever it points: image folders
   are often linked from another disk); a folder or a broken link named like an image is not one;
 - `unwrap`: a folder extracted into a folder of its own name (`img_align_celeba/img_align_celeba/`);
+  `innermost`: down through wrapper folders to the one holding the files (`text/celeba-caption/`);
 - `escapes`: the unsafe-path rule, the one place it is written;
 - `head`: the first bytes of a file as text, to recognise it by content;
 - `given`: a path passed as an option, checked to be a file or folder.
@@ -15,6 +16,7 @@ Converters hold a `DatasetRoot` (as `self.tree`) rather than inherit these abili
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +30,7 @@ from .rows import prefixed
 
 SEARCH_DEPTH = 3  # annotation files may sit up to two folder levels below the root (re-zipped downloads)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_NAME = "(" + "|".join(re.escape(ext) for ext in sorted(IMAGE_EXTENSIONS)) + ")$"  # with ignore_case=True
 UNSAFE_PATH = r"(^/|^[A-Za-z]:|^~|\\|(^|/)\.\.(/|$))"  # absolute, drive, home, backslash or `..` step
 HEAD_BYTES = 8192  # enough to recognise a file: a caption file's first entry, a table's header and first line
 
@@ -59,10 +62,11 @@ class DatasetRoot:
         files, others = self._scan(folder)
         return files | others if others else files
 
-    def subfolders(self, folder: Path) -> list[Path]:
-        """The visible subfolders of a folder (links to folders included), sorted."""
+    def subfolders(self, folder: Path, hidden: bool = False) -> list[Path]:
+        """The subfolders of a folder (links to folders included; hidden ones only with `hidden`), sorted."""
         folder = Path(folder)
-        return [folder / n for n in sorted(self.not_files(folder)) if not n.startswith(".") and (folder / n).is_dir()]
+        return [folder / n for n in sorted(self.not_files(folder))
+                if (hidden or not n.startswith(".")) and (folder / n).is_dir()]
 
     def _scan(self, folder: Path) -> tuple[frozenset[str], frozenset[str]]:
         folder = Path(folder)
@@ -119,6 +123,17 @@ class DatasetRoot:
         folder = Path(folder)
         nested = [folder / n for n in (folder.name, *names) if (folder / n).is_dir()]
         return nested[0] if nested else folder
+
+    def innermost(self, folder: Path, suffixes) -> Path:
+        """Step through wrapper folders (`text/celeba-caption/`, `image/images/`) to the one holding files with
+        one of the `suffixes`: down while a folder holds none of them and exactly one visible subfolder."""
+        folder = Path(folder)
+        while not any(Path(name).suffix.lower() in suffixes for name in self.files(folder)):
+            subfolders = self.subfolders(folder)
+            if len(subfolders) != 1:
+                break
+            folder = subfolders[0]
+        return folder
 
     def given(self, value: Path | None, option: str, folder: bool = False, expected: str = "") -> Path | None:
         """The path an option names, absolute; None when the option is not set.

@@ -11,15 +11,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import Converter
-from .rows import attribute_columns, key_name, make_table, map_values, prefixed, stems
-from .tables import Columns, head_lines, read_csv, read_table
+from ..helpers.base import Converter
+from ..helpers.celeba_family import PARTITION_FILES, read_partition
+from ..helpers.rows import attribute_columns, key_name, make_table, map_values, prefixed, stems
+from ..helpers.tables import Columns, head_lines, read_csv, read_table
 
 ATTR_FILES = ("list_attr_celeba.txt", "list_attr_celeba.csv")
-PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
 IDENTITY_FILE = "identity_CelebA.txt"
 IMAGE_DIR = "img_align_celeba"
 
@@ -33,7 +32,7 @@ class CelebA(Converter):
         self.count_records(attrs.records)
         name = attrs["image_id"] if "image_id" in attrs.names else attrs["image"]  # Kaggle CSV / official
         cols = {"source": attrs.sources(), "name": name, **{a: attrs[a] for a in labels["attributes"]}}
-        cols = self.reject_where(cols, later_duplicates(cols["name"]), "duplicate line", cols["name"])
+        cols = self.reject_repeats(cols, cols["name"])
         cols = self.map_labels(cols, labels["attributes"], labels["values"], encoded=True)  # CelebA's -1/1 -> false/true
 
         image_dir = self.image_dir()
@@ -97,22 +96,6 @@ class CelebA(Converter):
             keys.append(renamed["key"] if renamed else key_name(a))
             values.append(map_values(cols[a], {k: v for k, v in renamed.items() if k != "key"}) if renamed else cols[a])
         return attribute_columns(self.name, keys, values)
-
-
-def read_partition(path: Path, rel: str, codes: dict) -> tuple[pa.Array, pa.Array]:
-    """`list_eval_partition` (official text or Kaggle CSV): image file names and their splits.
-
-    Partition lines are not records: a malformed one, or an unknown code (null split), just leaves
-    its image without a split, which the converter reports.
-    """
-    def ignore(*_):
-        pass
-
-    if path.suffix.lower() == ".csv":
-        table = read_csv(path, rel, ["image_id", "partition"], ignore)
-    else:
-        table = read_table(path, rel, ["image_id", "partition"], ignore)
-    return table["image_id"], map_values(table["partition"], codes)
 
 
 CONVERTER = CelebA

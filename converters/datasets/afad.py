@@ -12,9 +12,9 @@ No official split: `hash_split` by person (the `<personId>` of `<personId>-<k>.j
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -22,17 +22,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import later_duplicates
 from common.errors import UserError
 from common.splits import hash_split
 
-from .base import Converter
-from .root import IMAGE_EXTENSIONS
-from .rows import attribute_columns, make_table, prefixed
-from .tables import read_table
+from ..helpers.base import Converter
+from ..helpers.root import IMAGE_NAME
+from ..helpers.rows import attribute_columns, make_table, prefixed
+from ..helpers.tables import read_table
 
 FOLDERS = {"full": "AFAD-Full", "lite": "AFAD-Lite"}  # the list file is <folder>.txt
-IMAGE_NAME = "(" + "|".join(re.escape(ext) for ext in sorted(IMAGE_EXTENSIONS)) + ")$"
 LIST_PATH = r"^[^/]+/[^/]+/[^/]+$"  # <age>/<gender>/<file>, after the leading ./
 
 
@@ -92,7 +90,7 @@ class AFAD(Converter):
 
     # -- which folder ----------------------------------------------------------------------
     def variant_folder(self) -> tuple[str, Path]:
-        if any(_is_number(e.name) and e.is_dir() for e in _sorted_entries(self.root)):
+        if any(_is_number(sub.name) for sub in self.tree.subfolders(self.root)):
             self.notes.append("--root itself holds the <age> folders")
             variant = "lite" if self.root.name.lower() == FOLDERS["lite"].lower() else "full"
             return variant, self.root
@@ -115,25 +113,24 @@ class AFAD(Converter):
     # -- walking ---------------------------------------------------------------------------
     def walk(self, folder: Path) -> Walk:
         walk = Walk()
-        for age_entry in _sorted_entries(folder):
-            if not self._descend(age_entry, walk):
-                continue
-            for gender_entry in _sorted_entries(age_entry.path):
-                if self._descend(gender_entry, walk):
-                    walk.folders.append((age_entry.name, gender_entry.name))
-                    walk.names.append(sorted(self.tree.files(gender_entry.path)))  # a folder named x.jpg is no image
-                    walk.inner_dirs += sorted(f"{self.tree.rel(Path(gender_entry.path))}/{n}"
-                                              for n in self.tree.not_files(gender_entry.path))
+        for age in self.numbered_folders(folder, walk):
+            for gender in self.numbered_folders(age, walk):
+                walk.folders.append((age.name, gender.name))
+                walk.names.append(sorted(self.tree.files(gender)))  # a folder named x.jpg is no image
+                walk.inner_dirs += sorted(f"{self.tree.rel(gender)}/{n}" for n in self.tree.not_files(gender))
         return walk
 
-    def _descend(self, entry: os.DirEntry, walk: Walk) -> bool:
-        if not entry.is_dir():
-            walk.skipped_files[entry.name] += 1
-            return False
-        if not _is_number(entry.name):
-            walk.skipped_dirs.append(self.tree.rel(Path(entry.path)))
-            return False
-        return True
+    def numbered_folders(self, folder: Path, walk: Walk) -> Iterator[Path]:
+        """The subfolders named by a number, in name order; the other entries are counted in `walk` as skipped."""
+        subfolders = set(self.tree.subfolders(folder, hidden=True))
+        for name in sorted(self.tree.listing(folder)):
+            path = folder / name
+            if path not in subfolders:
+                walk.skipped_files[name] += 1
+            elif not _is_number(name):
+                walk.skipped_dirs.append(self.tree.rel(path))
+            else:
+                yield path
 
     def image_columns(self, folder: Path) -> dict:
         """One row per image: key `<age>/<gender>/<file>`, image path, name, age, gender code."""
@@ -182,7 +179,7 @@ class AFAD(Converter):
         """`<folder>.txt` inside the folder or beside it (case-insensitive), else None."""
         wanted = f"{folder_name}.txt".lower()
         for place in [folder, *folder.parents]:
-            hit = next((Path(e.path) for e in _sorted_entries(place) if e.name.lower() == wanted and e.is_file()), None)
+            hit = next((place / name for name in sorted(self.tree.files(place)) if name.lower() == wanted), None)
             if hit or place == self.root:
                 return hit
         return None
@@ -193,22 +190,13 @@ class AFAD(Converter):
         self.count_records(table.malformed)
         paths = pc.replace_substring_regex(table["path"], r"^\./", "")
         paths = pc.replace_substring_regex(paths, f"^(?i){re.escape(folder.name)}/", "")
-        line_of_image = pc.index_in(cols["key"], value_set=paths)  # the first line naming each image
-        matched = np.zeros(len(paths), dtype=bool)
-        matched[line_of_image.drop_null().to_numpy()] = True
-        sources = table.sources()
-        lines = {"source": sources.filter(pa.array(~matched)), "path": paths.filter(pa.array(~matched))}
-        image = pc.match_substring_regex(lines["path"], IMAGE_NAME, ignore_case=True).to_numpy(zero_copy_only=False)
-        if not image.all():  # Thumbs.db and the like: nothing is missing, they are no records
-            names = pc.replace_substring_regex(lines["path"].filter(pa.array(~image)), r"^.*/", "")
-            common = ", ".join(f"{c['values']} {c['counts']}" for c in pc.value_counts(names).to_pylist()[:5])
-            self.notes.append(f"{int((~image).sum())} lines of {self.tree.rel(path)} name files that are not images "
-                              f"({common}): not records")
-            lines = {k: v.filter(pa.array(image)) for k, v in lines.items()}
-        self.count_records(len(lines["path"]))
-        if len(pc.unique(paths)) < len(paths):
-            repeat = pc.is_in(lines["path"], value_set=paths.filter(pa.array(matched))).to_numpy(zero_copy_only=False)
-            lines = self.reject_where(lines, repeat | later_duplicates(lines["path"]), "duplicate line", lines["path"])
+        lines = self.image_lines(path, {"source": table.sources(), "path": paths})
+        line_of_image = pc.index_in(cols["key"], value_set=lines["path"])  # the first line naming each image
+        sources = lines["source"]
+        self.count_records(len(sources) - (len(line_of_image) - line_of_image.null_count))  # the lines of no image
+        lines = self.reject_repeats(lines, lines["path"])
+        unmatched = pc.invert(pc.is_in(lines["path"], value_set=cols["key"]))
+        lines = {k: v.filter(unmatched) for k, v in lines.items()}
         lines = self.reject_unsafe(lines, "path")
         odd = ~pc.match_substring_regex(lines["path"], LIST_PATH).to_numpy(zero_copy_only=False)
         lines = self.reject_where(lines, odd, "malformed line", "expected ./<age>/<gender>/<file>")
@@ -219,14 +207,20 @@ class AFAD(Converter):
             self.notes.append(f"{unlisted} images on disk are not listed in {self.tree.rel(path)} (kept)")
         return sources.take(line_of_image)
 
+    def image_lines(self, path: Path, lines: dict) -> dict:
+        """The list lines naming images; lines naming other files (Thumbs.db and the like) are no records, noted."""
+        image = pc.match_substring_regex(lines["path"], IMAGE_NAME, ignore_case=True).to_numpy(zero_copy_only=False)
+        if image.all():
+            return lines
+        names = pc.replace_substring_regex(lines["path"].filter(pa.array(~image)), r"^.*/", "")
+        common = ", ".join(f"{c['values']} {c['counts']}" for c in pc.value_counts(names).to_pylist()[:5])
+        self.notes.append(f"{int((~image).sum())} lines of {self.tree.rel(path)} name files that are not images "
+                          f"({common}): not records")
+        return {k: v.filter(pa.array(image)) for k, v in lines.items()}
+
 
 def _is_number(name: str) -> bool:
     return name.isascii() and name.isdigit()
-
-
-def _sorted_entries(folder) -> list[os.DirEntry]:
-    with os.scandir(folder) as entries:
-        return sorted(entries, key=lambda e: e.name)
 
 
 CONVERTER = AFAD

@@ -1,7 +1,7 @@
-"""The one definition of a converted record (design.md, "Converted records").
+"""The one definition of a converted record (docs/formats.md, "`convert` -> `CONVERTED/`").
 
 Every converter produces rows of `RECORD_SCHEMA`; the corpus reads the same schema back.
-Two columns extend the design card's nine, both nullable:
+Two columns extend the nine of the project's design, both nullable:
   person     -- the person's identity inside the dataset (CelebA identity, CACD celebrity id,
                 AFAD person id, IMDb celeb id...), used by build-corpus to split by person.
   origin_id  -- the image_id of the picture this face was derived from in another dataset

@@ -1,4 +1,5 @@
-"""`convert all`: find the datasets present under one folder, convert each, and tabulate the result.
+"""The commands: `convert` one dataset, and `convert all`: find the datasets present under one folder,
+convert each, and tabulate the result.
 
 `--roots DIR` holds one folder per dataset, named as in the registry (case, `-` and `_` ignored:
 `CelebA`, `imdb-wiki`), or `--roots FILE.yaml` maps names to paths:
@@ -20,10 +21,17 @@ from tqdm import tqdm
 import manifests
 from common.errors import UserError, first_line
 
-from . import DATASETS, converter
-from .converted import output_folder
+from .helpers.converted import output_folder
+from .registry import DATASETS, converter
 
 log = logging.getLogger(__name__)
+
+
+def convert(name: str, root: Path, out: Path, options: list[str] | None = None) -> dict:
+    """Convert one dataset and write its Parquet file, rejects and summary; return the summary."""
+    job = converter(name, root, options)
+    with output_folder(out):
+        return job.run(out)
 
 
 def _canonical(name: str) -> str:

@@ -3,9 +3,10 @@
 A converter is declared like a tensorflow-datasets builder: a `name` (its registry key and the
 name of its manifest), an `Options` dataclass for its switches where it has any, and `convert()`,
 which yields tables of RECORD_SCHEMA. It holds its dataset folder as `self.tree`
-(`converters.root.DatasetRoot`: finding files, listings, the unsafe-path rule). The base class
-keeps the bookkeeping (records in, rejects, notes), and `run()` checks that nothing was lost and
-writes the converted layout (`converters.converted`).
+(`converters.helpers.root.DatasetRoot`: finding files, listings, the unsafe-path rule). The base class
+keeps the bookkeeping (records in; rejects, with the one duplicate rule and the one column-checking
+loop; notes), and `run()` checks that nothing was lost and
+writes the converted layout (`converters.helpers.converted`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import manifests
+from common.arrays import first_positions
 from common.records import SPLITS
 
 from .converted import write_converted
@@ -29,6 +31,8 @@ from .rows import map_values
 from .schema import RECORD_SCHEMA
 
 log = logging.getLogger(__name__)
+
+DUPLICATE = "duplicate line"  # the one wording for a record repeated in its annotation file
 
 
 @dataclasses.dataclass
@@ -83,25 +87,52 @@ class Converter:
         keep = pa.array(~bad)
         return {k: (v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[~bad]) for k, v in columns.items()}
 
+    def reject_repeats(self, columns: dict, key, reason: str = DUPLICATE) -> dict:
+        """Reject every row whose `key` already appeared in an earlier row (the first is kept), naming that row.
+
+        The one duplicate rule of all converters: a record repeated in its file is a `duplicate line`
+        (key: the record's name, path or whole line); `reason` names another kind of key (`duplicate face`).
+        """
+        key = key if isinstance(key, (pa.Array, pa.ChunkedArray)) else pa.array(key)
+        if len(pc.unique(key)) == len(key):  # the usual case, and cheaper than finding first positions
+            return columns
+        first = first_positions(key)
+        detail = pc.binary_join_element_wise("same as ", columns["source"].take(pa.array(first)), "")
+        return self.reject_where(columns, first != np.arange(len(first)), reason, detail)
+
+    def reject_failing(self, columns: dict, failing: dict[str, np.ndarray], reason: str,
+                       describe: str | dict[str, str] = "{}={!r}", values: dict | None = None) -> dict:
+        """Reject the rows where any column's mask in `failing` (name -> mask) is true, each detailed by its first
+        failing column (in `failing`'s order): `describe` (one template, or one per column) formatted with the
+        column's name and value (taken from `values` where given, else from `columns`).
+
+        The one column-checking loop of all converters: label values, missing values, numbers.
+        """
+        bad = np.zeros(len(columns["source"]), dtype=bool)
+        detail = np.full(len(bad), "", dtype=object)
+        for name, mask in failing.items():
+            new = np.asarray(mask, dtype=bool) & ~bad
+            if new.any():
+                template = describe[name] if isinstance(describe, dict) else describe
+                shown = (values or columns)[name].filter(pa.array(new)).to_pylist()
+                detail[new] = [template.format(name, value) for value in shown]
+                bad |= new
+        return self.reject_where(columns, bad, reason, pa.array(detail.tolist(), pa.string()))
+
     def map_labels(self, columns: dict, names: list[str], mapping: dict, encoded: bool = False) -> dict:
         """Map each named column through `mapping` (code -> name); reject rows holding any other value.
 
         Values are mapped once per distinct value (dictionary-encoded); `encoded=True` keeps the
         columns as dictionary arrays, which `rows.attribute_columns` consumes without re-encoding.
         """
-        n = len(columns["source"])
-        bad = np.zeros(n, dtype=bool)
-        detail = np.full(n, "", dtype=object)
+        raw, unknown = {name: columns[name] for name in names}, {}
         for name in names:
-            raw = columns[name]
-            codes = pc.dictionary_encode(raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw)
+            codes = pc.dictionary_encode(raw[name].combine_chunks() if isinstance(raw[name], pa.ChunkedArray)
+                                         else raw[name])
             mapped = pa.DictionaryArray.from_arrays(codes.indices, map_values(codes.dictionary, mapping))
             columns[name] = mapped if encoded else mapped.cast(pa.string())
-            unknown = mapped.is_null().to_numpy(zero_copy_only=False) & ~bad
-            if unknown.any():
-                detail[unknown] = [f"{name}={v!r}" for v in raw.filter(pa.array(unknown)).to_pylist()]
-                bad |= unknown
-        return self.reject_where(columns, bad, "unknown label value", pa.array(detail.tolist(), pa.string()))
+            unknown[name] = mapped.is_null().to_numpy(zero_copy_only=False)
+        return self.reject_failing(columns, unknown, "unknown label value", values=raw)
 
     def reject_unsafe(self, columns: dict, column: str, where: np.ndarray | None = None) -> dict:
         """Reject the rows whose path in `column` would escape the root (checked only `where` given)."""

@@ -7,20 +7,18 @@ decoded one by one. Split by the celebrity's rank, as the CARC protocol does (ma
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import Converter
-from .matfiles import is_v73, read_struct
-from .root import IMAGE_EXTENSIONS
-from .rows import attribute_columns, make_table, prefixed, stems
+from ..helpers.base import Converter
+from ..helpers.matfiles import is_v73, read_struct
+from ..helpers.root import IMAGE_NAME
+from ..helpers.rows import attribute_columns, make_table, prefixed, stems
 
 META_FILE = "celebrity2000_meta.mat"  # MATLAB v5, small: preferred
 FULL_FILE = "celebrity2000.mat"  # MATLAB v7.3 with the features
@@ -28,7 +26,6 @@ STRUCT = "celebrityImageData"
 NUMBER_FIELDS = ("age", "identity", "rank")
 NAME_FIELD = "name"
 IMAGE_DIR = "CACD2000"
-IMAGE_NAME = "(" + "|".join(re.escape(ext) for ext in sorted(IMAGE_EXTENSIONS)) + ")$"
 
 
 class CACD(Converter):
@@ -88,7 +85,7 @@ class CACD(Converter):
         cols = self.reject_out_of_range(cols, "age", labels["age"])
         cols = self.reject_out_of_range(cols, "rank", labels["rank"])
         cols = self.reject_out_of_range(cols, "identity", {"min": 1, "max": np.inf})
-        return self.reject_where(cols, later_duplicates(cols["name"]), "duplicate record", cols["name"])
+        return self.reject_repeats(cols, cols["name"])
 
     def reject_out_of_range(self, cols: dict, field: str, bounds: dict) -> dict:
         values = cols[field]

@@ -21,13 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-import converters
 import manifests
 from common.errors import UserError, first_line
 from common.fileio import remove_temporaries, write_json, write_jsonl, write_parquet
 from common.locks import folder_lock
 from common.records import KINDS, SPLITS
 
+from ..registry import DATASETS
 from .schema import RECORD_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ConvertedSet:
 
     def split_by_person(self) -> np.ndarray:
         """Per registry name: whether its manifest says `split: none` (the corpus splits it by person)."""
-        return np.array([(self.manifests.get(name) or {}).get("split") == "none" for name in converters.DATASETS])
+        return np.array([(self.manifests.get(name) or {}).get("split") == "none" for name in DATASETS])
 
     def concatenated(self) -> pa.Table:
         """All rows, datasets in registry order, each in its converted row order."""
@@ -123,13 +123,13 @@ def read_converted(folder: Path) -> ConvertedSet:
     parquets = _files_with_suffix(folder, PARQUET_SUFFIX)
     summaries = _files_with_suffix(folder, SUMMARY_SUFFIX)
     _check_names(folder, parquets, summaries)
-    names = [n for n in converters.DATASETS if n in parquets]
+    names = [n for n in DATASETS if n in parquets]
     if not names:
         raise UserError(f"{folder}: no converted dataset found (expected NAME{PARQUET_SUFFIX} and "
-                        f"NAME{SUMMARY_SUFFIX}, NAME one of: {', '.join(converters.DATASETS)})")
-    all_manifests = {name: load_manifest(name) for name in converters.DATASETS}
+                        f"NAME{SUMMARY_SUFFIX}, NAME one of: {', '.join(DATASETS)})")
+    all_manifests = {name: load_manifest(name) for name in DATASETS}
     sources = [_read_source(name, parquets[name], summaries[name], all_manifests[name]) for name in names]
-    absent = [n for n in converters.DATASETS if n not in parquets]
+    absent = [n for n in DATASETS if n not in parquets]
     log.info("read %d converted datasets (%d rows); absent: %s", len(sources),
              sum(s.table.num_rows for s in sources), ", ".join(absent) or "none")
     return ConvertedSet(sources, absent, all_manifests)
@@ -142,7 +142,7 @@ def _files_with_suffix(folder: Path, suffix: str) -> dict[str, Path]:
 
 def _check_names(folder: Path, parquets: dict[str, Path], summaries: dict[str, Path]) -> None:
     for stem, path in parquets.items():
-        if stem not in converters.DATASETS:
+        if stem not in DATASETS:
             _unknown_parquet(path, stem, parquets)
         if stem not in summaries:
             raise UserError(f"{path}: no {stem}{SUMMARY_SUFFIX} beside it (the summary is written last: "
@@ -154,14 +154,14 @@ def _check_names(folder: Path, parquets: dict[str, Path], summaries: dict[str, P
 
 def _unknown_parquet(path: Path, stem: str, parquets: dict[str, Path]) -> None:
     claimed = _claimed_datasets(path)
-    known = [c for c in claimed if c in converters.DATASETS]
+    known = [c for c in claimed if c in DATASETS]
     if known and known[0] in parquets:
         raise UserError(f"two files claim dataset {known[0]!r}: {parquets[known[0]].name} and {path.name}; "
                         f"keep one of them in {path.parent}")
     if known:
         raise UserError(f"{path}: its rows claim dataset {known[0]!r} but the file is named {stem!r}; "
                         f"name it {known[0]}{PARQUET_SUFFIX} with its summary")
-    raise UserError(f"{path}: {stem!r} is not a dataset name; expected one of: {', '.join(converters.DATASETS)}")
+    raise UserError(f"{path}: {stem!r} is not a dataset name; expected one of: {', '.join(DATASETS)}")
 
 
 def _claimed_datasets(path: Path) -> list[str]:

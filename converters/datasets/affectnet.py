@@ -11,8 +11,6 @@ Valence / arousal of -2 mean "not annotated": that pair is left out of the text.
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +20,11 @@ import pyarrow.compute as pc
 
 from common.errors import UserError
 
-from .base import Converter
-from .root import IMAGE_EXTENSIONS
-from .rows import attribute_columns, box_column, make_table, prefixed, stems
-from .tables import read_csv
+from ..helpers.base import Converter
+from ..helpers.npyfiles import read_npy_scalars
+from ..helpers.root import IMAGE_EXTENSIONS
+from ..helpers.rows import NUMBER_TEXT, attribute_columns, box_column, make_table, prefixed, stems
+from ..helpers.tables import read_csv
 
 CSV_FILES = ("training.csv", "validation.csv")
 CSV_IMAGE_DIR = "Manually_Annotated_Images"
@@ -36,7 +35,6 @@ NPY_SETS = ("train_set", "val_set")
 NPY_FILES = {"expression": "_exp.npy", "valence": "_val.npy", "arousal": "_aro.npy"}
 AFFECT = ["valence", "arousal"]
 MISSING = ["", "NULL", "null", "None", "NaN", "nan"]
-NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
 @dataclasses.dataclass
@@ -88,8 +86,7 @@ class AffectNet(Converter):
             parts.append({"source": table.sources(), "split": pa.array([split] * len(table), pa.string()),
                           **table.columns})
         cols = {k: pa.concat_arrays([p[k] for p in parts]) for k in parts[0]}
-        bad, detail = first_problem(cols, CSV_COLUMNS, is_missing, "{}={!r}")
-        return self.reject_where(cols, bad, "missing value", detail)
+        return self.reject_failing(cols, {name: is_missing(cols[name]) for name in CSV_COLUMNS}, "missing value")
 
     def read_npy_release(self) -> dict:
         parts = [self.read_npy_set(name, self.tree.find_dir(name)) for name in NPY_SETS]
@@ -137,8 +134,8 @@ class AffectNet(Converter):
                 return {**cols, **floats}  # all plain numbers: the pattern check below is not needed
         except pa.ArrowInvalid:
             pass
-        bad, detail = first_problem(cols, names, not_a_number, "{}={!r} is not a number")
-        cols = self.reject_where(cols, bad, "malformed line", detail)
+        failing = {name: not_a_number(cols[name]) for name in names}
+        cols = self.reject_failing(cols, failing, "malformed line", "{}={!r} is not a number")
         for name in names:
             cols[name] = pc.cast(cols[name], pa.float64()).to_numpy(zero_copy_only=False)
         return cols
@@ -196,22 +193,21 @@ class AffectNet(Converter):
         cols["found"] = pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
         cols = self.reject_unsafe(cols, PATH, where=cols["found"] < 0)  # a listed name never holds `..`
         cols = self.reject_where(cols, cols["found"] < 0, "image missing", cols[PATH])
-        _, first, inverse = np.unique(cols["found"], return_index=True, return_inverse=True)
-        first = first[inverse]
-        earlier = pc.binary_join_element_wise("same image as ", cols["source"].take(pa.array(first)), "")
-        cols = self.reject_where(cols, first != np.arange(len(first)), "duplicate image", earlier)
+        cols = self.reject_repeats(cols, cols["found"], "duplicate image")
         cols["image"] = prefixed(self.tree.rel(image_dir) + "/", present.take(pa.array(cols["found"])))
         cols["image_id"] = prefixed(f"{self.name}/", stems(cols[PATH]))
         return cols
 
     def files_below(self, folder: Path) -> pa.Array:
         """`name` and `sub/name` of every file of a folder and its subfolders, sorted (listed once, never opened)."""
+        files = self.tree.files(folder)
+        subfolders = {sub.name: sub for sub in self.tree.subfolders(folder, hidden=True)}
         names = []
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if entry.is_dir():
-                names += [f"{entry.name}/{n}" for n in sorted(self.tree.files(entry.path))]
-            elif entry.is_file():
-                names.append(entry.name)
+        for name in sorted(self.tree.listing(folder)):
+            if name in subfolders:
+                names += [f"{name}/{n}" for n in sorted(self.tree.files(subfolders[name]))]
+            elif name in files:
+                names.append(name)
         return pa.array(names, pa.string())
 
     def summary(self, table: pa.Table) -> dict:
@@ -227,18 +223,7 @@ def is_missing(values: pa.Array) -> np.ndarray:
 
 def not_a_number(values: pa.Array) -> np.ndarray:
     """True where a value is not a plain number; a null (an absent npy file) is not wrong: it becomes NaN."""
-    return ~pc.fill_null(pc.match_substring_regex(values, NUMBER), True).to_numpy(zero_copy_only=False)
-
-
-def first_problem(cols: dict, names: list[str], fails, describe: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rows where any named column `fails`, each detailed by its first failing column and value."""
-    bad = np.zeros(len(cols["source"]), dtype=bool)
-    detail = np.full(len(bad), "", dtype=object)
-    for name in names:
-        new = fails(cols[name]) & ~bad
-        detail[new] = [describe.format(name, v) for v in cols[name].filter(pa.array(new)).to_pylist()]
-        bad |= new
-    return bad, detail
+    return ~pc.fill_null(pc.match_substring_regex(values, NUMBER_TEXT), True).to_numpy(zero_copy_only=False)
 
 
 def fixed_decimals(values: np.ndarray, decimals: int, absent: np.ndarray) -> pa.Array:
@@ -249,43 +234,6 @@ def fixed_decimals(values: np.ndarray, decimals: int, absent: np.ndarray) -> pa.
     part = pc.utf8_lpad(pa.array(magnitude % 10**decimals).cast(pa.string()), decimals, "0")
     text = pc.binary_join_element_wise(pc.if_else(pa.array(scaled < 0), "-", ""), whole, ".", part, "")
     return pc.if_else(pa.array(absent), pa.scalar(None, pa.string()), text)
-
-
-# -- reader: 0-d .npy files without np.load's overhead --
-def read_npy_scalars(folder: Path, names: list[str], present: frozenset) -> tuple[list, list]:
-    """The value (as text) of each single-value .npy file (None where absent) and a problem per file ("" = none).
-
-    Only plain dtypes are accepted, as with np.load(allow_pickle=False); each distinct header is parsed
-    once by numpy, then the files sharing it are decoded from their bytes (np.load costs ~100 us a file).
-    """
-    dtypes: dict[bytes, np.dtype] = {}
-    values, problems = [], []
-    for name in names:
-        value, problem = None, ""
-        if name in present:
-            try:
-                with open(os.path.join(folder, name), "rb", buffering=0) as f:  # no pathlib: ~300k files
-                    value = npy_scalar(f.readall(), dtypes)
-            except (OSError, ValueError, EOFError) as e:
-                problem = f"{name}: {e}"
-        values.append(value)
-        problems.append(problem)
-    return values, problems
-
-
-def npy_scalar(data: bytes, dtypes: dict) -> str:
-    if data[:6] != b"\x93NUMPY" or len(data) < 10:
-        raise ValueError("not a .npy file")
-    size = 2 if data[6] == 1 else 4
-    end = 8 + size + int.from_bytes(data[8:8 + size], "little")
-    header = data[:end]
-    if header not in dtypes:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-        if array.size != 1:
-            raise ValueError(f"expected a single value, found shape {array.shape}")
-        dtypes[header] = array.dtype
-    value = np.frombuffer(data, dtypes[header], count=1, offset=end)[0].item()
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 CONVERTER = AffectNet

@@ -18,12 +18,11 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.arrays import later_duplicates
 from common.errors import UserError
 
-from .base import Converter
-from .rows import attribute_columns, make_table, stems
-from .tables import read_csv
+from ..helpers.base import Converter
+from ..helpers.rows import attribute_columns, make_table, stems
+from ..helpers.tables import read_csv
 
 LABEL_FILES = {"train": "fairface_label_train.csv", "val": "fairface_label_val.csv"}
 COLUMNS = ["file", "age", "gender", "race"]
@@ -45,8 +44,7 @@ class FairFace(Converter):
     def convert(self):
         labels = self.manifest["labels"]
         cols = self.read_labels()
-        if len(pc.unique(cols["file"])) < len(cols["file"]):  # count_distinct is slower
-            cols = self.reject_where(cols, later_duplicates(cols["file"]), "duplicate line", cols["file"])
+        cols = self.reject_repeats(cols, cols["file"])
         cols = self.repair_spreadsheet_ages(cols, labels)
         cols = self.map_labels(cols, ["age"], {bin_: bin_ for bin_ in labels["age"]})
         cols = self.map_labels(cols, ["gender"], labels["gender"])

@@ -18,21 +18,10 @@ import pyarrow as pa
 
 from common.errors import UserError
 
-from .base import Converter
-from .captions import (
-    CAPTION_SUFFIX,
-    assign_splits,
-    attach_images,
-    caption_table,
-    celeba_origins,
-    find_mapping,
-    innermost,
-    numbered_ids,
-    read_captions,
-    stem_of,
-)
-from .root import IMAGE_EXTENSIONS, DatasetRoot
-from .tables import read_text
+from ..helpers import captions
+from ..helpers.base import Converter
+from ..helpers.root import IMAGE_EXTENSIONS, DatasetRoot
+from ..helpers.tables import read_text
 
 CAPTION_DIRS = ("captions", "caption", "text")
 IMAGE_DIRS = ("CelebA-HQ-img", "CelebAimg")
@@ -51,21 +40,21 @@ class CelebATextHQ(Converter):
 
     def convert(self):
         labels = self.manifest["labels"]
-        caption_dir = innermost(self.tree.find_dir(*CAPTION_DIRS), {CAPTION_SUFFIX})
+        caption_dir = self.tree.innermost(self.tree.find_dir(*CAPTION_DIRS), {captions.CAPTION_SUFFIX})
         lists = {split: self.read_flist(self.tree.find_file(name)) for split, name in SPLIT_FILES.items()}
         image_dir = self.image_dir()
-        mapping = find_mapping(self, self.options.mapping, (*beside(image_dir), self.root))
+        mapping = captions.find_mapping(self, self.options.mapping, (*beside(image_dir), self.root))
         self.widen_root(image_dir)
-        caps = read_captions(self, caption_dir, labels["captions_per_image"])
-        hq = numbered_ids(self, caps, "celeba_hq/", labels["hq_images"], 1, "a CelebA-HQ index")
-        assign_splits(self, caps, lists)
-        attach_images(self, caps, image_dir, ".jpg")
-        yield caption_table(self, caps, celeba_origins(self, caps, hq, mapping))
+        caps = captions.read_captions(self, caption_dir, labels["captions_per_image"])
+        hq = captions.numbered_ids(self, caps, "celeba_hq/", labels["hq_images"], 1, "a CelebA-HQ index")
+        captions.assign_splits(self, caps, lists)
+        captions.attach_images(self, caps, image_dir, ".jpg")
+        yield captions.caption_table(self, caps, captions.celeba_origins(self, caps, hq, mapping))
 
     def read_flist(self, path: Path) -> pa.Array:
         """The stems named by an .flist (`../data/CelebAimg/12.jpg` -> `12`); blank lines skipped."""
         lines = [line.strip() for line in read_text(path).splitlines()]
-        return stem_of(pa.array([line for line in lines if line], pa.string()))
+        return captions.stem_of(pa.array([line for line in lines if line], pa.string()))
 
     def image_dir(self) -> Path:
         if self.options.images is None:
@@ -76,7 +65,7 @@ class CelebATextHQ(Converter):
         else:
             folder = self.tree.given(self.options.images, "images", folder=True,
                                      expected="CelebAMask-HQ's CelebA-HQ-img/")
-        return innermost(folder, IMAGE_EXTENSIONS)
+        return self.tree.innermost(folder, IMAGE_EXTENSIONS)
 
     def widen_root(self, image_dir: Path) -> None:
         if image_dir.is_relative_to(self.root):
