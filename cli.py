@@ -433,6 +433,10 @@ def _train_option(name: str, kind: type, help_text: str, source: str = "trainer.
 @_train_option("--micro-batch-size", int, "Rows per process per forward pass, a multiple of 4 (the tasks).")
 @_train_option("--lr", float, "Peak learning rate.", source="trainer.optim:OptimConfig")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
+@click.option("--datasets", cls=DataclassDefault, source="trainer.data:DataConfig.datasets", show_default="all",
+              help="Train on these datasets' texts only, comma-separated (cacd,celeba).")
+@click.option("--skip-bad-shards", is_flag=True, cls=DataclassDefault, source="trainer.data:DataConfig.skip_bad_shards",
+              help="Leave damaged shards out (named, counted) instead of refusing.")
 @click.pass_context
 @user_errors
 def train(ctx: click.Context, shards_dir: Path, out: Path, resume: bool, reschedule: bool, init_from: Path | None,

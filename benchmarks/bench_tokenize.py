@@ -123,7 +123,7 @@ def encoder_alone(model, arrays: list[np.ndarray], batch_size: int) -> float:
     """faces/s of the encoder on pre-decoded uint8 faces, normalised and batched as the pipeline does."""
     import torch
 
-    from facetokens.tokenize_images import encode_batch
+    from facetokens.vqgan import encode_batch
 
     tensors = [torch.from_numpy(np.stack(arrays[i:i + batch_size])) for i in range(0, len(arrays), batch_size)]
     start = time.perf_counter()
@@ -214,7 +214,7 @@ def bench_gpu(folder: Path, decode_rate_1024: float, faces: int, batch_size: int
 def gpu_rate(model, images, bf16: bool, iters: int = 20) -> float:
     import torch
 
-    from facetokens.tokenize_images import encode_batch
+    from facetokens.vqgan import encode_batch
 
     for _ in range(3):
         encode_batch(model, images, "cuda", bf16)

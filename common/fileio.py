@@ -6,6 +6,7 @@ safe. Temporaries are named `.NAME.tmp-PID` (`temporary_name`); a run that holds
 
     with atomic_path(FOLDER / "x.json") as tmp: ...          # one file
     with atomic_folder(FOLDER / "step-0000100") as tmp: ...  # a folder, published whole (`publish_folder`)
+`read_json_object` reads a JSON object back, every failure one line naming the file.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 
 
 def output_folder(path: Path, option: str = "--out") -> Path:
@@ -151,6 +152,19 @@ def write_text(text: str, path: Path) -> None:
 def write_json(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json_object(path: Path, what: str, missing: str | None = None, hint: str = "") -> dict:
+    """The JSON object in `path`; missing, unreadable (`hint` follows) or not an object is one UserError line."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {missing or what + ' not found'}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable {what} ({first_line(e)}){hint}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {what}: expected a JSON object, got {type(value).__name__}{hint}")
+    return value
 
 
 def write_jsonl(rows: Iterable[dict], path: Path) -> None:

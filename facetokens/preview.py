@@ -46,6 +46,7 @@ def preview(shards_dir: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckp
     out = output_folder(out)
     picked = pick_samples(shards_dir, samples)
     model = load_vqgan(vqgan_config, vqgan_ckpt, with_decoder=True)
+    check_vqgan_fits(model.config, shards.geometry(shards_dir), vqgan_ckpt, shards_dir)
     with Progress(len(picked), "preview", "face", enabled=progress) as bar:
         reconstructions = decode_all(model, [codes for _, codes in picked], bar)
     originals = find_originals([meta for meta, _ in picked], corpus or corpus_of(shards_dir))
@@ -88,15 +89,19 @@ def decode_all(model, codes: list[np.ndarray], progress: Progress | None = None)
     return images
 
 
-def corpus_of(shards_dir: Path) -> Path | None:
-    index = shards_dir / shards.INDEX_FILE
-    if not index.is_file():  # SHARDS/SPLIT/ given: the index is one level up
-        index = shards_dir.parent / shards.INDEX_FILE
-    if not index.is_file():
-        return None
-    import json
+def check_vqgan_fits(vqgan, geometry: dict | None, vqgan_ckpt: Path, shards_dir: Path) -> None:
+    """The VQGAN must be the shards' geometry: as many codes per face, as large a codebook."""
+    if geometry is None:
+        return
+    ours = {"codes_per_face": vqgan.codes_per_image, "codebook_size": vqgan.n_embed}
+    wrong = [f"{k} {v} (the shards: {geometry[k]})" for k, v in ours.items() if geometry.get(k) not in (None, v)]
+    if wrong:
+        raise UserError(f"--vqgan-ckpt {vqgan_ckpt}: not the VQGAN of {shards_dir}: {'; '.join(wrong)}")
 
-    corpus = json.loads(index.read_text(encoding="utf-8")).get("corpus")
+
+def corpus_of(shards_dir: Path) -> Path | None:
+    """The corpus that SHARDS/index.json names (SHARDS/SPLIT/ given: the index one level up)."""
+    corpus = (shards.read_index(shards_dir) or {}).get("corpus")
     return Path(corpus) if corpus else None
 
 

@@ -45,7 +45,7 @@ from . import shards
 from .config import TokenizeConfig, cpu_cores
 from .images import SIZE, try_prepare_face
 from .shards import Face
-from .vqgan import VQGANConfig
+from .vqgan import VQGANConfig, encode_batch
 from .vqgan_files import read_checkpoint, resolve_config, weights_digest
 
 log = logging.getLogger(__name__)
@@ -272,18 +272,6 @@ def load_encoder(options: WorkerOptions, device: str):
     return model
 
 
-def encode_batch(model, images, device: str, bf16: bool):
-    """uint8 (B, H, W, 3) -> codes (B, 256), normalised once to [-1, 1]."""
-    import torch
-
-    if len(images) == 0:
-        return torch.empty(0, model.config.codes_per_image, dtype=torch.long)
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    if not device.startswith("cuda"):
-        x = x.contiguous()
-    return model.encode_to_codes(x, bf16=bf16)
-
-
 def agreement(model, images, device: str, bf16_codes) -> dict:
     fp32_codes = encode_batch(model, images, device, bf16=False)
     equal = (fp32_codes == bf16_codes).float().mean().item()
@@ -381,6 +369,9 @@ def _tokenize_locked(corpus: Path, out: Path, vqgan_config: Path | None, vqgan_c
     faces = read_faces(corpus)
     weights, stored = read_checkpoint(vqgan_ckpt)
     vqgan = resolve_config(vqgan_config, stored, vqgan_ckpt)
+    if vqgan.resolution != SIZE:
+        raise UserError(f"{vqgan_config or vqgan_ckpt}: the VQGAN's resolution is {vqgan.resolution}; tokenize-images "
+                        f"reads faces at {SIZE}x{SIZE}")
     plan = {"format": shards.FORMAT_VERSION, "faces": len(faces), "faces_sha256": faces_digest(faces),
             "shard_size": config.shard_size, "precision": config.precision,
             "vqgan": {"config": vqgan.to_dict(), "encoder_sha256": weights_digest(weights)}}

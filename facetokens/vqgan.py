@@ -1,8 +1,10 @@
-"""The FFHQ VQGAN image tokenizer: its config and the model (taming's VQModel without Lightning).
+"""The VQGAN image tokenizer: its config and the model (taming's VQModel without Lightning).
 
-Encode: image in [-1, 1] -> encoder -> quant_conv -> nearest codebook entry -> 256 codes.
+Encode: image in [-1, 1] -> encoder -> quant_conv -> nearest codebook entry -> grid x grid codes
+(FFHQ, f=16: 16 x 16 = 256 codes of 1,024; OpenImages f=8: 32 x 32 = 1,024 codes of 8,192).
 Decode: codes -> codebook vectors -> post_quant_conv -> decoder -> [0, 1]. Loading the files the
-users download is `facetokens.vqgan_files`.
+users download is `facetokens.vqgan_files`; `encode_batch` is what tokenize-images and generation
+both encode faces with.
 
 Only taming's `Encoder`, `Decoder` and `VectorQuantizer2` are imported (see environment.md):
 `taming.models.vqgan` needs Lightning 1.x and torchvision.
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -36,9 +37,14 @@ class VQGANConfig:
         return int(self.ddconfig["resolution"])
 
     @property
+    def downsampling(self) -> int:
+        """The factor f: 2**4 = 16 for the FFHQ model (five ch_mult levels), 8 for four levels."""
+        return 2 ** (len(self.ddconfig["ch_mult"]) - 1)
+
+    @property
     def grid(self) -> int:
-        """Codes per side: 256 / 2**4 = 16 for the FFHQ model."""
-        return self.resolution // 2 ** (len(self.ddconfig["ch_mult"]) - 1)
+        """Codes per side: 256 / 16 = 16 for the FFHQ model."""
+        return self.resolution // self.downsampling
 
     @property
     def codes_per_image(self) -> int:
@@ -106,7 +112,9 @@ class VQGAN(nn.Module):
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, grid*grid) codes -> (B, 3, H, W) RGB in [0, 1]."""
-        side = math.isqrt(codes.shape[1])
+        side = self.config.grid
+        if codes.shape[1] != side * side:
+            raise UserError(f"{codes.shape[1]} codes per face; this VQGAN decodes {side}x{side} = {side * side}")
         z = self.quantize.get_codebook_entry(codes.reshape(-1).long(), (codes.shape[0], side, side, self.config.embed_dim))
         x = self.decoder(self.post_quant_conv(z))
         return (x.clamp(-1, 1) + 1) / 2
@@ -125,3 +133,13 @@ def build_vqgan(config: VQGANConfig, weights: dict[str, torch.Tensor], *, with_d
         raise UserError(f"{where}: {k} has shape {tuple(needed[k].shape)}, the config expects {tuple(own[k].shape)}")
     model.load_state_dict({k: v.float() for k, v in needed.items()})
     return model
+
+
+def encode_batch(model: VQGAN, images: torch.Tensor, device: str, bf16: bool) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> codes (B, grid*grid), normalised once to [-1, 1]."""
+    if len(images) == 0:
+        return torch.empty(0, model.config.codes_per_image, dtype=torch.long)
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    if not device.startswith("cuda"):
+        x = x.contiguous()
+    return model.encode_to_codes(x, bf16=bf16)

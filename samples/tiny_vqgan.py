@@ -2,6 +2,8 @@
 
 `write_tiny_vqgan` writes a taming `project.yaml` (Net2NetTransformer layout) and a Lightning-style
 `last.ckpt`, so tests and the demo load it through the same code that reads the FFHQ model.
+`TINY_CONFIG` has the FFHQ model's geometry (f=16, 1,024 codes: 16 x 16 codes a face); `TINY_F8_CONFIG`
+the OpenImages one of the paper's Table 5 (f=8, 8,192 codes: 32 x 32 = 1,024 codes a face).
 """
 from __future__ import annotations
 
@@ -21,16 +23,22 @@ TINY_CONFIG = VQGANConfig(
               "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 1, "attn_resolutions": [16], "dropout": 0.0},
 )
 
+TINY_F8_CONFIG = VQGANConfig(
+    embed_dim=16,
+    n_embed=8192,
+    ddconfig={"double_z": False, "z_channels": 32, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+              "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0},
+)
 
 
-def tiny_vqgan(seed: int = 0) -> VQGAN:
-    """A randomly initialised small VQGAN (3.4M parameters) that still maps 256x256 to 16x16 codes.
+def tiny_vqgan(seed: int = 0, config: VQGANConfig = TINY_CONFIG) -> VQGAN:
+    """A randomly initialised small VQGAN (3.4M parameters with TINY_CONFIG) that still maps 256x256 to its grid.
 
     Its codebook is spread like the encoder's output so that codes are well separated (no near-ties).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = VQGAN(TINY_CONFIG)
+        model = VQGAN(config)
         with torch.no_grad():
             probe = torch.rand(2, 3, 256, 256) * 2 - 1
             spread = model.quant_conv(model.encoder(probe)).std()
@@ -54,7 +62,8 @@ def tiny_project_yaml(config: VQGANConfig = TINY_CONFIG) -> dict:
                                "lossconfig": {"target": "taming.modules.losses.DummyLoss"}},
                 },
                 "transformer_config": {"target": "taming.modules.transformer.mingpt.GPT",
-                                       "params": {"block_size": 256, "n_embd": 64, "n_head": 2, "n_layer": 1, "vocab_size": config.n_embed}},
+                                       "params": {"block_size": config.codes_per_image, "n_embd": 64, "n_head": 2,
+                                                  "n_layer": 1, "vocab_size": config.n_embed}},
             },
         },
         "data": {"target": "main.DataModuleFromConfig", "params": {"batch_size": 2, "num_workers": 8}},
@@ -75,11 +84,11 @@ def lightning_checkpoint(model: VQGAN) -> dict:
     }
 
 
-def write_tiny_vqgan(folder: Path, seed: int = 0) -> dict[str, Path]:
+def write_tiny_vqgan(folder: Path, seed: int = 0, config: VQGANConfig = TINY_CONFIG) -> dict[str, Path]:
     """Write `project.yaml` (Net2NetTransformer layout) and a Lightning-style `last.ckpt` of a tiny random VQGAN."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model = tiny_vqgan(seed)
+    model = tiny_vqgan(seed, config)
     paths = {"config": folder / "project.yaml", "ckpt": folder / "last.ckpt"}
     with atomic_path(paths["config"]) as tmp:
         tmp.write_text(yaml.safe_dump(tiny_project_yaml(model.config), sort_keys=False), encoding="utf-8")

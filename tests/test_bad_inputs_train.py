@@ -219,6 +219,8 @@ RESUME_CHANGES = [
     ({"max_steps": 1}, True, r"--max-steps 1: the run already took 2 steps"),
     ({"micro_batch_size": 4, "batch_size": 8}, False, r"--micro-batch-size 4 cannot change on --resume"),
     ({"seed": 5}, False, r"--seed 5 cannot change on --resume"),
+    ({"datasets": "cacd, celeba"}, False, r"--datasets cacd,celeba cannot change on --resume \(the run has all and"),
+    ({"shuffle_buffer": 4}, False, r"--shuffle-buffer 4 cannot change on --resume \(the run has 16"),
     ({}, False, r"the run is complete \(2 of 2 steps\); give a larger --max-steps with --reschedule"),
     ({"model": "demo"}, False, r"--config demo: the checkpoint was saved with another config: hidden_size 32 vs 64"),
 ]
@@ -235,12 +237,13 @@ def test_resume_refuses_what_the_run_fixed_at_its_start(base_run, shards, tmp_pa
 def test_resume_with_reschedule_follows_the_new_schedule_and_free_settings_may_change(base_run, shards, tmp_path):
     run = copy_run(base_run, tmp_path)
     summary = train(shards, run, resume=True, reschedule=True, max_steps=4, save_every=1, log_every=1,
-                    progress=False)
+                    skip_bad_shards=True, datasets=[], progress=False)  # the run's datasets (all), given again
     assert summary["resumed_from"] == 2 and checkpoint.all_steps(run)[-1] == 4
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     # 4 steps, warm-up 1: step k (0-based) runs at lr (4 - k) / 3 of the peak
     assert [r["lr"] for r in rows[2:]] == pytest.approx([2e-4 * 2 / 3, 2e-4 * 1 / 3])
-    assert TrainConfig.from_dict(json.loads((run / "train-config.json").read_text())).max_steps == 4
+    recorded = TrainConfig.from_dict(json.loads((run / "train-config.json").read_text()))
+    assert recorded.max_steps == 4 and recorded.data.skip_bad_shards and recorded.data.datasets == ()
 
 
 def test_tensorboard_drops_the_steps_a_resumed_run_repeats(base_run, shards, tmp_path, monkeypatch):

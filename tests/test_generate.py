@@ -223,7 +223,8 @@ def test_released_prefix_is_cut_at_64_tokens_as_the_released_script_does(files, 
         assert result.exit_code == 0, result.output
     released, ours = read_results(tmp_path / "released")[0], read_results(tmp_path / "ours")[0]
     assert len(released["prompt_tokens"]) == 64 and released["prompt_truncated"]
-    assert len(ours["prompt_tokens"]) == TINY256.seq_length - 256 and ours["prompt_tokens"][-1] == 102
+    # ours fills the prefix up to seq_length - 256 image tokens - their closing [SEP], as training lays rows out
+    assert len(ours["prompt_tokens"]) == TINY256.seq_length - 256 - 1 and ours["prompt_tokens"][-1] == 102
 
 
 def test_run_folder_resolves_latest_or_highest_step(files, tmp_path):

@@ -23,9 +23,10 @@ BALD, TRUE, COLON, SEMI = TOK.encode("bald")[0], TOK.encode("true")[0], 1024, 10
 
 def test_caption_to_face_by_hand():
     s = LAYOUTS.caption_to_face("A smiling man", CODES, face="celeba/000001")
-    assert s.tokens == [CLS, 2000, 3746, SEP, A, SMILING, MAN, SEP, *IMAGE]
-    assert s.segments == [1] * 8 + [2] * 4
-    assert s.labels == [X] * 7 + IMAGE + [X]  # the last prefix token ([SEP]) predicts the first image token
+    assert s.tokens == [CLS, 2000, 3746, SEP, A, SMILING, MAN, SEP, *IMAGE, SEP]
+    assert s.segments == [1] * 8 + [2] * 5
+    # the last prefix token ([SEP]) predicts the first image token; the last image token the closing [SEP]
+    assert s.labels == [X] * 7 + IMAGE + [SEP, X]
     assert not s.truncated
 
 
@@ -47,9 +48,9 @@ def test_face_to_attributes_by_hand():
 
 def test_attributes_to_face_shares_the_to_image_layout():
     s = LAYOUTS.attributes_to_face("celeba", [{"key": "bald", "value": "true"}], CODES, random.Random(0), face="f")
-    assert s.tokens == [CLS, 2000, 3746, SEP, *CELEBA, BALD, COLON, TRUE, SEP, *IMAGE]
-    assert s.segments == [1] * 11 + [2] * 4
-    assert s.labels == [X] * 10 + IMAGE + [X]
+    assert s.tokens == [CLS, 2000, 3746, SEP, *CELEBA, BALD, COLON, TRUE, SEP, *IMAGE, SEP]
+    assert s.segments == [1] * 11 + [2] * 5
+    assert s.labels == [X] * 10 + IMAGE + [SEP, X]
 
 
 def test_the_mask_of_a_padded_batch_by_hand():
@@ -76,10 +77,11 @@ def test_inference_layouts():
 
 def test_budgets_come_from_the_config():
     paper = Layouts(load_config("paper"), TextTokenizer(numbers="whole"))
-    assert paper.to_image_text_budget == 334 - 256 - 5 == 73
+    # 334 = 256 image tokens + their closing [SEP] + [CLS] to image [SEP] <72 text tokens> [SEP]
+    assert paper.to_image_text_budget == 334 - 256 - 1 - 5 == 72
     assert paper.face_text_budget("to_caption") == 334 - 262 - 1
     assert paper.face_text_budget("to_attributes") == 334 - 261 - 1
-    assert LAYOUTS.to_image_text_budget == 11
+    assert LAYOUTS.to_image_text_budget == 10
 
 
 def test_long_captions_are_cut_at_a_word_boundary():
@@ -113,7 +115,7 @@ def test_paper_size_celeba_row_fits():
     paper = Layouts(load_config("paper"), TextTokenizer(numbers="whole"))
     pairs = [{"key": k, "value": "true"} for k in ["bald", "bangs", "big lips", "big nose", "black hair"] * 8]
     s = paper.attributes_to_face("celeba", pairs, list(range(256)), random.Random(0), face="celeba/000001")
-    assert len(s.tokens) <= 334 and s.segments.count(2) == 256 and s.truncated
+    assert len(s.tokens) <= 334 and s.segments.count(2) == 257 and s.tokens[-1] == SEP and s.truncated
 
 
 @pytest.mark.parametrize("build, message", [

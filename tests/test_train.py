@@ -77,8 +77,9 @@ def test_streams_split_the_shards_without_duplicates_and_every_stream_has_work()
     for n_shards in (1, 3, 7, 9):
         urls = [f"s{i}" for i in range(n_shards)]
         for total in (1, 2, 4, 8):
-            readers = [TaskReader("face_to_attributes", urls, v, total, seed=0, capacity=1) for v in range(total)]
-            seen = {v + j * total: r.shard_at(j) for v, r in enumerate(readers) for j in range(2 * n_shards)}
+            units = [(url, 0, 1) for url in urls]
+            readers = [TaskReader("face_to_attributes", units, v, total, seed=0, capacity=1) for v in range(total)]
+            seen = {v + j * total: r.unit_at(j)[0] for v, r in enumerate(readers) for j in range(2 * n_shards)}
             for epoch in (0, 1):  # the streams together read every shard once per epoch
                 assert sorted(seen[s] for s in range(epoch * n_shards, (epoch + 1) * n_shards)) == urls
             assert len({seen[s] for s in range(min(total, n_shards))}) == min(total, n_shards)
@@ -170,8 +171,8 @@ def test_user_errors(corpus, tmp_path):
     with pytest.raises(UserError, match="no train/shard"):
         train(empty, tmp_path / "r1", config(), progress=False)
     other = write_shards(tmp_path / "other", train_faces=8, codebook=512)
-    with pytest.raises(UserError, match="VQGAN of 512 codes"):
-        train(other, tmp_path / "r2", config(), progress=False)
+    with pytest.raises(UserError, match="VQGAN of 512 codes"):  # a config file is checked (a preset is fitted)
+        train(other, tmp_path / "r2", config(model=corpus["no_dropout"]), progress=False)
     with pytest.raises(UserError, match="holds no checkpoint"):
         train(corpus["shards"], tmp_path / "r3", config(), resume=True, progress=False)
     run = tmp_path / "r4"

@@ -10,7 +10,6 @@ The text tokenizer's settings live here too, so a checkpoint carries everything 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +190,8 @@ def from_released(values: dict, where: str = "base_config.json") -> ModelConfig:
     if wrong:
         raise UserError(f"{where}: not the Talk2Face architecture: {'; '.join(wrong)}")
     try:
-        grid = (values["image_height"] // values["patch_size"]) * (values["image_width"] // values["patch_size"])
+        frame = values["image_tokenizer"]["frame_size"]  # the VQGAN's downsampling factor, as the authors count codes
+        grid = (values["image_height"] // frame) * (values["image_width"] // frame)
         return ModelConfig(
             layers=values["layers_num"], hidden_size=values["hidden_size"], heads=values["heads_num"],
             feedforward_size=values["feedforward_size"], max_positions=values["max_seq_length"],
@@ -210,15 +210,10 @@ def is_released_format(values: dict) -> bool:
 
 def load_config(name_or_path: str | Path) -> ModelConfig:
     """A preset name (`paper`, `tiny`) or a JSON file in our format or the released one."""
+    from common.fileio import read_json_object
+
     path = CONFIG_DIR / f"{name_or_path}.json" if str(name_or_path) in PRESETS else Path(name_or_path)
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: config not found (or use a preset: {', '.join(PRESETS)})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a readable JSON config ({e})") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path}: expected a JSON object")
+    values = read_json_object(path, "JSON config", missing=f"config not found (or use a preset: {', '.join(PRESETS)})")
     return from_released(values, str(path)) if is_released_format(values) else ModelConfig.from_dict(values, str(path))
 
 

@@ -130,7 +130,7 @@ class Session:
     def encode_faces(self, paths: list[str | Path]) -> list[list[int]]:
         """Each face read, cropped and resized as tokenize-images does, normalised once to [-1, 1], encoded."""
         from facetokens.images import SIZE, BadImage, prepare_face
-        from facetokens.tokenize_images import encode_batch
+        from facetokens.vqgan import encode_batch
 
         vqgan = self.need_vqgan("reading a face")
         codes: list[list[int]] = []

@@ -5,16 +5,17 @@
 
 The rules, all here:
   - a new run: TrainConfig's defaults, then the given values; the model config is `--config` (a preset
-    from `trainer/configs/` or a file);
+    from `trainer/configs/`, fitted to the shards' VQGAN geometry by `trainer.data.fit_to_shards`, or a file);
   - `--init-from`: weights that carry their config (our checkpoints and exports) bring it, and an explicitly
     given `--config` must agree with it (only runtime fields such as `attention` may differ); a plain
     released `.bin` carries none and takes `--config` (with `numbers=whole`, as the released weights saw);
     a brought config differing from `--config` is recorded in RUN/init-model-config.json for `--resume`;
   - `--resume`: the run's `train-config.json` and the checkpoint's own model config, read once each. Given
-    values that equal the run's are fine; how the run is watched and saved may change (RESUME_FREE);
-    `--max-steps` only with `--reschedule` (the warm-up/decay schedule is fixed at the start otherwise);
-    everything that shapes the optimiser or the data stream (lr, batch sizes, seed, data) is refused,
-    each named, in one line.
+    values that equal the run's are fine; how the run is watched and saved may change (RESUME_FREE; also
+    `--skip-bad-shards`: intact shards read the same with it, and it lets a run go on past a shard damaged
+    since); `--max-steps` only with `--reschedule` (the warm-up/decay schedule is fixed at the start
+    otherwise); everything that shapes the optimiser or the data stream (lr, batch sizes, seed, `--datasets`,
+    the other data settings) is refused, each named, in one line.
 The CLI and the library (`trainer.train.train`) both go through `resolve`.
 """
 from __future__ import annotations
@@ -27,14 +28,16 @@ from pathlib import Path
 
 from common.errors import UserError
 from trainer import checkpoint, weights
-from trainer.config import ModelConfig, check_keys, field_type_problems, load_config
-from trainer.data import DataConfig
+from trainer.config import PRESETS, ModelConfig, check_keys, field_type_problems, load_config
+from trainer.data import DataConfig, fit_to_shards
 from trainer.optim import OptimConfig
 
 log = logging.getLogger(__name__)
 INIT_CONFIG_FILE = "init-model-config.json"  # the model config that --init-from weights brought
-RESUME_FREE = ("compile", "cpu_bf16", "log_every", "save_every", "val_every", "keep_last", "val_batch_size")
+RESUME_FREE = ("compile", "cpu_bf16", "log_every", "save_every", "val_every", "keep_last", "val_batch_size",
+               "skip_bad_shards")
 OPTIM_KEYS = tuple(f.name for f in dataclasses.fields(OptimConfig))
+DATA_KEYS = tuple(f.name for f in dataclasses.fields(DataConfig))
 POSITIVE = ("batch_size", "micro_batch_size", "max_steps", "save_every", "log_every", "val_every", "val_batch_size")
 
 
@@ -113,8 +116,10 @@ def given_values(config: TrainConfig | None) -> dict:
 
 
 def flatten(config: TrainConfig) -> dict:
-    top = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "optim"}
-    return {**top, **{k: getattr(config.optim, k) for k in OPTIM_KEYS}}
+    """Every setting by its own flat name (the optimiser's and the data stream's too, e.g. `lr`, `datasets`)."""
+    top = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ("optim", "data")}
+    optim, data = {k: getattr(config.optim, k) for k in OPTIM_KEYS}, {k: getattr(config.data, k) for k in DATA_KEYS}
+    return {**top, **optim, **data}
 
 
 def apply(base: TrainConfig, overrides: dict) -> TrainConfig:
@@ -122,8 +127,10 @@ def apply(base: TrainConfig, overrides: dict) -> TrainConfig:
     if unknown:
         raise UserError(f"unknown training setting {', '.join(unknown)}; expected some of {', '.join(flatten(base))}")
     optim = {k: v for k, v in overrides.items() if k in OPTIM_KEYS}
-    top = {k: v for k, v in overrides.items() if k not in OPTIM_KEYS}
-    return dataclasses.replace(base, **top, optim=dataclasses.replace(base.optim, **optim))
+    data = {k: v for k, v in overrides.items() if k in DATA_KEYS}
+    top = {k: v for k, v in overrides.items() if k not in OPTIM_KEYS + DATA_KEYS}
+    return dataclasses.replace(base, **top, optim=dataclasses.replace(base.optim, **optim),
+                               data=dataclasses.replace(base.data, **data))
 
 
 # ----------------------------------------------------------------------------- the decision
@@ -139,8 +146,10 @@ class Plan:
     rescheduled_from: int | None = None  # the schedule's old length when --reschedule changed --max-steps
 
 
-def resolve(out: Path, resume: bool, init_from: Path | None, overrides: dict, reschedule: bool = False) -> Plan:
-    """Decide the run's TrainConfig and ModelConfig (the rules are in this module's docstring)."""
+def resolve(out: Path, resume: bool, init_from: Path | None, overrides: dict, reschedule: bool = False,
+            shards_dir: Path | None = None) -> Plan:
+    """Decide the run's TrainConfig and ModelConfig (the rules are in this module's docstring); a preset is
+    fitted to the geometry of the shards in `shards_dir` (where given) before any comparison."""
     out = Path(out)
     folder = checkpoint.latest(out)
     if resume and init_from is not None:
@@ -151,15 +160,25 @@ def resolve(out: Path, resume: bool, init_from: Path | None, overrides: dict, re
         raise UserError(f"{out} already holds checkpoints ({folder.name}); pass --resume or use a new --out")
     if reschedule and not resume:
         raise UserError("--reschedule only applies to --resume (a new run's schedule spans its --max-steps)")
+    if "datasets" in overrides:  # "cacd,celeba", a list or a tuple: compared as DataConfig holds it
+        overrides = {**overrides, "datasets": DataConfig(datasets=overrides["datasets"]).datasets}
     if resume:
-        return _resume_plan(folder, overrides, reschedule)
+        return _resume_plan(folder, overrides, reschedule, shards_dir)
     config = apply(TrainConfig(), overrides)
     if init_from is None:
-        return Plan(config, load_config(config.model))
-    return _init_plan(out, Path(init_from), config, "model" in overrides)
+        return Plan(config, model_config_of(config.model, shards_dir))
+    return _init_plan(out, Path(init_from), config, "model" in overrides, shards_dir)
 
 
-def _resume_plan(folder: Path, overrides: dict, reschedule: bool) -> Plan:
+def model_config_of(name: str, shards_dir: Path | None) -> ModelConfig:
+    """`--config`'s model config; a preset's image tokens, image vocabulary and sequence length follow the shards."""
+    config = load_config(name)
+    if shards_dir is not None and str(name) in PRESETS:
+        config = fit_to_shards(config, shards_dir, derive=True)
+    return config
+
+
+def _resume_plan(folder: Path, overrides: dict, reschedule: bool, shards_dir: Path | None) -> Plan:
     saved = TrainConfig.from_dict(checkpoint.read_train_config(folder), str(folder / checkpoint.CONFIG_FILE))
     step = checkpoint.read_step(folder)
     carried = weights.read_config(folder)[0]
@@ -169,7 +188,7 @@ def _resume_plan(folder: Path, overrides: dict, reschedule: bool) -> Plan:
     model_config = carried
     if overrides.get("model", saved.model) != saved.model:
         try:
-            given = load_config(overrides["model"])
+            given = model_config_of(overrides["model"], shards_dir)
             model_config = weights.resolve_config(carried, given, f"--config {overrides['model']}")
         except UserError as e:
             problems.append(str(e))
@@ -199,16 +218,21 @@ def resume_problems(saved: dict, overrides: dict, step: int, reschedule: bool) -
             problems.append(f"{option(key)} {value} cannot change on --resume (the restored optimiser and schedule "
                             f"carry the run's {saved[key]}); start a new run with --init-from the checkpoint")
         else:
-            problems.append(f"{option(key)} {value} cannot change on --resume (the run has {saved[key]} and its data "
-                            "stream depends on it); start a new run with --init-from the checkpoint")
+            problems.append(f"{option(key)} {shown(value)} cannot change on --resume (the run has {shown(saved[key])} "
+                            "and its data stream depends on it); start a new run with --init-from the checkpoint")
     if reschedule and overrides.get("max_steps", saved["max_steps"]) == saved["max_steps"]:
         problems.append(f"--reschedule needs a new --max-steps (the schedule spans {saved['max_steps']} steps)")
     return problems
 
 
-def _init_plan(out: Path, init_from: Path, config: TrainConfig, model_given: bool) -> Plan:
+def shown(value) -> str:
+    """A setting as the command line writes it (`--datasets cacd,celeba`; none chosen: all)."""
+    return (",".join(value) or "all") if isinstance(value, tuple) else str(value)
+
+
+def _init_plan(out: Path, init_from: Path, config: TrainConfig, model_given: bool, shards_dir: Path | None) -> Plan:
     carried, plain = weights.read_config(init_from)
-    given = load_config(config.model)
+    given = model_config_of(config.model, shards_dir)
     if carried is None:
         if plain and given.numbers != "whole":
             log.warning("%s: the released weights were trained with whole numbers; fine-tuning with numbers=whole",

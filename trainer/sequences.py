@@ -1,13 +1,14 @@
 """The four task layouts of Talk2Face, shared by training and generation.
 
-    to image    (caption->face, attributes->face)  [CLS] to image [SEP] <text> [SEP] | <image tokens>
+    to image    (caption->face, attributes->face)  [CLS] to image [SEP] <text> [SEP] | <image tokens> [SEP]
     to caption  (face->caption)                    [CLS] to caption [SEP] <image tokens> [SEP] | <caption> [SEP]
     to attributes (face->attributes)               [CLS] to attributes [SEP] <image tokens> [SEP] | <attributes> [SEP]
 
 Left of `|` is segment 1 (bidirectional prefix), right is segment 2 (causal target). Labels follow the
 authors' framework: the last prefix token predicts the first target token, only target tokens are
-predicted (IGNORE elsewhere), and a text target's closing [SEP] is predicted so generation learns to stop.
-Every budget comes from the config: a to-image row has seq_length - image_tokens positions for its prefix.
+predicted (IGNORE elsewhere), and every target's closing [SEP] is predicted, after a text as after the image
+tokens (`tgt + [SEP]`, as the authors' framework trains: docs/fidelity.md). Every budget comes from the
+config: a to-image row has seq_length - image_tokens - 1 positions for its prefix (paper: 334 - 256 - 1 = 77).
 """
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ class Layouts:
     # ------------------------------------------------------------------ budgets (text tokens, no specials)
     @property
     def to_image_text_budget(self) -> int:
-        """Text tokens in `[CLS] to image [SEP] <text> [SEP]` beside the image tokens."""
-        return self.config.seq_length - self.config.image_tokens - len(self.prompt_ids["to_image"]) - 3
+        """Text tokens in `[CLS] to image [SEP] <text> [SEP]` beside the image tokens and their closing [SEP]."""
+        return self.config.seq_length - self.config.image_tokens - 1 - len(self.prompt_ids["to_image"]) - 3
 
     def face_text_budget(self, prompt: str) -> int:
         """Text tokens after `[CLS] <prompt> [SEP] <image> [SEP]`, before the closing [SEP]."""
@@ -112,7 +113,7 @@ class Layouts:
     def _to_image(self, text: list[int], codes, face, truncated=False, notes=None) -> Sequence:
         prefix = self._to_image_prefix(text)
         image = self.image_ids(codes, face)
-        return _with_labels(prefix, image, truncated, notes, self.config.seq_length, face)
+        return _with_labels(prefix, image + [self.tok.sep_id], truncated, notes, self.config.seq_length, face)
 
     def _to_text(self, prompt: str, codes, text: list[int], face, truncated=False, notes=None) -> Sequence:
         prefix = self._face_prefix(prompt, self.image_ids(codes, face))

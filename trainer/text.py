@@ -5,6 +5,8 @@ then greedy longest-match WordPiece over the shipped 30,522-line vocabulary. Wit
 every digit becomes its own word ("19" -> "1", "9"), the paper's proposed fix for ages: the same
 vocabulary, so the ids stay compatible. The released weights were trained with `numbers="whole"`.
 
+A word longer than MAX_WORD_CHARS (200, as the authors' framework: docs/fidelity.md) is one [UNK].
+
 Token ids: text 0 .. text_vocab_size-1, then VQGAN code c as text_vocab_size + c.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from trainer.config import NUMBER_MODES, ModelConfig
 VOCAB_DIR = Path(__file__).parent / "vocab"
 VOCABS = {"bert-base-uncased": VOCAB_DIR / "bert-base-uncased-vocab.txt"}
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
+MAX_WORD_CHARS = 200  # WordPiece's longest word; longer ones become [UNK] (TencentPretrain's, and Google BERT's)
 
 
 class TextTokenizer:
@@ -77,7 +80,8 @@ class TextTokenizer:
 
 @functools.lru_cache(maxsize=4)
 def _build(vocab: str, numbers: str) -> Tokenizer:
-    tokenizer = Tokenizer(models.WordPiece.from_file(str(VOCABS[vocab]), unk_token=UNK, max_input_chars_per_word=100))
+    wordpiece = models.WordPiece.from_file(str(VOCABS[vocab]), unk_token=UNK, max_input_chars_per_word=MAX_WORD_CHARS)
+    tokenizer = Tokenizer(wordpiece)
     tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
                                                       lowercase=True)
     words = pre_tokenizers.BertPreTokenizer()

@@ -234,7 +234,7 @@ def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, res
     with contextlib.ExitStack() as held:
         if d.main:  # one writer per run folder, as every stage
             held.enter_context(folder_lock(Path(out), "train"))
-        run = setup(shards_dir, Path(out), resolve(out, resume, init_from, given, reschedule), d, progress)
+        run = setup(shards_dir, Path(out), resolve(out, resume, init_from, given, reschedule, shards_dir), d, progress)
         held.callback(run.logger.close)
         config, last, metrics = run.config, min(run.config.max_steps, stop_at or run.config.max_steps), {}
         for step in range(run.start + 1, last + 1):
