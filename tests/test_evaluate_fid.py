@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from clip_fixture import save_tiny_clip
@@ -12,7 +11,9 @@ from PIL import Image
 from test_evaluate import face
 from test_generate import run_cli
 from test_generate_clip import write_model_files
+from train_fixture import one_thread  # noqa: F401 - an autouse fixture: the tiny models on one thread
 
+from corpus import layout
 from facetokens.shards import sample, write_shard
 from samples.random_inception import write_random_inception
 from trainer.evaluate import paper_rows
@@ -27,14 +28,16 @@ def setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     (root / "shards" / "val").mkdir(parents=True)
     write_shard(root / "shards" / "val", 0, [sample(f, rng.integers(0, 1024, 256)) for f in faces], [], 0, 4)
-    (root / "corpus" / "images").mkdir(parents=True)
-    paths = []
-    for n, f in enumerate(faces[:3]):  # the fourth face's original is not in the corpus: counted, not dropped
-        path = root / "corpus" / "images" / f"{n}.png"
-        Image.fromarray((rng.random((80 + 10 * n, 70, 3)) * 255).astype(np.uint8)).save(path)
-        paths.append((f.image_id, str(path)))
-    pq.write_table(pa.table({"image_id": [i for i, _ in paths], "path": [p for _, p in paths],
-                             "box": pa.array([None] * 3, pa.list_(pa.float64()))}), root / "corpus" / "images.parquet")
+    corpus = root / "corpus"
+    (corpus / "photos").mkdir(parents=True)
+    kept = faces[:3]  # the fourth face's original is not in the corpus: counted, not dropped
+    for n, f in enumerate(kept):
+        Image.fromarray((rng.random((80 + 10 * n, 70, 3)) * 255).astype(np.uint8)).save(corpus / "photos" / f.image)
+    # the corpus layout build-corpus writes: images.parquet without `path`, roots.yaml saying where the files are
+    layout.write_images(corpus, pa.table({"image_id": [f.image_id for f in kept], "dataset": [f.dataset for f in kept],
+                                          "image": [f.image for f in kept], "box": [None] * len(kept),
+                                          "split": [f.split for f in kept]}, schema=layout.STORED_IMAGE_SCHEMA))
+    layout.write_roots({"celeba": "photos"}, corpus)  # relative: taken from the corpus folder
     return {"root": root, "vq": model_files, "inception": write_random_inception(root / "inception.pth"),
             "clip": save_tiny_clip(root / "clip")}
 
@@ -46,22 +49,22 @@ def evaluate_args(s, *extra):
 
 
 def test_fid_is_and_clip_score_with_counts_beside_the_paper(setup, tmp_path):
-    result = run_cli(*evaluate_args(setup, "--fid", "--fid-samples", 5, "--inception-weights", setup["inception"],
+    result = run_cli(*evaluate_args(setup, "--fid", "--fid-samples", 4, "--inception-weights", setup["inception"],
                                     "--corpus", setup["root"] / "corpus", "--clip", setup["clip"], "--out", tmp_path))
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "evaluation.json").read_text())
     synthesis = report["synthesis"]
-    assert synthesis["generated"] == 5 and synthesis["texts"] == 4 and synthesis["real"] == 3
+    assert synthesis["generated"] == 4 and synthesis["texts"] == 4 and synthesis["real"] == 3
     assert synthesis["real_skipped"] == {"not_in_corpus": 1}
     assert np.isfinite(synthesis["fid"]) and synthesis["fid"] >= 0 and synthesis["is_mean"] >= 1.0
-    assert synthesis["clip_faces"] == 5 and np.isfinite(synthesis["clip_score"])
+    assert synthesis["clip_faces"] == 4 and np.isfinite(synthesis["clip_score"])
     rows = {(r["table"], r["metric"]): r for r in report["paper"]}
     fid_row = rows[("Table 2", "FID (1,000 generated vs the validation split)")]
     assert fid_row["ours"] == synthesis["fid"] and fid_row["paper"] == 104.9
-    assert fid_row["count"] == "5 generated / 3 real"
+    assert fid_row["count"] == "4 generated / 3 real"
     assert rows[("Table 3", "METEOR")]["why_not"] == "not asked"
     table = (tmp_path / "evaluation.md").read_text()
-    assert f"| FID | {synthesis['fid']:.2f} | 5 | 3 |" in table and "biased upward" in table
+    assert f"| FID | {synthesis['fid']:.2f} | 4 | 3 |" in table and "biased upward" in table
     assert "| Table 2 | text-guided face synthesis | user study: quality (1-5) | n/a (a user study) |" in table
 
 
