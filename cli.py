@@ -308,14 +308,21 @@ def _model_options(fn):
 @click.option("--greedy", is_flag=True, help="Arg-max decoding (one sample).")
 @click.option("--batch-size", type=int, cls=DataclassDefault, source="trainer.generate:Sampling.batch_size",
               help="Rows decoded together, a row being one sample of one request.")
+@click.option("--clip", "clip_dir", type=click.Path(path_type=Path),
+              help="A local CLIP folder (Hugging Face format): rank each request's samples against its condition.")
+@click.option("--keep", type=int, show_default="all, ranked",
+              help="With --clip: keep the best N samples of each request (a request line's `keep` overrides it).")
 @user_errors
 def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, prompt, text, image, attribute,
-             dataset, candidates, requests_file, out, **sampling) -> None:
+             dataset, candidates, requests_file, out, clip_dir, keep, **sampling) -> None:
     """Faces from text (to_image), captions (to_caption) and attribute values (to_attributes) from faces."""
-    from trainer.generate import Request, Sampling, read_requests, run_requests, summary_lines
-    from trainer.inference import load_session
+    from trainer.generate import Request, Sampling, check_plan, read_requests, run_requests, summary_lines
+    from trainer.inference import check_device, load_session
 
     settings = Sampling(**sampling)
+    check_device(device)
+    if keep is not None and keep < 1:
+        raise UserError(f"--keep {keep}: need at least 1")
     if requests_file is not None:
         if prompt is not None:
             raise UserError("give either --requests FILE or --prompt with its inputs, not both")
@@ -327,8 +334,14 @@ def generate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, d
         requests = [Request(prompt, text=text, image=str(image) if image else None, attribute=attribute,
                             dataset=dataset, candidates=values)]
         requests[0].check("generate")
+    check_plan(requests, settings, keep, clip_dir is not None)  # every request checked before any model work
+    scorer = None
+    if clip_dir is not None:
+        from trainer.clip import ClipScorer
+
+        scorer = ClipScorer.load(clip_dir, device or "cpu")
     session = load_session(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype)
-    results = run_requests(session, requests, settings, out)
+    results = run_requests(session, requests, settings, out, clip=scorer, keep=keep)
     click.echo("\n".join(summary_lines(results, out)))
 
 
@@ -361,15 +374,40 @@ def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtyp
 @click.option("--batch-size", type=int, cls=DataclassDefault, source="trainer.evaluate:EvaluateConfig.batch_size",
               help="Rows decoded or scored together, a row being one face with one prompt.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for evaluation.json and evaluation.md.")
+@click.option("--no-meteor", is_flag=True, help="Skip METEOR (it starts Java, seconds).")
+@click.option("--fid", is_flag=True, help="Table 2: FID and IS of faces generated from the split's captions "
+                                          "against its real faces (needs --vqgan-ckpt and --inception-weights).")
+@click.option("--fid-samples", type=int, cls=DataclassDefault, source="trainer.synthesis:SynthesisConfig.samples",
+              help="Faces to generate for --fid (the paper's 1,000).")
+@click.option("--inception-weights", type=click.Path(path_type=Path),
+              help="torch-fidelity's pt_inception-2015-12-05-6726825d.pth (see docs/reproducing.md).")
+@click.option("--corpus", "corpus_dir", type=click.Path(path_type=Path),
+              show_default="the one SHARDS/index.json names", help="With --fid: the corpus of the real faces.")
+@click.option("--clip", "clip_dir", type=click.Path(path_type=Path),
+              help="With --fid: also the mean CLIP score of the generated faces against their texts.")
+@click.option("--seed", type=int, cls=DataclassDefault, source="trainer.synthesis:SynthesisConfig.seed",
+              help="With --fid: the sampling seed.")
 @user_errors
 def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, shards, split, limit,
-             batch_size, out) -> None:
+             batch_size, out, no_meteor, fid, fid_samples, inception_weights, corpus_dir, clip_dir, seed) -> None:
     """Measure a checkpoint on held-out faces: attribute accuracy, age MAE, candidate ranking, captions, losses."""
     from trainer.evaluate import EvaluateConfig, run_evaluation
-    from trainer.inference import load_session
+    from trainer.inference import check_device, load_session
+    from trainer.synthesis import SynthesisConfig
 
+    config = EvaluateConfig(split=split, limit=limit, batch_size=batch_size, meteor=not no_meteor)
+    check_device(device)
+    synthesis = None
+    if fid:
+        if vqgan_ckpt is None:
+            raise UserError("--fid needs the VQGAN to turn generated codes into faces: pass --vqgan-ckpt "
+                            "(and --vqgan-config for a taming last.ckpt)")
+        synthesis = SynthesisConfig(samples=fid_samples, inception_weights=inception_weights, clip=clip_dir,
+                                    corpus=corpus_dir, seed=seed, batch_size=batch_size)
+    elif clip_dir is not None or inception_weights is not None:
+        raise UserError("--clip and --inception-weights apply with --fid")
     session = load_session(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype)
-    report = run_evaluation(session, shards, EvaluateConfig(split=split, limit=limit, batch_size=batch_size), out)
+    report = run_evaluation(session, shards, config, out, synthesis=synthesis)
     click.echo(report["table"])
 
 

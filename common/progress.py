@@ -5,7 +5,8 @@
 
 A bar's `\r` redraws make a log file or a CI console unreadable, so when stderr is not a terminal each
 update is one line (`build-corpus: 2/7 stages (clean)`), at most one every `every` seconds and always
-the last one. `enabled=False` shows nothing (library callers, tests).
+the last one. Lines go to stderr so that a command's printed summary stays clean on stdout.
+`enabled=False` (library callers, tests, `quiet`) or nothing to count (`total` 0) shows nothing.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Progress:
     def __init__(self, total: int, desc: str, unit: str, *, enabled: bool = True, every: float = 10.0):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.done, self.last_line = 0, float("-inf")
+        enabled = enabled and total > 0
         self.plain = enabled and not sys.stderr.isatty()
         self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled or self.plain, dynamic_ncols=True)
 

@@ -7,8 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
-"$PY" -m pip install --quiet -e ".[dev,serve]"
+"$PY" -m pip install --quiet -e ".[dev,eval,serve]"
 "$PY" -m pip install --quiet --no-deps "taming-transformers-rom1504==0.0.6"
+# torch-fidelity declares torchvision (a CUDA build here); evaluate --fid imports only its Inception module,
+# which needs torch alone (docs/reproducing.md, "FID/IS and torchvision").
+"$PY" -m pip install --quiet --no-deps "torch-fidelity==0.4.0"
 # Headless Chromium (Debian's package, no browser download at run time) for the tests that open the
 # demo's report.html and drive the serve page (playwright on this chromium). Optional: without root or
 # apt those tests check the report's files and the page's HTTP API instead.

@@ -8,12 +8,11 @@
 Every request gets its own folder under `workdir` (the server's temporary folder) and runs through
 `run_requests` exactly as `generate` runs a one-line requests file: the same session, batching and
 key-value cache. Only the newest `KEEP_ANSWERS` folders are kept. With a CLIP scorer, faces and captions
-are also ranked by CLIP similarity to their condition: by `run_requests` itself where it takes a scorer
-(`generate --clip`, so results.jsonl is that command's line), else here with the same scorer.
+are also ranked by CLIP similarity to their condition, by `run_requests` itself (as `generate --clip`, so
+results.jsonl is that command's line).
 """
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import math
@@ -32,9 +31,6 @@ MAX_SAMPLES = 16
 KEEP_ANSWERS = 32  # request folders kept in the temporary folder (the oldest are removed)
 BUNDLE = "talk2face-faces.zip"
 CLIP_FILE = "clip.json"
-# generate ranks samples by CLIP itself where run_requests takes `clip` (generate --clip); then results.jsonl holds
-# the scores and the page shows those, else the service scores with the same trainer.clip scorer
-GENERATE_RANKS = "clip" in inspect.signature(run_requests).parameters
 
 
 @dataclass
@@ -94,20 +90,10 @@ class Service:
         text = " ".join((text or "").split())
         if not text:
             raise UserError("text: type a caption or attributes to draw faces from")
-        answer = self._run(Request("to_image", text=text), sampling)
-        if self.clip is not None and answer.clip is None:
-            from PIL import Image
-
-            images = [Image.open(answer.folder / s["image"]).convert("RGB") for s in answer.result["samples"]]
-            self._rank(answer, self.clip.text_to_images(text, images))
-        return answer
+        return self._run(Request("to_image", text=text), sampling)
 
     def caption(self, face: str | Path | None, sampling: Sampling) -> Answer:
-        answer = self._run(Request("to_caption", image=self._face(face)), sampling)
-        if self.clip is not None and answer.clip is None:
-            texts = [s["text"] for s in answer.result["samples"]]
-            self._rank(answer, self.clip.image_to_texts(self.seen_face(face), texts))
-        return answer
+        return self._run(Request("to_caption", image=self._face(face)), sampling)
 
     def attributes(self, face: str | Path | None, dataset: str | None, key: str | None,
                    candidates: str | None) -> Answer:
@@ -157,23 +143,15 @@ class Service:
 
     def _run(self, request: Request, sampling: Sampling) -> Answer:
         folder = self.workdir / f"request-{next(self._numbers):06d}"
-        ranking = {"clip": self.clip} if self.clip is not None and GENERATE_RANKS else {}
-        results = run_requests(self.session, [request], sampling, folder, **ranking)
+        results = run_requests(self.session, [request], sampling, folder, clip=self.clip)
         self._prune()
         answer = Answer(results[0], folder)
         samples = answer.result["samples"]
-        if samples and all("clip_score" in s for s in samples):  # generate ranked them (generate --clip)
+        if samples and all("clip_score" in s for s in samples):  # ranked by CLIP (faces and captions)
             answer.clip = [s["clip_score"] for s in samples]
             answer.order = sorted(range(len(samples)), key=lambda k: samples[k]["clip_rank"])
             answer.clip_truncated = bool(answer.result.get("clip_truncated"))
         return answer
-
-    def _rank(self, answer: Answer, scores) -> None:
-        """CLIP ranking where generate has none of its own (before generate --clip): the same scorer and rank()."""
-        from trainer.clip import rank
-
-        answer.clip, answer.clip_truncated = list(scores.scores), bool(scores.truncated)
-        answer.order = list(rank(answer.clip, len(answer.clip)))
 
     def _prune(self) -> None:
         folders = sorted(self.workdir.glob("request-*"))

@@ -1,4 +1,7 @@
-"""Progress off a terminal: plain lines (no `\\r` redraws), throttled, the last one always shown."""
+"""Progress off a terminal: plain lines (no `\\r` redraws), throttled, the last one always shown; nothing when
+disabled (quiet) or when there is nothing to count."""
+import pytest
+
 from common.progress import Progress
 
 
@@ -19,3 +22,15 @@ def test_every_update_is_a_line_when_not_throttled_and_nothing_when_disabled(cap
     with Progress(3, "preview", "face", enabled=False) as progress:
         progress.update(3)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("total, steps, lines", [(100, [1] * 100, 2), (3, [1, 1, 1], 2), (50, [50], 1), (0, [], 0)])
+def test_throttled_lines_end_with_the_total_and_stdout_stays_clean(capsys, total, steps, lines):
+    with Progress(total, "generate", "face", every=3600) as progress:
+        for n in steps:
+            progress.update(n)
+    captured = capsys.readouterr()
+    out = captured.err.splitlines()
+    assert captured.out == "" and len(out) == lines and "\r" not in captured.err
+    if lines:
+        assert out[-1] == f"generate: {total}/{total} faces"

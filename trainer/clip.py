@@ -64,12 +64,17 @@ class ClipScorer:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the "no torchvision: PIL image processor" notice is expected here
         try:
-            model = CLIPModel.from_pretrained(folder, local_files_only=True)
+            _check_model_type(folder)
+            model, info = CLIPModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
             processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"--clip {folder}: not a loadable CLIP model and processor ({first_line(e)})") from None
         finally:
             hf_logging.set_verbosity(verbosity)
+        missing = info.get("missing_keys") or []
+        if missing:  # transformers would fill them with random values and only warn
+            raise UserError(f"--clip {folder}: {len(missing)} weights missing from the checkpoint "
+                            f"(first {min(missing)}): not a complete CLIP")
         if getattr(processor, "tokenizer", None) is None or getattr(processor, "image_processor", None) is None:
             raise UserError(f"--clip {folder}: the processor lacks a tokenizer or an image processor")
         if len(processor.tokenizer) > model.config.text_config.vocab_size:
@@ -124,6 +129,18 @@ class ClipScorer:
             return ClipScores([], False)
         text_vectors, truncated = self._text_embeddings(texts)
         return ClipScores((SCALE * (text_vectors * self._image_embeddings(images)).sum(-1)).tolist(), truncated)
+
+
+def _check_model_type(folder: Path) -> None:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"config.json: {first_line(e)}") from None
+    if not isinstance(config, dict) or config.get("model_type") != "clip":
+        found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"config.json is a {found!r} model, not a CLIP")
 
 
 def _features(output) -> torch.Tensor:

@@ -8,11 +8,15 @@ For every face of the split (read from `SHARDS/<split>/`, or from `SHARDS/` keep
     where the label is a number (ages) also the mean absolute error (an answer that is not a number is
     counted apart). Where the manifest gives the key's vocabulary, the candidates are also ranked by
     log-likelihood and that accuracy is reported beside the greedy one (greedy pays for invalid labels).
-  * captions: one greedy caption per face, BLEU-4 / ROUGE-L / CIDEr against all references of the face in
-    that dataset (`trainer.metrics`).
+  * captions: one greedy caption per face, BLEU-4 / ROUGE-L / CIDEr-D against all references of the face in
+    that dataset (`trainer.metrics`, pure Python, equal to pycocoevalcap's to 1e-12), and METEOR 1.5 through
+    pycocoevalcap's Java jar where Java is present (`n/a (needs Java)` otherwise; no other METEOR stands in).
   * per-task loss: the four training layouts of each face (first caption, first attribute text), mean
     cross-entropy per target token.
-The paper's Table 3 / Table 4 tasks are printed beside the paper's figures (`paper_figures.json`).
+  * with `--fid` (`trainer.synthesis`): FID and IS of faces generated from the split's captions against the
+    split's real faces (the paper's Table 2), and with `--clip` their mean CLIP score against their texts.
+Every row of the paper's Tables 2-5 that this run can compute is printed beside the paper's figure
+(`paper_figures.json`); the rest print n/a.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
+from common.progress import Progress
 from trainer import metrics
 from trainer.generate import TEXT, Sampling, decode, first_value, score, value_ends
 from trainer.sequences import IGNORE, attribute_head, pad_batch
@@ -45,6 +50,19 @@ class EvaluateConfig:
     limit: int | None = None  # at most this many faces
     batch_size: int = 64  # rows decoded, scored or measured together
     max_value_tokens: int = 16  # a greedy attribute value stops at `;`, [SEP] or this many tokens
+    meteor: bool = True  # METEOR through Java (seconds to start); off = n/a (not asked)
+    quiet: bool = False  # no progress lines
+
+    def __post_init__(self):
+        problems = []
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"--limit {self.limit}: need at least 1 face (leave it out for the whole split)")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size {self.batch_size}: need at least 1")
+        if self.split not in ("val", "test"):
+            problems.append(f"--split {self.split!r}: expected val or test")
+        if problems:
+            raise UserError("; ".join(problems))
 
 
 # ---------------------------------------------------------------------- inputs
@@ -192,12 +210,17 @@ def evaluate_captions(session, faces, config: EvaluateConfig) -> dict:
     prompts = [lay.to_caption_prompt(faces[n][1], faces[n][0]["image_id"]) for n in chosen]
     outputs = decode(session.model, prompts, TEXT, tok, Sampling(greedy=True, batch_size=config.batch_size))
     captions = {n: tok.decode(o["tokens"]) for n, o in zip(chosen, outputs)}
-    report = {}
+    groups = {}
     for dataset in sorted({d for n in chosen for d in refs[n]}):
         faces_of = [n for n in chosen if dataset in refs[n]]
-        hyps, references = [captions[n] for n in faces_of], [refs[n][dataset] for n in faces_of]
-        report[dataset] = {"faces": len(faces_of), "bleu4": metrics.bleu4(hyps, references),
+        groups[dataset] = ([captions[n] for n in faces_of], [refs[n][dataset] for n in faces_of])
+    missing = metrics.meteor_missing() if config.meteor else "not asked"
+    meteors = metrics.meteor_groups(groups) if missing is None else {}
+    report = {}
+    for dataset, (hyps, references) in groups.items():
+        report[dataset] = {"faces": len(hyps), "bleu4": metrics.bleu4(hyps, references),
                            "rouge_l": metrics.rouge_l(hyps, references), "cider": metrics.cider(hyps, references),
+                           "meteor": meteors.get(dataset), "meteor_missing": missing,
                            "example": {"generated": hyps[0], "reference": references[0][0]}}
     return report
 
@@ -248,33 +271,67 @@ def evaluate_losses(session, faces, config: EvaluateConfig) -> dict:
 
 
 # ---------------------------------------------------------------------- the paper's tables and the report
-def paper_rows(attributes: dict, captions: dict) -> list[dict]:
+def paper_rows(attributes: dict, captions: dict, synthesis: dict | None = None) -> list[dict]:
+    """Every row of paper_figures.json with ours beside it (None where this run cannot compute it) and its count."""
     figures = json.loads(PAPER_FIGURES.read_text(encoding="utf-8"))
     rows = []
     for spec in figures["rows"]:
-        ours = None
-        if spec["measure"] in ("bleu4", "rouge_l", "cider"):
-            ours = captions.get(spec["dataset"], {}).get(spec["measure"])
-        elif spec["key"] == "*":
-            accuracies = [r["accuracy"] for r in attributes.values() if r["dataset"] == spec["dataset"]]
-            ours = sum(accuracies) / len(accuracies) if accuracies else None
-        else:
-            ours = attributes.get(f"{spec['dataset']}/{spec['key']}", {}).get(spec["measure"])
+        ours, count, why = _ours(spec, attributes, captions, synthesis or {}, figures["celeba_hq_datasets"])
         if ours is not None and spec["unit"] == "%":
             ours *= 100
-        rows.append({**spec, "ours": ours, "source": figures["source"]})
+        rows.append({**spec, "ours": ours, "count": count, "why_not": why, "source": figures["source"]})
     return rows
 
 
-def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None) -> dict:
+def _ours(spec: dict, attributes: dict, captions: dict, synthesis: dict, celeba_hq: list[str]):
+    """(our figure, the sample count it rests on, why there is none)."""
+    measure, dataset = spec["measure"], spec.get("dataset")
+    if measure is None:
+        return None, None, "a user study"
+    if measure in ("fid", "is_mean"):
+        if "fid" not in synthesis:
+            return None, None, synthesis.get("skipped", "needs --fid")
+        if dataset == "celeba_hq" and not set(synthesis["real_datasets"]) <= set(celeba_hq):
+            return None, None, f"needs real faces of {' or '.join(celeba_hq)} only"
+        return synthesis[measure], f"{synthesis['generated']} generated / {synthesis['real']} real", None
+    if measure in ("bleu4", "rouge_l", "cider", "meteor"):
+        row = captions.get(dataset, {})
+        why = row.get("meteor_missing") if measure == "meteor" else None
+        return row.get(measure), row.get("faces"), why or (None if row else f"no {dataset} captions")
+    if spec["key"] == "*":
+        chosen = [r for r in attributes.values() if r["dataset"] == dataset]
+        if not chosen:
+            return None, None, f"no {dataset} attributes"
+        return sum(r["accuracy"] for r in chosen) / len(chosen), sum(r["n"] for r in chosen), None
+    row = attributes.get(f"{dataset}/{spec['key']}", {})
+    count = row.get("n")
+    if measure == "mae" and row:
+        count = row["n"] - row.get("not_a_number", 0)  # MAE rests on the answers that are numbers
+    return row.get(measure), count, None if row else f"no {dataset} {spec['key']}"
+
+
+def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None,
+                   synthesis=None) -> dict:
+    """All measurements; `synthesis` (a `trainer.synthesis.SynthesisConfig`) adds FID/IS (and CLIP)."""
     faces = read_faces(shards, config.split, config.limit)
     log.info("evaluating %d %s faces", len(faces), config.split)
-    attributes = evaluate_attributes(session, faces, config)
-    captions = evaluate_captions(session, faces, config)
-    losses = evaluate_losses(session, faces, config)
+    synthesized = {}
+    if synthesis is not None:
+        from trainer.synthesis import evaluate_synthesis
+
+        synthesized = evaluate_synthesis(session, faces, shards, synthesis)
+    measured = {}
+    with Progress(3, "evaluate", "measurement", enabled=not config.quiet) as bar:
+        for name, measure in (("attributes", evaluate_attributes), ("captions", evaluate_captions),
+                              ("losses", evaluate_losses)):
+            measured[name] = measure(session, faces, config)
+            bar.update(1, name)
+    attributes, captions, losses = measured["attributes"], measured["captions"], measured["losses"]
     report = {"checkpoint": str(session.checkpoint), "shards": str(shards), "config": asdict(config),
               "faces": len(faces), "attributes": attributes, "captions": captions, "losses": losses,
-              "paper": paper_rows(attributes, captions)}
+              "synthesis": synthesized, "paper": paper_rows(attributes, captions, synthesized)}
+    if synthesis is not None:
+        report["synthesis_config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(synthesis).items()}
     report["table"] = format_report(report)
     if out is not None:
         from common.fileio import atomic_path, output_folder, write_json
@@ -290,23 +347,35 @@ def _fmt(value, digits=2, scale=1.0) -> str:
     return "n/a" if value is None else f"{value * scale:.{digits}f}"
 
 
+def _paper_line(r: dict) -> str:
+    unit = "" if r["unit"] == "score" else f" ({r['unit']})"
+    ours = _fmt(r["ours"]) if r["ours"] is not None else f"n/a ({r['why_not']})" if r["why_not"] else "n/a"
+    what = f"{r['model']}: {r['task']}" if r.get("model") else r["task"]
+    return (f"| {r['table']} | {what} | {r['metric']}{unit} | {ours} | {r['count'] if r['count'] is not None else ''} "
+            f"| {_fmt(r['paper'], 1)} |")
+
+
 def format_report(report: dict) -> str:
+    from trainer.synthesis import format_synthesis
+
     lines = [f"# Evaluation of {report['checkpoint']} on {report['faces']} {report['config']['split']} faces", "",
-             "## The paper's tasks", "", "| table | task | metric | ours | paper |", "|---|---|---|---|---|"]
-    for r in report["paper"]:
-        unit = "" if r["unit"] == "score" else f" ({r['unit']})"
-        lines.append(f"| {r['table']} | {r['task']} | {r['metric']}{unit} | {_fmt(r['ours'])} | {_fmt(r['paper'], 1)} |")
+             "## The paper's tasks", "", "| table | task | metric | ours | n | paper |", "|---|---|---|---|---|---|"]
+    lines += [_paper_line(r) for r in report["paper"]]
     if report["paper"]:
-        lines.append(f"\nPaper: {report['paper'][0]['source']}")
+        lines.append(f"\nPaper: {report['paper'][0]['source']}. Table 5 rows are models trained another way: "
+                     "ours is this checkpoint's figure.")
     lines += ["", "## Attributes (greedy; ranked = candidates by log-likelihood)", "",
               "| dataset | key | n | accuracy % | ranked % | MAE | not a number |", "|---|---|---|---|---|---|---|"]
     for r in report["attributes"].values():
         lines.append(f"| {r['dataset']} | {r['key']} | {r['n']} | {_fmt(r['accuracy'], 1, 100)} | "
                      f"{_fmt(r.get('ranked_accuracy'), 1, 100)} | {_fmt(r.get('mae'))} | {r.get('not_a_number', '')} |")
-    lines += ["", "## Captions (greedy)", "", "| dataset | faces | BLEU-4 % | ROUGE-L % | CIDEr |", "|---|---|---|---|---|"]
+    lines += ["", "## Captions (greedy)", "", "| dataset | faces | BLEU-4 % | ROUGE-L % | METEOR % | CIDEr |",
+              "|---|---|---|---|---|---|"]
     for dataset, r in report["captions"].items():
+        meteor = _fmt(r["meteor"], 2, 100) if r.get("meteor") is not None else f"n/a ({r.get('meteor_missing')})"
         lines.append(f"| {dataset} | {r['faces']} | {_fmt(r['bleu4'], 2, 100)} | {_fmt(r['rouge_l'], 2, 100)} | "
-                     f"{_fmt(r['cider'], 3)} |")
+                     f"{meteor} | {_fmt(r['cider'], 3)} |")
+    lines += format_synthesis(report.get("synthesis") or {})
     lines += ["", "## Loss per task (mean cross-entropy per target token)", "", "| task | tokens | loss |", "|---|---|---|"]
     for task, r in report["losses"].items():
         lines.append(f"| {task} | {r['tokens']} | {r['loss']:.4f} |")

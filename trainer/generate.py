@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +34,10 @@ IMAGE, TEXT = "image", "text"
 TARGETS = {"to_image": IMAGE, "to_caption": TEXT, "to_attributes": TEXT}
 RESULTS_FILE = "results.jsonl"
 IMAGES_DIR = "images"
+# Every generated row's tokens are held until results.jsonl is written (a to_image row: 256 ids, ~9 KB as Python
+# ints), so one run generates at most this many rows (requests x samples); images are decoded, written and
+# CLIP-scored a few at a time. 20,000 rows hold ~200 MB.
+MAX_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,15 @@ class Sampling:
             problems.append(f"--samples {self.samples}: need at least 1")
         if self.top_k < 0:
             problems.append(f"--top-k {self.top_k}: need 0 (off) or more")
-        if not 0.0 <= self.top_p <= 1.0:
+        if math.isfinite(self.top_p) and not 0.0 <= self.top_p <= 1.0:
             problems.append(f"--top-p {self.top_p}: need a value in [0, 1] (0 = off)")
-        if self.temperature <= 0:
-            problems.append(f"--temperature {self.temperature}: need a positive value")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            problems.append(f"--temperature {self.temperature}: need a positive finite value")
+        if not math.isfinite(self.top_p):
+            problems.append(f"--top-p {self.top_p}: need a value in [0, 1] (0 = off)")
+        if self.samples > MAX_ROWS:
+            problems.append(f"--samples {self.samples}: at most {MAX_ROWS:,} in one run (run again with "
+                            "another --seed for more)")
         if self.batch_size < 1:
             problems.append(f"--batch-size {self.batch_size}: need at least 1")
         if problems:
@@ -127,8 +137,10 @@ class _Uncached:
 @torch.no_grad()
 def decode(model: Talk2Face, prompts: list[Sequence], target: str, tokenizer, sampling: Sampling,
            generator: torch.Generator | None = None, stop_ids: tuple[int, ...] | None = None,
-           max_new: int | None = None, use_cache: bool = True) -> list[dict]:
-    """One generated target per prompt: {"tokens": ids (stop token excluded), "stopped": bool}, in prompt order."""
+           max_new: int | None = None, use_cache: bool = True, done=None) -> list[dict]:
+    """One generated target per prompt: {"tokens": ids (stop token excluded), "stopped": bool}, in prompt order.
+
+    `done(n)`, when given, is called after each batch with its number of rows (a progress bar's update)."""
     config = model.config
     if target == IMAGE:
         stop_ids, limits = (), [config.image_tokens] * len(prompts)
@@ -149,6 +161,8 @@ def decode(model: Talk2Face, prompts: list[Sequence], target: str, tokenizer, sa
                                stop_ids, _Cached if use_cache else _Uncached)
             for i, r in zip(chunk, out):
                 results[i] = r
+            if done is not None:
+                done(len(chunk))
     return results
 
 
@@ -238,6 +252,7 @@ class Request:
     dataset: str | None = None  # to_attributes: an optional dataset name before the key ("celeba gender:")
     candidates: list[str] | None = None  # to_attributes: values to rank by log-likelihood
     id: str | None = None  # the caller's name for the request, copied to the results
+    keep: int | None = None  # with a CLIP: keep the best `keep` samples (default: --keep)
 
     def check(self, where: str) -> None:
         if self.prompt not in PROMPTS:
@@ -248,6 +263,12 @@ class Request:
             raise UserError(f"{where}: {self.prompt} needs {' and '.join(missing)}")
         if self.candidates is not None and self.prompt != "to_attributes":
             raise UserError(f"{where}: candidates only apply to to_attributes")
+        if self.keep is not None and (isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1):
+            raise UserError(f"{where}: keep {self.keep!r}: expected a whole number of at least 1")
+        if self.keep is not None and self.prompt == "to_attributes":
+            raise UserError(f"{where}: keep applies to to_image and to_caption (to_attributes is one greedy value)")
+        if self.image and not Path(self.image).is_file():
+            raise UserError(f"{where}: cannot read the face {self.image} (no such file)")
 
 
 def read_requests(path: Path) -> list[Request]:
@@ -270,17 +291,30 @@ def read_requests(path: Path) -> list[Request]:
             unknown = sorted(set(values) - fields) if isinstance(values, dict) else []
             raise UserError(f"{where}: expected an object with some of {', '.join(sorted(fields))}"
                             + (f"; unknown {', '.join(unknown)}" if unknown else ""))
-        if isinstance(values.get("candidates"), str):
-            values["candidates"] = [c.strip() for c in values["candidates"].split(",") if c.strip()]
-        wrong = [k for k, v in values.items() if v is not None and k != "candidates" and not isinstance(v, str)]
-        if wrong or not all(isinstance(c, str) for c in values.get("candidates") or []):
-            raise UserError(f"{where}: {', '.join(wrong) or 'candidates'} must be text")
-        request = Request(**values)
+        request = Request(**_request_values(values, where))
         request.check(where)
         requests.append(request)
     if not requests:
         raise UserError(f"--requests {path}: no requests in the file")
     return requests
+
+
+def _request_values(values: dict, where: str) -> dict:
+    """A requests line's fields checked for type: text fields text, candidates a list of text or one
+    comma-separated text, keep a whole number; `prompt` present."""
+    if "prompt" not in values:
+        raise UserError(f"{where}: no prompt (expected one of {', '.join(PROMPTS)})")
+    candidates = values.get("candidates")
+    if isinstance(candidates, str):
+        values["candidates"] = [c.strip() for c in candidates.split(",") if c.strip()]
+    elif candidates is not None and not (isinstance(candidates, list) and all(isinstance(c, str) for c in candidates)):
+        raise UserError(f"{where}: candidates must be a list of texts or one comma-separated text, "
+                        f"not {type(candidates).__name__} {json.dumps(candidates)[:60]}")
+    wrong = [k for k, v in values.items()
+             if v is not None and k not in ("candidates", "keep") and not isinstance(v, str)]
+    if wrong:
+        raise UserError(f"{where}: {', '.join(wrong)} must be text")
+    return values
 
 
 def build_prompt(session, request: Request, codes: list[int] | None, where: str) -> Sequence:
@@ -303,15 +337,37 @@ def first_value(text: str) -> str:
     return text.split(";")[0].strip()
 
 
-def run_requests(session, requests: list[Request], sampling: Sampling, out: Path) -> list[dict]:
-    """Generate for every request; images as PNG under out/images/, every result in out/results.jsonl."""
-    from PIL import Image
+def check_plan(requests: list[Request], sampling: Sampling, keep: int | None = None, clip: bool = False) -> int:
+    """Everything about the requests that can be refused before any model work; the rows to generate."""
+    rows = 0
+    for n, r in enumerate(requests):
+        where = f"request {n + 1}"
+        r.check(where)
+        count = 1 if sampling.greedy or r.prompt == "to_attributes" else sampling.samples
+        rows += count
+        wanted = r.keep if r.keep is not None else keep if r.prompt != "to_attributes" else None
+        if wanted is not None and not clip:
+            raise UserError(f"{where}: keep {wanted} needs --clip DIR (the samples are ranked by CLIP)")
+        if wanted is not None and wanted > count:
+            raise UserError(f"{where}: keep {wanted} is more than the {count} sample(s) generated (--samples)")
+    if rows > MAX_ROWS:
+        raise UserError(f"{len(requests)} request(s) x their samples = {rows:,} rows: at most {MAX_ROWS:,} in one run "
+                        "(split the requests or lower --samples)")
+    return rows
 
+
+def run_requests(session, requests: list[Request], sampling: Sampling, out: Path, clip=None,
+                 keep: int | None = None, quiet: bool = False) -> list[dict]:
+    """Generate for every request; images as PNG under out/images/, every result in out/results.jsonl.
+
+    With `clip` (a `trainer.clip.ClipScorer`), each to_image / to_caption request's samples are scored against its
+    condition and the best `keep` (the request's own `keep`, else this one, else all) are marked `kept`.
+    """
     from common.fileio import output_folder, write_jsonl
+    from common.progress import Progress
 
     out = output_folder(out)
-    for n, r in enumerate(requests):
-        r.check(f"request {n + 1}")
+    rows = check_plan(requests, sampling, keep, clip is not None)
     faces = sorted({r.image for r in requests if r.image})
     codes_of = dict(zip(faces, session.encode_faces(faces))) if faces else {}
     if any(r.prompt == "to_image" for r in requests):
@@ -319,29 +375,33 @@ def run_requests(session, requests: list[Request], sampling: Sampling, out: Path
     prompts = [build_prompt(session, r, codes_of.get(r.image), f"request {n + 1}") for n, r in enumerate(requests)]
     generator = torch.Generator(session.device).manual_seed(sampling.seed)
     results = [_result_head(r, p) for r, p in zip(requests, prompts)]
-    for target in (IMAGE, TEXT):
-        todo = [n for n, r in enumerate(requests) if TARGETS[r.prompt] == target]
-        if not todo:
-            continue
-        rows, owners = [], []
-        for n in todo:
-            greedy = sampling.greedy or requests[n].prompt == "to_attributes"
-            count = 1 if greedy else sampling.samples
-            rows += [prompts[n]] * count
-            owners += [(n, greedy)] * count
-        greedy_rows = [i for i, (_, g) in enumerate(owners) if g]
-        sampled_rows = [i for i, (_, g) in enumerate(owners) if not g]
-        outputs: list[dict | None] = [None] * len(rows)
-        for subset, mode in ((greedy_rows, Sampling(**{**asdict(sampling), "greedy": True})), (sampled_rows, sampling)):
-            if subset:
-                for i, o in zip(subset, decode(session.model, [rows[i] for i in subset], target, session.tokenizer,
-                                               mode, generator)):
-                    outputs[i] = o
-        for (n, _), o in zip(owners, outputs):
-            results[n]["samples"].append(o)
-    _finish(session, requests, prompts, results, out, Image)
+    with Progress(rows, "generate", "sample", enabled=not quiet) as bar:
+        for target in (IMAGE, TEXT):
+            _generate_target(session, requests, prompts, results, target, sampling, generator, bar)
+    _finish(session, requests, prompts, results, out, clip, keep)
     write_jsonl(results, out / RESULTS_FILE)
     return results
+
+
+def _generate_target(session, requests, prompts, results, target, sampling, generator, bar) -> None:
+    rows, owners = [], []
+    for n, request in enumerate(requests):
+        if TARGETS[request.prompt] != target:
+            continue
+        greedy = sampling.greedy or request.prompt == "to_attributes"
+        count = 1 if greedy else sampling.samples
+        rows += [prompts[n]] * count
+        owners += [(n, greedy)] * count
+    outputs: list[dict | None] = [None] * len(rows)
+    greedy_mode = Sampling(**{**asdict(sampling), "greedy": True})
+    for wanted, mode in ((True, greedy_mode), (False, sampling)):
+        subset = [i for i, (_, g) in enumerate(owners) if g == wanted]
+        if subset:
+            for i, o in zip(subset, decode(session.model, [rows[i] for i in subset], target, session.tokenizer, mode,
+                                           generator, done=bar.update)):
+                outputs[i] = o
+    for (n, _), o in zip(owners, outputs):
+        results[n]["samples"].append(o)
 
 
 def _result_head(request: Request, prompt: Sequence) -> dict:
@@ -349,43 +409,101 @@ def _result_head(request: Request, prompt: Sequence) -> dict:
     return {**inputs, "prompt_tokens": prompt.tokens, "prompt_truncated": prompt.truncated, "samples": []}
 
 
-def _finish(session, requests, prompts, results, out: Path, Image) -> None:
+def _finish(session, requests, prompts, results, out: Path, clip, keep: int | None) -> None:
     tok = session.tokenizer
     for n, (request, result) in enumerate(zip(requests, results)):
         samples = result["samples"]
         if TARGETS[request.prompt] == IMAGE:
-            from trainer.text import image_codes
-
-            images = session.decode_faces([image_codes(s["tokens"], session.config.text_vocab_size) for s in samples])
-            (out / IMAGES_DIR).mkdir(exist_ok=True)
-            for k, (s, array) in enumerate(zip(samples, images)):
-                name = f"{IMAGES_DIR}/{n:05d}-{k:02d}.png"
-                Image.fromarray(array).save(out / name)
-                s["image"] = name
+            scores = _write_faces(session, n, request, samples, out, clip)
         else:
             for s in samples:
                 s["text"] = tok.decode(s["tokens"])
                 if request.prompt == "to_attributes":
                     s["value"] = first_value(s["text"])
+            scores = _caption_scores(request, samples, clip)
+        if scores is not None:
+            _select(result, scores, request.keep if request.keep is not None else keep)
         if request.candidates:
             continuations = [tok.encode(c) for c in request.candidates]
-            scores = score(session.model, [prompts[n]] * len(continuations), continuations, tok, value_ends(tok))
-            result["candidates"] = dict(zip(request.candidates, scores))
-            result["best_candidate"] = request.candidates[max(range(len(scores)), key=scores.__getitem__)]
+            values = score(session.model, [prompts[n]] * len(continuations), continuations, tok, value_ends(tok))
+            result["candidates"] = dict(zip(request.candidates, values))
+            result["best_candidate"] = request.candidates[max(range(len(values)), key=values.__getitem__)]
+
+
+def _write_faces(session, n: int, request: Request, samples: list[dict], out: Path, clip):
+    """Decode, write (and CLIP-score) a request's faces a few at a time; the ClipScores or None."""
+    from PIL import Image
+
+    from trainer.clip import ClipScores
+    from trainer.inference import FACE_BATCH
+    from trainer.text import image_codes
+
+    (out / IMAGES_DIR).mkdir(exist_ok=True)
+    scores, truncated = [], False
+    for start in range(0, len(samples), FACE_BATCH):
+        chunk = samples[start:start + FACE_BATCH]
+        images = [Image.fromarray(a) for a in
+                  session.decode_faces([image_codes(s["tokens"], session.config.text_vocab_size) for s in chunk])]
+        for k, (s, image) in enumerate(zip(chunk, images), start):
+            s["image"] = f"{IMAGES_DIR}/{n:05d}-{k:02d}.png"
+            image.save(out / s["image"])
+        if clip is not None:
+            got = clip.text_to_images(request.text, images)
+            scores += got.scores
+            truncated |= got.truncated
+    return ClipScores(scores, truncated) if clip is not None else None
+
+
+def _caption_scores(request: Request, samples: list[dict], clip):
+    """to_caption with a CLIP: the face (as tokenize-images prepares it) against each caption."""
+    if clip is None or request.prompt != "to_caption":
+        return None
+    from PIL import Image
+
+    from facetokens.images import SIZE, BadImage, prepare_face
+
+    try:
+        face = Image.fromarray(prepare_face(request.image, None, SIZE))
+    except BadImage as e:
+        raise UserError(f"cannot read the face {request.image} ({e.reason}: {e.detail})") from None
+    return clip.image_to_texts(face, [s["text"] for s in samples])
+
+
+def _select(result: dict, scores, keep: int | None) -> None:
+    """Every sample's CLIP score and rank (1 = best) in results.jsonl; the best `keep` marked kept."""
+    from trainer.clip import rank
+
+    order = rank(scores.scores, len(scores.scores))
+    kept = order[:keep] if keep is not None else order
+    chosen = set(kept)
+    for place, i in enumerate(order, 1):
+        sample = result["samples"][i]
+        sample |= {"clip_score": scores.scores[i], "clip_rank": place, "kept": i in chosen}
+    result["kept"] = kept
+    result["clip_truncated"] = scores.truncated
 
 
 def summary_lines(results: list[dict], out: Path) -> list[str]:
-    """What the CLI prints: one line per request."""
+    """What the CLI prints: one line per request (with a CLIP, its kept samples, best first, with their scores)."""
     lines = []
     for n, r in enumerate(results):
         what = r.get("text") or r.get("image")
+        shown = [r["samples"][i] for i in r["kept"]] if "kept" in r else r["samples"]
         if r["prompt"] == "to_image":
-            got = ", ".join(s["image"] for s in r["samples"])
+            got = ", ".join(s["image"] + _clip_note(s) for s in shown)
         elif r["prompt"] == "to_attributes":
             got = r["samples"][0]["value"] + (f"  (candidates: best {r['best_candidate']})" if "best_candidate" in r else "")
             what = f"{what} {r['attribute']}"
         else:
-            got = " | ".join(s["text"] for s in r["samples"])
+            got = " | ".join(s["text"] + _clip_note(s) for s in shown)
+        if "kept" in r:
+            got += f"  [kept {len(r['kept'])} of {len(r['samples'])} by CLIP"
+            got += "; the text was cut at CLIP's 77 tokens]" if r["clip_truncated"] and r["prompt"] == "to_image" else \
+                "; a caption was cut at CLIP's 77 tokens]" if r["clip_truncated"] else "]"
         lines.append(f"{n + 1}. {r['prompt']} {what}: {got}")
     lines.append(f"results: {Path(out) / RESULTS_FILE}")
     return lines
+
+
+def _clip_note(sample: dict) -> str:
+    return f" (CLIP {sample['clip_score']:.2f})" if "clip_score" in sample else ""

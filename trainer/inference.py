@@ -83,9 +83,27 @@ def check_vocab(vocab: Path | str | None) -> None:
                     "the model's text ids only mean something with the vocabulary it was trained with")
 
 
+def check_device(device: str | None) -> torch.device | None:
+    """`--device` as a torch device this machine has, or one UserError line saying why not (None: not given)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {device!r}: not a device name; expected cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else "no CUDA device visible"
+        raise UserError(f"--device {device}: this torch ({torch.__version__}) has {build}; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 ..)")
+    return dev
+
+
 def pick_device(device: str | None) -> torch.device:
     if device:
-        return torch.device(device)
+        return check_device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -1,9 +1,12 @@
 """Caption metrics in plain Python, as the COCO caption evaluation (pycocoevalcap) computes them.
 
     bleu4(hypotheses, references)    corpus BLEU-4, brevity penalty against the closest reference length
+                                     (pycocoevalcap switches to the average length for a single caption)
     rouge_l(hypotheses, references)  mean over captions of the LCS F-score (beta 1.2) against the best reference
     cider(hypotheses, references)    CIDEr-D: tf-idf n-grams 1-4 (idf over the references), clipping, length
                                      penalty sigma 6, times 10
+    meteor(hypotheses, references)   METEOR 1.5 through pycocoevalcap's Java jar (the COCO definition); None
+                                     with the reason (`meteor_missing()`) where Java or the jar is not present
 
 `hypotheses` is one caption per face, `references` a list of captions per face. Words are lower-cased
 runs of letters and digits (COCO's PTB tokenizer also drops punctuation).
@@ -15,6 +18,9 @@ import re
 from collections import Counter
 
 WORD = re.compile(r"[a-z0-9]+")
+# pycocoevalcap's BLEU adds these to every count and length (bleu_scorer.py); kept so that the figures agree to
+# 1e-12. Where an n-gram order has no match at all, BLEU-4 is 0 here and ~1e-9 there (its smoothing residue).
+TINY, SMALL = 1e-15, 1e-9
 
 
 def words(text: str) -> list[str]:
@@ -40,9 +46,10 @@ def bleu4(hypotheses: list[str], references: list[list[str]]) -> float:
             correct[n - 1] += sum(min(c, most[g]) for g, c in counts.items())
             guessed[n - 1] += max(len(h) - n + 1, 0)
     if hyp_len == 0 or min(correct) == 0:
-        return 0.0
-    log_precision = sum(math.log(c / g) for c, g in zip(correct, guessed)) / 4
-    brevity = min(0.0, 1 - ref_len / hyp_len)
+        return 0.0  # pycocoevalcap's smoothing gives ~1e-9 here instead (see TINY)
+    log_precision = sum(math.log((c + TINY) / (g + SMALL)) for c, g in zip(correct, guessed)) / 4
+    ratio = (hyp_len + TINY) / (ref_len + SMALL)
+    brevity = 1 - 1 / ratio if ratio < 1 else 0.0
     return math.exp(log_precision + brevity)
 
 
@@ -105,4 +112,47 @@ def _counts(tokens: list[str]) -> Counter:
     out: Counter = Counter()
     for n in range(1, 5):
         out.update(ngrams(tokens, n))
+    return out
+
+
+def meteor_missing() -> str | None:
+    """Why METEOR cannot be computed here (`needs Java`, `needs pycocoevalcap`), or None when it can."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("java") is None:
+        return "needs Java"
+    if importlib.util.find_spec("pycocoevalcap") is None:
+        return "needs pycocoevalcap"
+    return None
+
+
+def meteor(hypotheses: list[str], references: list[list[str]]) -> float | None:
+    """COCO's METEOR (pycocoevalcap: meteor-1.5.jar -l en -norm) over our word split; None where unavailable."""
+    return meteor_groups({"": (hypotheses, references)}).get("")
+
+
+def meteor_groups(groups: dict[str, tuple[list[str], list[list[str]]]]) -> dict[str, float | None]:
+    """METEOR per group (e.g. per dataset) from one Java process (it takes seconds to load its paraphrase table)."""
+    if meteor_missing():
+        return {name: None for name in groups}
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    out: dict[str, float | None] = {}
+    try:
+        for name, (hypotheses, references) in groups.items():
+            gts = {i: [" ".join(words(r)) for r in refs] for i, refs in enumerate(references)}
+            res = {i: [" ".join(words(h))] for i, h in enumerate(hypotheses)}
+            out[name] = scorer.compute_score(gts, res)[0] if hypotheses else None
+    except (ValueError, OSError) as e:  # the Java process died (memory) or answered nothing
+        from common.errors import UserError
+
+        scorer.meteor_p.kill()  # before reading its stderr to the end
+        if scorer.lock.locked():  # compute_score does not release it on errors; Meteor.__del__ waits for it
+            scorer.lock.release()
+        stderr = scorer.meteor_p.stderr.read().decode(errors="replace").strip().splitlines()
+        raise UserError(f"METEOR (java -jar meteor-1.5.jar) failed: {(stderr or [str(e)])[-1][:200]}") from None
+    finally:
+        del scorer  # Meteor.__del__ closes the Java process
     return out
