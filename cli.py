@@ -375,6 +375,9 @@ def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtyp
               help="Rows decoded or scored together, a row being one face with one prompt.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for evaluation.json and evaluation.md.")
 @click.option("--no-meteor", is_flag=True, help="Skip METEOR (it starts Java, seconds).")
+@click.option("--skip-bad-shards", is_flag=True, cls=DataclassDefault,
+              source="trainer.evaluate:EvaluateConfig.skip_bad_shards",
+              help="Leave damaged shards out (named in the report) instead of refusing them.")
 @click.option("--fid", is_flag=True, help="Table 2: FID and IS of faces generated from the split's captions "
                                           "against its real faces (needs --vqgan-ckpt and --inception-weights).")
 @click.option("--fid-samples", type=int, cls=DataclassDefault, source="trainer.synthesis:SynthesisConfig.samples",
@@ -389,13 +392,15 @@ def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtyp
               help="With --fid: the sampling seed.")
 @user_errors
 def evaluate(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtype, shards, split, limit,
-             batch_size, out, no_meteor, fid, fid_samples, inception_weights, corpus_dir, clip_dir, seed) -> None:
+             batch_size, out, no_meteor, skip_bad_shards, fid, fid_samples, inception_weights, corpus_dir, clip_dir,
+             seed) -> None:
     """Measure a checkpoint on held-out faces: attribute accuracy, age MAE, candidate ranking, captions, losses."""
     from trainer.evaluate import EvaluateConfig, run_evaluation
     from trainer.inference import check_device, load_session
     from trainer.synthesis import SynthesisConfig
 
-    config = EvaluateConfig(split=split, limit=limit, batch_size=batch_size, meteor=not no_meteor)
+    config = EvaluateConfig(split=split, limit=limit, batch_size=batch_size, meteor=not no_meteor,
+                            skip_bad_shards=skip_bad_shards)
     check_device(device)
     synthesis = None
     if fid:

@@ -118,3 +118,32 @@ def test_evaluate_through_the_cli_writes_table_and_json(tmp_path):
     assert paper["AffectNet expression"]["paper"] == 44.7 and paper["AffectNet expression"]["ours"] is None
     assert paper["CelebA multi-attribute"]["ours"] is not None
     assert (tmp_path / "eval" / "evaluation.md").read_text().startswith("# Evaluation of")
+
+
+def test_evaluate_skips_what_has_no_data_and_leaves_damaged_shards_out_only_when_asked(tmp_path):
+    """A corpus without captions (Table 5b, e.g. FairFace alone): captions are skipped and said so; a damaged shard
+    is refused in one line, or with --skip-bad-shards left out and named in the report."""
+    rng = np.random.default_rng(0)
+    val = tmp_path / "shards" / "val"
+    val.mkdir(parents=True)
+    for index in range(2):
+        faces = [face(n, "val") for n in range(2 * index, 2 * index + 2)]
+        for f in faces:
+            f.texts[:] = [t for t in f.texts if t["kind"] == "attributes"]
+        write_shard(val, index, [sample(f, rng.integers(0, 1024, TINY.image_tokens)) for f in faces], [], 0, 2)
+    tar = val / "shard-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:1024])  # cut short: its stats file says otherwise
+    torch.manual_seed(0)
+    export(Talk2Face(TINY), tmp_path / "model")
+    args = ["evaluate", "--checkpoint", str(tmp_path / "model"), "--shards", str(tmp_path / "shards"), "--no-meteor"]
+    refused = CliRunner().invoke(cli.main, args)
+    assert refused.exit_code != 0 and "shard-000001.tar" in refused.output and "Traceback" not in refused.output
+    result = CliRunner().invoke(cli.main, args + ["--skip-bad-shards", "--out", str(tmp_path / "eval")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["faces"] == 2 and report["captions"] == {}
+    assert set(report["skipped"]) == {"captions"} and "no val face has a caption" in report["skipped"]["captions"]
+    assert len(report["damaged_shards_skipped"]) == 1 and "shard-000001.tar" in report["damaged_shards_skipped"][0]
+    assert set(report["losses"]) == {"attributes_to_face", "face_to_attributes"}
+    assert "captions: skipped, no val face has a caption" in result.output

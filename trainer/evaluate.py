@@ -52,6 +52,7 @@ class EvaluateConfig:
     max_value_tokens: int = 16  # a greedy attribute value stops at `;`, [SEP] or this many tokens
     meteor: bool = True  # METEOR through Java (seconds to start); off = n/a (not asked)
     quiet: bool = False  # no progress lines
+    skip_bad_shards: bool = False  # leave damaged shards out (named in the report) instead of refusing them
 
     def __post_init__(self):
         problems = []
@@ -66,8 +67,12 @@ class EvaluateConfig:
 
 
 # ---------------------------------------------------------------------- inputs
-def read_faces(shards: Path, split: str, limit: int | None = None) -> list[tuple[dict, list[int]]]:
-    """(meta, codes) of the split's faces: `SHARDS/<split>/` when it exists, else `SHARDS/` filtered by split."""
+def read_faces(shards: Path, split: str, limit: int | None = None, skip_bad: bool = False,
+               skipped: list | None = None) -> list[tuple[dict, list[int]]]:
+    """(meta, codes) of the split's faces: `SHARDS/<split>/` when it exists, else `SHARDS/` filtered by split.
+
+    Damaged shards are refused in one line, or with `skip_bad` left out and appended (their message) to `skipped`.
+    """
     from facetokens.shards import read_samples, tar_urls
 
     shards = Path(shards)
@@ -75,7 +80,7 @@ def read_faces(shards: Path, split: str, limit: int | None = None) -> list[tuple
     if not tar_urls(folder):
         raise UserError(f"--shards {shards}: no shard-*.tar in {folder}")
     faces = []
-    for meta, codes in read_samples(folder):
+    for meta, codes in read_samples(folder, skip_bad=skip_bad, skipped=skipped):
         if keep is None or meta.get("split") == keep:
             faces.append((meta, codes.tolist()))
             if limit is not None and len(faces) >= limit:
@@ -83,6 +88,17 @@ def read_faces(shards: Path, split: str, limit: int | None = None) -> list[tuple
     if not faces:
         raise UserError(f"--shards {shards}: no {split} faces in {folder}")
     return faces
+
+
+def skipped_measurements(faces, split: str) -> dict[str, str]:
+    """The measurements that have no data in these faces, each with the reason the report prints."""
+    kinds = {text["kind"] for meta, _ in faces for text in meta["texts"]}
+    reasons = {}
+    if "attributes" not in kinds:
+        reasons["attributes"] = f"no {split} face has attributes (face_to_attributes and attributes_to_face)"
+    if "caption" not in kinds:
+        reasons["captions"] = f"no {split} face has a caption (face_to_caption and caption_to_face)"
+    return reasons
 
 
 def vocabularies() -> dict[str, dict[str, list[str]]]:
@@ -313,22 +329,28 @@ def _ours(spec: dict, attributes: dict, captions: dict, synthesis: dict, celeba_
 def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None,
                    synthesis=None) -> dict:
     """All measurements; `synthesis` (a `trainer.synthesis.SynthesisConfig`) adds FID/IS (and CLIP)."""
-    faces = read_faces(shards, config.split, config.limit)
+    bad_shards: list[str] = []
+    faces = read_faces(shards, config.split, config.limit, config.skip_bad_shards, bad_shards)
+    skipped = skipped_measurements(faces, config.split)
     log.info("evaluating %d %s faces", len(faces), config.split)
+    for name, why in skipped.items():
+        log.warning("%s: skipped, %s", name, why)
     synthesized = {}
     if synthesis is not None:
         from trainer.synthesis import evaluate_synthesis
 
         synthesized = evaluate_synthesis(session, faces, shards, synthesis)
-    measured = {}
-    with Progress(3, "evaluate", "measurement", enabled=not config.quiet) as bar:
+    measured = {"attributes": {}, "captions": {}}
+    with Progress(3 - len(skipped), "evaluate", "measurement", enabled=not config.quiet) as bar:
         for name, measure in (("attributes", evaluate_attributes), ("captions", evaluate_captions),
                               ("losses", evaluate_losses)):
-            measured[name] = measure(session, faces, config)
-            bar.update(1, name)
+            if name not in skipped:
+                measured[name] = measure(session, faces, config)
+                bar.update(1, name)
     attributes, captions, losses = measured["attributes"], measured["captions"], measured["losses"]
     report = {"checkpoint": str(session.checkpoint), "shards": str(shards), "config": asdict(config),
               "faces": len(faces), "attributes": attributes, "captions": captions, "losses": losses,
+              "skipped": skipped, "damaged_shards_skipped": bad_shards,
               "synthesis": synthesized, "paper": paper_rows(attributes, captions, synthesized)}
     if synthesis is not None:
         report["synthesis_config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(synthesis).items()}
@@ -361,6 +383,10 @@ def format_report(report: dict) -> str:
     lines = [f"# Evaluation of {report['checkpoint']} on {report['faces']} {report['config']['split']} faces", "",
              "## The paper's tasks", "", "| table | task | metric | ours | n | paper |", "|---|---|---|---|---|---|"]
     lines += [_paper_line(r) for r in report["paper"]]
+    skipped = [f"- {name}: skipped, {why}" for name, why in report.get("skipped", {}).items()]
+    skipped += [f"- damaged shard left out (--skip-bad-shards): {e}" for e in report.get("damaged_shards_skipped", [])]
+    if skipped:
+        lines += ["", "## Not measured", ""] + skipped
     if report["paper"]:
         lines.append(f"\nPaper: {report['paper'][0]['source']}. Table 5 rows are models trained another way: "
                      "ours is this checkpoint's figure.")
