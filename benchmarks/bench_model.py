@@ -5,8 +5,15 @@
   2. With CUDA: bf16 autocast, SDPA against FlexAttention (compiled, block mask), a realistic batch,
      with model FLOPs utilisation against the GPU's bf16 peak.
 
+  3. `--vs-hf`: against a `transformers` GPT-2 of the same shape (SDPA attention, untied output layer,
+     dropout 0.1, fp32, train mode) on the same rows, forward + loss + backward in interleaved pairs, at the
+     paper shape and at 4 layers x 256. Rows alternate the two layouts of training (face -> caption: 72
+     labelled positions of 334; caption -> face: 256 + [SEP]), so about half the positions carry a label,
+     as in training. GPT-2 computes its logits and loss over every position, as a user of it would.
+
     python benchmarks/bench_model.py                       # ~2 minutes on 2 cores
     python benchmarks/bench_model.py --cpu-batch 1 --cpu-steps 2 --gpu-batch 64
+    python benchmarks/bench_model.py --vs-hf --skip-cpu     # needs the `bench` extra (transformers)
 """
 from __future__ import annotations
 
@@ -18,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,6 +35,8 @@ from trainer.sequences import IGNORE
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 PREFIX = 262  # [CLS] to caption [SEP] <256 image tokens> [SEP]
+IMAGE_PREFIX = 77  # caption -> face: [CLS] to image [SEP] <text> [SEP], then 256 image tokens and [SEP]
+SHAPES = {"paper": {}, "4x256": {"layers": 4, "hidden_size": 256, "heads": 4, "feedforward_size": 1024}}
 
 
 def batch(config, rows: int, device) -> tuple[torch.Tensor, ...]:
@@ -54,8 +62,7 @@ def tokens_per_second(model, data, steps: int, autocast) -> float:
 
     def step():
         with autocast():
-            logits = model(tokens, segments)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            loss = model.loss(tokens, segments, labels)
         loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -104,6 +111,58 @@ def gpu_section(args) -> None:
         torch.cuda.empty_cache()
 
 
+def mixed_batch(config, rows: int) -> tuple[torch.Tensor, ...]:
+    """Rows alternating face -> caption and caption -> face layouts (labels as `trainer.sequences` sets them)."""
+    tokens, segments, labels = batch(config, rows, "cpu")
+    for r in range(1, rows, 2):
+        segments[r] = 2
+        segments[r, :IMAGE_PREFIX] = 1
+        labels[r] = IGNORE
+        labels[r, IMAGE_PREFIX - 1:-1] = tokens[r, IMAGE_PREFIX:]
+    return tokens, segments, labels
+
+
+def hf_gpt2(config):
+    """A `transformers` GPT-2 of our shape: same layers, widths, vocabulary, positions and dropout; untied output."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf_config = GPT2Config(vocab_size=config.vocab_size, n_positions=config.max_positions, n_embd=config.hidden_size,
+                           n_layer=config.layers, n_head=config.heads, n_inner=config.feedforward_size,
+                           resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                           tie_word_embeddings=False, bos_token_id=101, eos_token_id=102,
+                           attn_implementation="sdpa")
+    return GPT2LMHeadModel(hf_config).train()
+
+
+def vs_hf_section(args) -> None:
+    from benchmarks.pairs import interleaved, load_average, ratio_line, timed
+
+    print(f"vs transformers GPT-2 (SDPA), fp32 forward+loss+backward, CPU {torch.get_num_threads()} threads, "
+          f"batch {args.cpu_batch} x 334, load {load_average()}")
+    for shape in args.shapes.split(","):
+        config = load_config("paper").replace(**SHAPES[shape])
+        torch.manual_seed(0)
+        ours, peer = Talk2Face(config).train(), hf_gpt2(config)
+        tokens, segments, labels = mixed_batch(config, args.cpu_batch)
+        peer_labels = torch.full_like(labels, IGNORE)  # GPT-2 shifts its labels itself: label i is token i
+        peer_labels[:, 1:] = labels[:, :-1]
+
+        def our_step():
+            ours.loss(tokens, segments, labels).backward()
+            ours.zero_grad(set_to_none=True)
+
+        def peer_step():
+            peer(input_ids=tokens, labels=peer_labels).loss.backward()
+            peer.zero_grad(set_to_none=True)
+
+        our_step(), peer_step()  # warm-up
+        pairs = interleaved(lambda: timed(our_step), lambda: timed(peer_step), args.pairs)
+        print(f"  {shape}: {ours.num_parameters():,} vs {peer.num_parameters():,} parameters, "
+              f"{int((labels != IGNORE).sum())} of {labels.numel()} positions labelled")
+        print(ratio_line(f"{shape} forward+backward", pairs, goal=1.05))
+        del ours, peer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-batch", type=int, default=2)
@@ -111,10 +170,17 @@ def main() -> None:
     parser.add_argument("--gpu-batch", type=int, default=32)
     parser.add_argument("--gpu-steps", type=int, default=20)
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--vs-hf", action="store_true", help="Also time a same-shape transformers GPT-2 beside ours.")
+    parser.add_argument("--pairs", type=int, default=5, help="Interleaved pairs of --vs-hf.")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"Model shapes of --vs-hf, of {', '.join(SHAPES)}.")
     args = parser.parse_args()
     if not args.skip_cpu:
         cpu_section(args)
-    gpu_section(args)
+    if args.vs_hf:
+        vs_hf_section(args)
+    if not args.skip_gpu:
+        gpu_section(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""Side-by-side timing for the benchmarks: interleaved pairs, median ratio with min-max, the machine's load.
+
+    ratios = interleaved(ours, peer, pairs=5)      # each a function returning the seconds of one run
+    print(ratio_line("forward+backward", ratios, goal=1.05))
+
+Each pair runs both sides back to back, in alternating order, so that a busy neighbour slows both alike;
+the ratio of a pair is the peer's seconds over ours (above 1: we are faster).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from typing import Callable
+
+
+def interleaved(ours: Callable[[], float], peer: Callable[[], float], pairs: int) -> list[tuple[float, float]]:
+    """(our seconds, the peer's seconds) for each pair; even pairs run ours first, odd pairs the peer first."""
+    results = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            mine = ours()
+            theirs = peer()
+        else:
+            theirs = peer()
+            mine = ours()
+        results.append((mine, theirs))
+    return results
+
+
+def ratio_line(what: str, pairs: list[tuple[float, float]], goal: float | None = None) -> str:
+    ratios = sorted(theirs / mine for mine, theirs in pairs)
+    ours = statistics.median(m for m, _ in pairs)
+    peer = statistics.median(t for _, t in pairs)
+    verdict = "" if goal is None else f"  goal >= {goal:.2f}x: {'met' if statistics.median(ratios) >= goal else 'NOT met'}"
+    return (f"  {what}: ours {ours:.3f} s, peer {peer:.3f} s (medians); ratio {statistics.median(ratios):.2f}x "
+            f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f}, {len(ratios)} pairs){verdict}  [load {load_average()}]")
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
