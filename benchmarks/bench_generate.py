@@ -6,8 +6,13 @@
      the 256 steps are extrapolated (a step's time is close to linear in the row length); the output says so.
   2. With CUDA: faces per second (token generation, then the VQGAN excluded) in bf16 at batch 10 and 100.
 
+  3. `--vs-hf`: greedy decoding of 256 image tokens against `transformers` `generate` (KV cache, greedy) on a
+     GPT-2 of the same shape (SDPA, untied output layer), the same prompt length and 256 new tokens, at batch 1
+     and 10, in interleaved pairs. Each side's greedy tokens are checked to be the same at both batch sizes.
+
     python benchmarks/bench_generate.py                  # ~2 minutes on 2 cores
     python benchmarks/bench_generate.py --uncached-points 2 --threads 1
+    python benchmarks/bench_generate.py --vs-hf --skip-cpu   # needs the `bench` extra (transformers)
 
 On a busy small machine, `--threads 1` can be several times faster for cached decoding: each step's
 operations are tiny (10 rows), and two OpenMP threads sharing contended cores mostly wait for each other.
@@ -113,16 +118,60 @@ def cuda_section(args) -> None:
         print(f"  batch {faces:3d}: {seconds:6.2f} s, {faces / seconds:7.1f} faces/s")
 
 
+def vs_hf_section(args) -> None:
+    from benchmarks.bench_model import hf_gpt2
+    from benchmarks.pairs import interleaved, load_average, ratio_line
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, layouts, prompt = setup("cpu", torch.float32)
+    steps = model.config.image_tokens
+    peer = hf_gpt2(model.config).eval().requires_grad_(False)
+    print(f"vs transformers generate (GPT-2 of the same shape, SDPA, KV cache), fp32 greedy, {steps} new tokens, "
+          f"prompt {len(prompt.tokens)} tokens, CPU {torch.get_num_threads()} threads, load {load_average()}")
+    tokens_of = {}
+    for faces in (1, 10):
+        sampling = Sampling(samples=1, batch_size=faces, greedy=True)
+        ids = torch.tensor([prompt.tokens] * faces)
+
+        def ours():
+            start = time.perf_counter()
+            tokens_of[("ours", faces)] = [o["tokens"] for o in decode(model, [prompt] * faces, IMAGE, layouts.tok, sampling)]
+            return time.perf_counter() - start
+
+        def theirs():
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = peer.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=steps,
+                                    min_new_tokens=steps, pad_token_id=0)
+            tokens_of[("peer", faces)] = out[:, ids.shape[1]:].tolist()
+            return time.perf_counter() - start
+
+        ours(), theirs()  # warm-up
+        pairs = interleaved(ours, theirs, args.pairs)
+        assert all(len(t) == steps for t in tokens_of[("ours", faces)] + tokens_of[("peer", faces)])
+        print(ratio_line(f"batch {faces:2d} greedy decoding", pairs, goal=1.1 if faces == 1 else 1.5))
+    for side in ("ours", "peer"):
+        same = all(row == tokens_of[(side, 1)][0] for row in tokens_of[(side, 10)])
+        print(f"  {side}: batch-10 greedy tokens {'identical to' if same else 'DIFFER from'} batch 1's")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=10)
     parser.add_argument("--uncached-points", type=int, default=3, help="Uncached steps timed for the extrapolation.")
     parser.add_argument("--threads", type=int, help="torch CPU threads [default: torch's choice].")
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--vs-hf", action="store_true", help="Also time transformers generate beside ours.")
+    parser.add_argument("--pairs", type=int, default=3, help="Interleaved pairs of --vs-hf per batch size.")
     args = parser.parse_args()
     if not args.skip_cpu:
         cpu_section(args)
-    cuda_section(args)
+    if args.vs_hf:
+        vs_hf_section(args)
+    if not args.skip_gpu:
+        cuda_section(args)
 
 
 if __name__ == "__main__":

@@ -331,14 +331,17 @@ class Talk2Face(nn.Module):
             cache.next_position = (segments != PAD_SEGMENT).sum(1)
         else:  # each row continues after its own prefix, whatever padding the batch put between
             positions = cache.next_position[:, None] + torch.arange(new, device=tokens.device)
-            cache.next_position = cache.next_position + new
+            cache.next_position += new
             # A row that already ended (its [SEP]) keeps stepping beside the others and may run past the last
             # position; its outputs are discarded, so it is held at the last position instead of indexing past it.
-            positions = positions.clamp(max=self.config.max_positions - 1)
+            positions = positions.clamp_(max=self.config.max_positions - 1)
         cache.segments[:, start:start + new] = segments
         cache.length = start + new
         keys = cache.segments[:, :cache.length]
-        mask = prefix_mask(keys, query_slots=torch.arange(start, start + new, device=tokens.device))[:, None]
+        if start > 0 and new == 1:  # one token after all others: every filled slot but padding is visible
+            mask = (keys != PAD_SEGMENT)[:, None, None]
+        else:
+            mask = prefix_mask(keys, query_slots=torch.arange(start, start + new, device=tokens.device))[:, None]
 
         def writer(index):
             def write(k, v):
