@@ -13,7 +13,12 @@
 
     python benchmarks/bench_model.py                       # ~2 minutes on 2 cores
     python benchmarks/bench_model.py --cpu-batch 1 --cpu-steps 2 --gpu-batch 64
+  4. `--process`: the CLI's process settings (common/process.py) measured one by one: the same training
+     steps (Talk2Face.loss forward + backward + AdamW step) in fresh processes with none, the allocator
+     settings, the OpenMP wait policy, and both, interleaved; steps/s against none and each one's peak memory.
+
     python benchmarks/bench_model.py --vs-hf --skip-cpu     # needs the `bench` extra (transformers)
+    python benchmarks/bench_model.py --process --skip-cpu --shapes 4x256
 """
 from __future__ import annotations
 
@@ -163,6 +168,70 @@ def vs_hf_section(args) -> None:
         del ours, peer
 
 
+PROCESS_VARIANTS = ("none", "malloc", "openmp", "both")
+
+
+def process_child(variant: str, shape: str, rows: int, steps: int) -> None:
+    """In a fresh process: apply `variant`'s settings before torch loads, time `steps` training steps, print JSON."""
+    import json
+    import os
+    import resource
+
+    from common import process
+
+    if variant in ("openmp", "both"):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if variant in ("malloc", "both"):
+        process._mallopt(process.MALLOC_SETTINGS)
+    config = load_config("paper").replace(**SHAPES[shape])
+    torch.manual_seed(0)
+    model = Talk2Face(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    tokens, segments, labels = mixed_batch(config, rows)
+
+    def step():
+        model.loss(tokens, segments, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"variant": variant, "seconds": seconds, "peak_mib": peak}))
+
+
+def process_section(args) -> None:
+    import json
+    import os
+    import statistics
+    import subprocess
+
+    from benchmarks.pairs import load_average
+
+    shape = args.shapes.split(",")[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_WAIT", "GOMP_"))}
+    print(f"process settings: {shape}, batch {args.cpu_batch} x 334, {args.process_steps} training steps per run, "
+          f"{args.pairs} interleaved rounds, load {load_average()}")
+    runs: dict[str, list[dict]] = {v: [] for v in PROCESS_VARIANTS}
+    for round_ in range(args.pairs):
+        order = PROCESS_VARIANTS if round_ % 2 == 0 else PROCESS_VARIANTS[::-1]
+        for variant in order:
+            out = subprocess.run([sys.executable, __file__, "--process-child", variant, "--shapes", shape,
+                                  "--cpu-batch", str(args.cpu_batch), "--process-steps", str(args.process_steps)],
+                                 env=env, check=True, capture_output=True, text=True).stdout
+            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+    for variant in PROCESS_VARIANTS[1:]:
+        ratios = sorted(n["seconds"] / v["seconds"] for n, v in zip(runs["none"], runs[variant]))
+        peak = statistics.median(r["peak_mib"] for r in runs[variant])
+        print(f"  {variant:6s}: steps/s {statistics.median(ratios):.2f}x of none (min {ratios[0]:.2f}, "
+              f"max {ratios[-1]:.2f}), peak memory {peak:,.0f} MiB")
+    print(f"  none  : {statistics.median(r['seconds'] for r in runs['none']) / args.process_steps:.2f} s/step, "
+          f"peak memory {statistics.median(r['peak_mib'] for r in runs['none']):,.0f} MiB  [load {load_average()}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-batch", type=int, default=2)
@@ -174,9 +243,17 @@ def main() -> None:
     parser.add_argument("--vs-hf", action="store_true", help="Also time a same-shape transformers GPT-2 beside ours.")
     parser.add_argument("--pairs", type=int, default=5, help="Interleaved pairs of --vs-hf.")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"Model shapes of --vs-hf, of {', '.join(SHAPES)}.")
+    parser.add_argument("--process", action="store_true", help="Measure the CLI's process settings one by one.")
+    parser.add_argument("--process-steps", type=int, default=3)
+    parser.add_argument("--process-child", choices=PROCESS_VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.process_child:
+        process_child(args.process_child, args.shapes.split(",")[0], args.cpu_batch, args.process_steps)
+        return
     if not args.skip_cpu:
         cpu_section(args)
+    if args.process:
+        process_section(args)
     if args.vs_hf:
         vs_hf_section(args)
     if not args.skip_gpu:

@@ -10,8 +10,15 @@ Generates its own photo-like JPEGs (1024x1024 and CelebA's 178x218) and a tiny r
      (138.6 GFLOP per face), the CPU decode rate per core needed to feed it, and tokenize_images end
      to end on that GPU with all cores decoding.
 
+  5. `--vs-naive` (instead of 1-4): the command's library call with its default settings (as the CLI runs it,
+     process settings included) against the naive loop (Pillow open, convert, resize, the encoder and its
+     nearest-code search, one image at a time, the VQGAN loaded once), at 48 and 1,000 faces (half 1024x1024,
+     half 178x218; copies of a few dozen generated photos), tiny VQGAN, interleaved pairs; both sides' codes
+     are compared face by face.
+
     python benchmarks/bench_tokenize.py                 # ~3 minutes on 2 busy cores
     python benchmarks/bench_tokenize.py --faces 96 --batch-size 16
+    python benchmarks/bench_tokenize.py --vs-naive --pairs 3
 """
 from __future__ import annotations
 
@@ -247,6 +254,78 @@ def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
           f" (bf16/fp32 code agreement on the first batch: {summary['bf16_agreement']})")
 
 
+# ----------------------------------------------------------------------------- 5. against the naive loop
+def copies(paths: list[Path], count: int, folder: Path) -> list[Path]:
+    """`count` files cycling through `paths` (same bytes, so the same decoding work), each its own name."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        source = paths[i % len(paths)]
+        target = folder / f"{source.stem}_copy{i:05d}{source.suffix}"
+        shutil.copyfile(source, target)
+        out.append(target)
+    return out
+
+
+def naive_codes(vqgan: dict, paths: list[Path]) -> list[list[int]]:
+    """The naive loop, model loading included: open, convert, resize, encode, one image at a time."""
+    import torch
+
+    from facetokens.images import plain_prepare
+    from facetokens.vqgan_files import load_vqgan
+
+    model = load_vqgan(vqgan["config"], vqgan["ckpt"], with_decoder=False)
+    codes = []
+    with torch.no_grad():
+        for path in paths:
+            x = torch.from_numpy(plain_prepare(path)).permute(2, 0, 1)[None].float() / 127.5 - 1
+            codes.append(model.encode_to_codes(x)[0].tolist())
+    return codes
+
+
+def our_codes(corpus: Path, out: Path, vqgan: dict) -> dict[str, list[int]]:
+    from facetokens.config import TokenizeConfig
+    from facetokens.shards import read_samples
+    from facetokens.tokenize_images import tokenize_images
+
+    tokenize_images(corpus, out, vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], config=TokenizeConfig(gpus=0),
+                    progress=False)
+    return {meta["image"]: codes.tolist() for meta, codes in read_samples(out)}
+
+
+def bench_vs_naive(folder: Path, big: list[Path], small: list[Path], vqgan: dict, pairs: int) -> None:
+    import shutil
+
+    from benchmarks.pairs import interleaved, load_average, peak_rss_mib, ratio_line
+    from facetokens.config import TokenizeConfig
+
+    defaults = TokenizeConfig(gpus=0)
+    print(f"\n5. tokenize_images with its defaults (batch {defaults.batch_size}, {defaults.loader_workers} loader "
+          f"workers) against the naive loop, tiny VQGAN, {pairs} interleaved pairs, load {load_average()}")
+    for count in (48, 1000):
+        paths = copies(big, count // 2, folder / f"set{count}") + copies(small, count - count // 2, folder / f"set{count}")
+        corpus = write_corpus(folder / f"corpus{count}", paths)
+        results = {}
+
+        def ours():
+            shutil.rmtree(folder / "shards", ignore_errors=True)
+            start = time.perf_counter()
+            results["ours"] = our_codes(corpus, folder / "shards", vqgan)
+            return time.perf_counter() - start
+
+        def theirs():
+            start = time.perf_counter()
+            results["naive"] = naive_codes(vqgan, paths)
+            return time.perf_counter() - start
+
+        timings = interleaved(ours, theirs, pairs)
+        same = sum(results["ours"][p.name] == c for p, c in zip(paths, results["naive"]))
+        print(ratio_line(f"{count:5d} faces", timings, goal=1.0 if count < 100 else 1.5))
+        print(f"        codes identical for {same} of {count} faces; peak memory of this process {peak_rss_mib():,.0f} MiB")
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -257,7 +336,13 @@ def main() -> None:
     parser.add_argument("--decode-images", type=int, default=24, help="images of each size for the decode benchmark")
     parser.add_argument("--gpu-faces", type=int, default=2048)
     parser.add_argument("--gpu-batch-size", type=int, default=128)
+    parser.add_argument("--vs-naive", action="store_true", help="only section 5: the command against the naive loop")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved pairs of --vs-naive")
     args = parser.parse_args()
+    if args.vs_naive:
+        from common.process import configure_process
+
+        configure_process()  # as the CLI does, before torch loads
 
     import torch
 
@@ -268,6 +353,11 @@ def main() -> None:
           f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if args.vs_naive:
+            big = write_photos(folder / "faces", (1024, 1024), 12, "big")
+            small = write_photos(folder / "faces", (178, 218), 12, "small")
+            bench_vs_naive(folder, big, small, write_tiny_vqgan(folder / "vqgan"), args.pairs)
+            return
         big = write_photos(folder / "faces", (1024, 1024), max(args.decode_images, args.faces // 2), "big")
         small = write_photos(folder / "faces", (178, 218), max(args.decode_images, args.faces // 2), "small")
         decode = bench_decode({"1024x1024": big[: args.decode_images], "178x218": small[: args.decode_images]})
