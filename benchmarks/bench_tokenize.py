@@ -280,7 +280,7 @@ def naive_codes(vqgan: dict, paths: list[Path]) -> list[list[int]]:
     codes = []
     with torch.no_grad():
         for path in paths:
-            x = torch.from_numpy(plain_prepare(path)).permute(2, 0, 1)[None].float() / 127.5 - 1
+            x = torch.from_numpy(np.array(plain_prepare(path))).permute(2, 0, 1)[None].float() / 127.5 - 1
             codes.append(model.encode_to_codes(x)[0].tolist())
     return codes
 

@@ -12,7 +12,7 @@ import os
 import resource
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def interleaved(ours: Callable[[], float], peer: Callable[[], float], pairs: int) -> list[tuple[float, float]]:

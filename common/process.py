@@ -69,7 +69,8 @@ def _mallopt(settings: dict[int, int]) -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only (musl has no mallopt thresholds)
-    except (OSError, AttributeError):
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only (musl has no mallopt thresholds)
         return False
     return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings.items())
