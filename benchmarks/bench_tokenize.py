@@ -10,9 +10,10 @@ Generates its own photo-like JPEGs (1024x1024 and CelebA's 178x218) and a tiny r
      (138.6 GFLOP per face), the CPU decode rate per core needed to feed it, and tokenize_images end
      to end on that GPU with all cores decoding.
 
-  5. `--vs-naive` (instead of 1-4): the command's library call with its default settings (as the CLI runs it,
-     process settings included) against the naive loop (Pillow open, convert, resize, the encoder and its
-     nearest-code search, one image at a time, the VQGAN loaded once), at 48 and 1,000 faces (half 1024x1024,
+  5. `--vs-naive` (instead of 1-4): the command (`cli.py tokenize-images --gpus 0`, its defaults and process
+     settings) against the naive loop (read and resize each face as the command does, so
+     both see the same pixels; the encoder and its nearest-code search one image at a time; the VQGAN loaded
+     once), each side a fresh process, at 48 and 1,000 faces (half 1024x1024,
      half 178x218; copies of a few dozen generated photos), tiny VQGAN, interleaved pairs; both sides' codes
      are compared face by face.
 
@@ -269,61 +270,64 @@ def copies(paths: list[Path], count: int, folder: Path) -> list[Path]:
     return out
 
 
-def naive_codes(vqgan: dict, paths: list[Path]) -> list[list[int]]:
-    """The naive loop, model loading included: open, convert, resize, encode, one image at a time."""
+def naive_child(vqgan_config: str, vqgan_ckpt: str, listing: str, out: str) -> None:
+    """The naive loop in a plain process (no process settings), model loading included: read each face
+    (`prepare_face`, so that both sides see the same pixels), encode it alone, take its codes; JSON to `out`."""
     import torch
 
-    from facetokens.images import plain_prepare
+    from facetokens.images import prepare_face
     from facetokens.vqgan_files import load_vqgan
 
-    model = load_vqgan(vqgan["config"], vqgan["ckpt"], with_decoder=False)
-    codes = []
+    model = load_vqgan(Path(vqgan_config), Path(vqgan_ckpt), with_decoder=False)
+    codes = {}
     with torch.no_grad():
-        for path in paths:
-            x = torch.from_numpy(np.array(plain_prepare(path))).permute(2, 0, 1)[None].float() / 127.5 - 1
-            codes.append(model.encode_to_codes(x)[0].tolist())
-    return codes
+        for path in Path(listing).read_text().splitlines():
+            x = torch.from_numpy(prepare_face(path)).permute(2, 0, 1)[None].float() / 127.5 - 1
+            codes[Path(path).name] = model.encode_to_codes(x)[0].tolist()
+    Path(out).write_text(json.dumps(codes))
 
 
-def our_codes(corpus: Path, out: Path, vqgan: dict) -> dict[str, list[int]]:
+def bench_vs_naive(folder: Path, big: list[Path], small: list[Path], vqgan: dict, pairs: int, sizes: list[int]) -> None:
+    """Both sides as a user runs them: `cli.py tokenize-images --gpus 0` (its defaults and process settings)
+    and the naive loop, each a fresh Python process (interpreter and torch start-up counted on both)."""
+    import shutil
+    import subprocess
+
+    from benchmarks.pairs import interleaved, load_average, ratio_line
     from facetokens.config import TokenizeConfig
     from facetokens.shards import read_samples
-    from facetokens.tokenize_images import tokenize_images
 
-    tokenize_images(corpus, out, vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], config=TokenizeConfig(gpus=0),
-                    progress=False)
-    return {meta["image"]: codes.tolist() for meta, codes in read_samples(out)}
-
-
-def bench_vs_naive(folder: Path, big: list[Path], small: list[Path], vqgan: dict, pairs: int) -> None:
-    import shutil
-
-    from benchmarks.pairs import interleaved, load_average, peak_rss_mib, ratio_line
-    from facetokens.config import TokenizeConfig
-
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_", "GOMP_"))}
     defaults = TokenizeConfig(gpus=0)
-    print(f"\n5. tokenize_images with its defaults (batch {defaults.batch_size}, {defaults.loader_workers} loader "
-          f"workers) against the naive loop, tiny VQGAN, {pairs} interleaved pairs, load {load_average()}")
-    for count in (48, 1000):
+    print(f"\n5. `cli.py tokenize-images --gpus 0` with its defaults (batch {defaults.batch_size}, "
+          f"{defaults.loader_workers} loader workers) against the naive loop, tiny VQGAN, each a fresh process, "
+          f"{pairs} interleaved pairs, load {load_average()}")
+    for count in sizes:
         paths = copies(big, count // 2, folder / f"set{count}") + copies(small, count - count // 2, folder / f"set{count}")
         corpus = write_corpus(folder / f"corpus{count}", paths)
-        results = {}
+        listing = folder / f"list{count}.txt"
+        listing.write_text("\n".join(map(str, paths)))
 
-        def ours():
+        def ours(corpus=corpus):
             shutil.rmtree(folder / "shards", ignore_errors=True)
             start = time.perf_counter()
-            results["ours"] = our_codes(corpus, folder / "shards", vqgan)
+            subprocess.run([sys.executable, str(REPO / "cli.py"), "tokenize-images", "--corpus", str(corpus), "--out",
+                            str(folder / "shards"), "--vqgan-config", str(vqgan["config"]), "--vqgan-ckpt",
+                            str(vqgan["ckpt"]), "--gpus", "0"], env=env, check=True, capture_output=True)
             return time.perf_counter() - start
 
-        def theirs():
+        def theirs(listing=listing):
             start = time.perf_counter()
-            results["naive"] = naive_codes(vqgan, paths)
+            subprocess.run([sys.executable, __file__, "--naive-child", str(vqgan["config"]), str(vqgan["ckpt"]),
+                            str(listing), str(folder / "naive.json")], env=env, check=True, capture_output=True)
             return time.perf_counter() - start
 
         timings = interleaved(ours, theirs, pairs)
-        same = sum(results["ours"][p.name] == c for p, c in zip(paths, results["naive"]))
+        ours_codes = {meta["image"]: codes.tolist() for meta, codes in read_samples(folder / "shards")}
+        naive = json.loads((folder / "naive.json").read_text())
+        same = sum(ours_codes[name] == codes for name, codes in naive.items())
         print(ratio_line(f"{count:5d} faces", timings, goal=1.0 if count < 100 else 1.5))
-        print(f"        codes identical for {same} of {count} faces; peak memory of this process {peak_rss_mib():,.0f} MiB")
+        print(f"        codes identical for {same} of {count} faces")
 
 
 # ----------------------------------------------------------------------------- main
@@ -338,11 +342,12 @@ def main() -> None:
     parser.add_argument("--gpu-batch-size", type=int, default=128)
     parser.add_argument("--vs-naive", action="store_true", help="only section 5: the command against the naive loop")
     parser.add_argument("--pairs", type=int, default=3, help="interleaved pairs of --vs-naive")
+    parser.add_argument("--sizes", default="48,1000", help="faces of each --vs-naive comparison")
+    parser.add_argument("--naive-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.vs_naive:
-        from common.process import configure_process
-
-        configure_process()  # as the CLI does, before torch loads
+    if args.naive_child:
+        naive_child(*args.naive_child)
+        return
 
     import torch
 
@@ -356,7 +361,8 @@ def main() -> None:
         if args.vs_naive:
             big = write_photos(folder / "faces", (1024, 1024), 12, "big")
             small = write_photos(folder / "faces", (178, 218), 12, "small")
-            bench_vs_naive(folder, big, small, write_tiny_vqgan(folder / "vqgan"), args.pairs)
+            bench_vs_naive(folder, big, small, write_tiny_vqgan(folder / "vqgan"), args.pairs,
+                           [int(n) for n in args.sizes.split(",")])
             return
         big = write_photos(folder / "faces", (1024, 1024), max(args.decode_images, args.faces // 2), "big")
         small = write_photos(folder / "faces", (178, 218), max(args.decode_images, args.faces // 2), "small")
