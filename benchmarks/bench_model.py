@@ -175,9 +175,9 @@ def process_child(variant: str, shape: str, rows: int, steps: int) -> None:
     """In a fresh process: apply `variant`'s settings before torch loads, time `steps` training steps, print JSON."""
     import json
     import os
-    import resource
 
     from common import process
+    from common.memory import peak_rss_mb
 
     if variant in ("openmp", "both"):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -199,8 +199,7 @@ def process_child(variant: str, shape: str, rows: int, steps: int) -> None:
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"variant": variant, "seconds": seconds, "peak_mib": peak}))
+    print(json.dumps({"variant": variant, "seconds": seconds, "peak_mib": peak_rss_mb()}))
 
 
 def process_section(args) -> None:

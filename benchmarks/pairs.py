@@ -9,7 +9,6 @@ the ratio of a pair is the peer's seconds over ours (above 1: we are faster).
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -40,11 +39,6 @@ def ratio_line(what: str, pairs: list[tuple[float, float]], goal: float | None =
 
 def load_average() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(fn: Callable[[], object]) -> float:
