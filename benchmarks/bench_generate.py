@@ -120,39 +120,49 @@ def cuda_section(args) -> None:
 
 def vs_hf_section(args) -> None:
     from benchmarks.bench_model import hf_gpt2
-    from benchmarks.pairs import interleaved, load_average, ratio_line
+    from benchmarks.pairs import load_average
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, layouts, prompt = setup("cpu", torch.float32)
-    steps = model.config.image_tokens
     peer = hf_gpt2(model.config).eval().requires_grad_(False)
-    print(f"vs transformers generate (GPT-2 of the same shape, SDPA, KV cache), fp32 greedy, {steps} new tokens, "
-          f"prompt {len(prompt.tokens)} tokens, CPU {torch.get_num_threads()} threads, load {load_average()}")
+    print(f"vs transformers generate (GPT-2 of the same shape, SDPA, KV cache), fp32 greedy, "
+          f"{model.config.image_tokens} new tokens, prompt {len(prompt.tokens)} tokens, "
+          f"CPU {torch.get_num_threads()} threads, load {load_average()}")
     tokens_of = {}
     for faces in (1, 10):
-        sampling = Sampling(samples=1, batch_size=faces, greedy=True)
-        ids = torch.tensor([prompt.tokens] * faces)
-
-        def ours():
-            start = time.perf_counter()
-            tokens_of[("ours", faces)] = [o["tokens"] for o in decode(model, [prompt] * faces, IMAGE, layouts.tok, sampling)]
-            return time.perf_counter() - start
-
-        def theirs():
-            start = time.perf_counter()
-            with torch.no_grad():
-                out = peer.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=steps,
-                                    min_new_tokens=steps, pad_token_id=0)
-            tokens_of[("peer", faces)] = out[:, ids.shape[1]:].tolist()
-            return time.perf_counter() - start
-
-        pairs = interleaved(ours, theirs, args.pairs)  # no separate warm-up: the order alternates pair by pair
-        assert all(len(t) == steps for t in tokens_of[("ours", faces)] + tokens_of[("peer", faces)])
-        print(ratio_line(f"batch {faces:2d} greedy decoding", pairs, goal=1.1 if faces == 1 else 1.5))
+        tokens_of |= vs_hf_batch(model, layouts, prompt, peer, faces, args.pairs)
     for side in ("ours", "peer"):
         same = all(row == tokens_of[(side, 1)][0] for row in tokens_of[(side, 10)])
         print(f"  {side}: batch-10 greedy tokens {'identical to' if same else 'DIFFER from'} batch 1's")
+
+
+def vs_hf_batch(model, layouts, prompt, peer, faces: int, pairs: int) -> dict:
+    """Interleaved pairs at one batch size; the last greedy tokens of each side."""
+    from benchmarks.pairs import interleaved, ratio_line
+
+    steps = model.config.image_tokens
+    sampling = Sampling(samples=1, batch_size=faces, greedy=True)
+    ids = torch.tensor([prompt.tokens] * faces)
+    tokens_of = {}
+
+    def ours():
+        start = time.perf_counter()
+        tokens_of[("ours", faces)] = [o["tokens"] for o in decode(model, [prompt] * faces, IMAGE, layouts.tok, sampling)]
+        return time.perf_counter() - start
+
+    def theirs():
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = peer.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=steps,
+                                min_new_tokens=steps, pad_token_id=0)
+        tokens_of[("peer", faces)] = out[:, ids.shape[1]:].tolist()
+        return time.perf_counter() - start
+
+    timings = interleaved(ours, theirs, pairs)  # no separate warm-up: the order alternates pair by pair
+    assert all(len(t) == steps for t in tokens_of[("ours", faces)] + tokens_of[("peer", faces)])
+    print(ratio_line(f"batch {faces:2d} greedy decoding", timings, goal=1.1 if faces == 1 else 1.5))
+    return tokens_of
 
 
 def main() -> None:

@@ -140,32 +140,37 @@ def hf_gpt2(config):
 
 
 def vs_hf_section(args) -> None:
-    from benchmarks.pairs import interleaved, load_average, ratio_line, timed
+    from benchmarks.pairs import load_average
 
     print(f"vs transformers GPT-2 (SDPA), fp32 forward+loss+backward, CPU {torch.get_num_threads()} threads, "
           f"batch {args.cpu_batch} x 334, load {load_average()}")
     for shape in args.shapes.split(","):
-        config = load_config("paper").replace(**SHAPES[shape])
-        torch.manual_seed(0)
-        ours, peer = Talk2Face(config).train(), hf_gpt2(config)
-        tokens, segments, labels = mixed_batch(config, args.cpu_batch)
-        peer_labels = torch.full_like(labels, IGNORE)  # GPT-2 shifts its labels itself: label i is token i
-        peer_labels[:, 1:] = labels[:, :-1]
+        vs_hf_shape(shape, args.cpu_batch, args.pairs)
 
-        def our_step():
-            ours.loss(tokens, segments, labels).backward()
-            ours.zero_grad(set_to_none=True)
 
-        def peer_step():
-            peer(input_ids=tokens, labels=peer_labels).loss.backward()
-            peer.zero_grad(set_to_none=True)
+def vs_hf_shape(shape: str, rows: int, pairs: int) -> None:
+    from benchmarks.pairs import interleaved, ratio_line, timed
 
-        our_step(), peer_step()  # warm-up
-        pairs = interleaved(lambda: timed(our_step), lambda: timed(peer_step), args.pairs)
-        print(f"  {shape}: {ours.num_parameters():,} vs {peer.num_parameters():,} parameters, "
-              f"{int((labels != IGNORE).sum())} of {labels.numel()} positions labelled")
-        print(ratio_line(f"{shape} forward+backward", pairs, goal=1.05))
-        del ours, peer
+    config = load_config("paper").replace(**SHAPES[shape])
+    torch.manual_seed(0)
+    ours, peer = Talk2Face(config).train(), hf_gpt2(config)
+    tokens, segments, labels = mixed_batch(config, rows)
+    peer_labels = torch.full_like(labels, IGNORE)  # GPT-2 shifts its labels itself: label i is token i
+    peer_labels[:, 1:] = labels[:, :-1]
+
+    def our_step():
+        ours.loss(tokens, segments, labels).backward()
+        ours.zero_grad(set_to_none=True)
+
+    def peer_step():
+        peer(input_ids=tokens, labels=peer_labels).loss.backward()
+        peer.zero_grad(set_to_none=True)
+
+    our_step(), peer_step()  # warm-up
+    timings = interleaved(lambda: timed(our_step), lambda: timed(peer_step), pairs)
+    print(f"  {shape}: {ours.num_parameters():,} vs {peer.num_parameters():,} parameters, "
+          f"{int((labels != IGNORE).sum())} of {labels.numel()} positions labelled")
+    print(ratio_line(f"{shape} forward+backward", timings, goal=1.05))
 
 
 PROCESS_VARIANTS = ("none", "malloc", "openmp", "both")
