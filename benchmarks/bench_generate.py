@@ -148,7 +148,8 @@ def vs_hf_batch(model, layouts, prompt, peer, faces: int, pairs: int) -> dict:
 
     def ours():
         start = time.perf_counter()
-        tokens_of[("ours", faces)] = [o["tokens"] for o in decode(model, [prompt] * faces, IMAGE, layouts.tok, sampling)]
+        results = decode(model, [prompt] * faces, IMAGE, layouts.tok, sampling)
+        tokens_of[("ours", faces)] = [o["tokens"] for o in results]
         return time.perf_counter() - start
 
     def theirs():

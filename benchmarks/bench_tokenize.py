@@ -303,7 +303,8 @@ def bench_vs_naive(folder: Path, big: list[Path], small: list[Path], vqgan: dict
           f"{defaults.loader_workers} loader workers) against the naive loop, tiny VQGAN, each a fresh process, "
           f"{pairs} interleaved pairs, load {load_average()}")
     for count in sizes:
-        paths = copies(big, count // 2, folder / f"set{count}") + copies(small, count - count // 2, folder / f"set{count}")
+        where = folder / f"set{count}"
+        paths = copies(big, count // 2, where) + copies(small, count - count // 2, where)
         corpus = write_corpus(folder / f"corpus{count}", paths)
         listing = folder / f"list{count}.txt"
         listing.write_text("\n".join(map(str, paths)))

@@ -155,7 +155,8 @@ class MultiHeadedAttention(nn.Module):
     def released_tensors(self) -> list[tuple[str, torch.Tensor]]:
         """(released name, view into `qkv`) in the released order: linear_layers.0.weight, .0.bias, .1.weight..."""
         weights, biases = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)
-        return [pair for j in range(3) for pair in ((f"{QKV_NAME}.{j}.weight", weights[j]), (f"{QKV_NAME}.{j}.bias", biases[j]))]
+        return [pair for j in range(3)
+                for pair in ((f"{QKV_NAME}.{j}.weight", weights[j]), (f"{QKV_NAME}.{j}.bias", biases[j]))]
 
     def forward(self, x, mask, layer_cache=None):
         """mask: [batch, 1, queries, keys] bool (True = may attend), or a FlexAttention BlockMask."""
