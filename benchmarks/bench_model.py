@@ -142,13 +142,16 @@ def hf_gpt2(config):
 def vs_hf_section(args) -> None:
     from benchmarks.pairs import load_average
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     print(f"vs transformers GPT-2 (SDPA), fp32 forward+loss+backward, CPU {torch.get_num_threads()} threads, "
-          f"batch {args.cpu_batch} x 334, load {load_average()}")
+          f"batch {args.cpu_batch} x 334, {'CPU' if args.cpu_time else 'wall'} seconds, load {load_average()}")
     for shape in args.shapes.split(","):
-        vs_hf_shape(shape, args.cpu_batch, args.pairs)
+        vs_hf_shape(shape, args.cpu_batch, args.pairs, clock)
 
 
-def vs_hf_shape(shape: str, rows: int, pairs: int) -> None:
+def vs_hf_shape(shape: str, rows: int, pairs: int, clock) -> None:
     from benchmarks.pairs import interleaved, ratio_line, timed
 
     config = load_config("paper").replace(**SHAPES[shape])
@@ -167,7 +170,7 @@ def vs_hf_shape(shape: str, rows: int, pairs: int) -> None:
         peer.zero_grad(set_to_none=True)
 
     our_step(), peer_step()  # warm-up
-    timings = interleaved(lambda: timed(our_step), lambda: timed(peer_step), pairs)
+    timings = interleaved(lambda: timed(our_step, clock), lambda: timed(peer_step, clock), pairs)
     print(f"  {shape}: {ours.num_parameters():,} vs {peer.num_parameters():,} parameters, "
           f"{int((labels != IGNORE).sum())} of {labels.numel()} positions labelled")
     print(ratio_line(f"{shape} forward+backward", timings, goal=1.05))
@@ -246,6 +249,9 @@ def main() -> None:
     parser.add_argument("--skip-gpu", action="store_true")
     parser.add_argument("--vs-hf", action="store_true", help="Also time a same-shape transformers GPT-2 beside ours.")
     parser.add_argument("--pairs", type=int, default=5, help="Interleaved pairs of --vs-hf.")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for --vs-hf [default: torch's choice].")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="--vs-hf in CPU seconds of the process (with --threads 1: steadier on a loaded machine).")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"Model shapes of --vs-hf, of {', '.join(SHAPES)}.")
     parser.add_argument("--process", action="store_true", help="Measure the CLI's process settings one by one.")
     parser.add_argument("--process-steps", type=int, default=3)
