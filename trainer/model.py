@@ -3,7 +3,7 @@
 Module names follow the released `talk2face.bin`, so its state dict loads with no renaming:
 
     embedding.{word,pos,seg}.embedding.weight
-    encoder.transformer.{i}.self_attn.linear_layers.{0,1,2}.{weight,bias}   Q, K, V
+    encoder.transformer.{i}.self_attn.linear_layers.{0,1,2}.{weight,bias}   Q, K, V (one fused `qkv` at run time)
     encoder.transformer.{i}.self_attn.final_linear.{weight,bias}
     encoder.transformer.{i}.feed_forward.linear_{1,2}.{weight,bias}
     encoder.transformer.{i}.layer_norm_{1,2}.{gamma,beta}
