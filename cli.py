@@ -21,11 +21,16 @@ from click.core import ParameterSource
 import serve as serve_package  # the page's defaults (light: no Gradio, no torch)
 from common.errors import UserError
 from common.records import SPLITS
+from common.process import configure_process
 from corpus.config import BuildConfig
 from facetokens.config import PRECISIONS, TokenizeConfig
 from trainer.config import PRESETS
 
 PRESET_NAMES = ", ".join(PRESETS)  # the model configs in trainer/configs/
+
+# At import, before any command imports torch (OpenMP reads its wait policy once, when it loads); spawned
+# worker processes import this module again and get the same settings. See common/process.py.
+configure_process()
 
 
 def user_errors(fn):
@@ -145,9 +150,10 @@ def _ratios(text: str) -> tuple[float, ...]:
 @click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml (Net2NetTransformer or VQGAN config); not needed for a converted .safetensors.")
 @click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path), help="last.ckpt (Lightning), a plain state dict, or .safetensors from convert-vqgan.")
 @click.option("--gpus", default=TokenizeConfig.gpus, show_default=True, help="Worker processes, one per GPU; 0 = one CPU worker.")
-@click.option("--batch-size", default=TokenizeConfig.batch_size, show_default=True,
+@click.option("--batch-size", type=int, show_default="64 on a GPU; on the CPU 4 per core, 4 to 16",
               help="Faces encoded together by one GPU (or CPU) worker.")
-@click.option("--loader-workers", type=int, show_default="cores / gpus - 1", help="Decoding processes per GPU worker.")
+@click.option("--loader-workers", type=int, show_default="cores / gpus - 1; on the CPU 0",
+              help="Decoding processes per GPU worker.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=TokenizeConfig.precision, show_default=True)
 @click.option("--shard-size", default=TokenizeConfig.shard_size, show_default=True, help="Faces per shard.")
 @click.option("--num-nodes", default=TokenizeConfig.num_nodes, show_default=True, help="Machines sharing the work (each gets a static block of shards).")

@@ -6,8 +6,13 @@
      the 256 steps are extrapolated (a step's time is close to linear in the row length); the output says so.
   2. With CUDA: faces per second (token generation, then the VQGAN excluded) in bf16 at batch 10 and 100.
 
+  3. `--vs-hf`: greedy decoding of 256 image tokens against `transformers` `generate` (KV cache, greedy) on a
+     GPT-2 of the same shape (SDPA, untied output layer), the same prompt length and 256 new tokens, at batch 1
+     and 10, in interleaved pairs. Each side's greedy tokens are checked to be the same at both batch sizes.
+
     python benchmarks/bench_generate.py                  # ~2 minutes on 2 cores
     python benchmarks/bench_generate.py --uncached-points 2 --threads 1
+    python benchmarks/bench_generate.py --vs-hf --skip-cpu   # needs the `bench` extra (transformers)
 
 On a busy small machine, `--threads 1` can be several times faster for cached decoding: each step's
 operations are tiny (10 rows), and two OpenMP threads sharing contended cores mostly wait for each other.
@@ -113,16 +118,73 @@ def cuda_section(args) -> None:
         print(f"  batch {faces:3d}: {seconds:6.2f} s, {faces / seconds:7.1f} faces/s")
 
 
+def vs_hf_section(args) -> None:
+    from benchmarks.bench_model import hf_gpt2
+    from benchmarks.pairs import load_average
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, layouts, prompt = setup("cpu", torch.float32)
+    peer = hf_gpt2(model.config).eval().requires_grad_(False)
+    print(f"vs transformers generate (GPT-2 of the same shape, SDPA, KV cache), fp32 greedy, "
+          f"{model.config.image_tokens} new tokens, prompt {len(prompt.tokens)} tokens, "
+          f"CPU {torch.get_num_threads()} threads, {'CPU' if args.cpu_time else 'wall'} seconds, load {load_average()}")
+    tokens_of = {}
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    for faces in (1, 10):
+        tokens_of |= vs_hf_batch(model, layouts, prompt, peer, faces, args.pairs, clock)
+    for side in ("ours", "peer"):
+        same = all(row == tokens_of[(side, 1)][0] for row in tokens_of[(side, 10)])
+        print(f"  {side}: batch-10 greedy tokens {'identical to' if same else 'DIFFER from'} batch 1's")
+
+
+def vs_hf_batch(model, layouts, prompt, peer, faces: int, pairs: int, clock) -> dict:
+    """Interleaved pairs at one batch size; the last greedy tokens of each side."""
+    from benchmarks.pairs import interleaved, ratio_line
+
+    steps = model.config.image_tokens
+    sampling = Sampling(samples=1, batch_size=faces, greedy=True)
+    ids = torch.tensor([prompt.tokens] * faces)
+    tokens_of = {}
+
+    def ours():
+        start = clock()
+        results = decode(model, [prompt] * faces, IMAGE, layouts.tok, sampling)
+        tokens_of[("ours", faces)] = [o["tokens"] for o in results]
+        return clock() - start
+
+    def theirs():
+        start = clock()
+        with torch.no_grad():
+            out = peer.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=steps,
+                                min_new_tokens=steps, pad_token_id=0)
+        tokens_of[("peer", faces)] = out[:, ids.shape[1]:].tolist()
+        return clock() - start
+
+    timings = interleaved(ours, theirs, pairs)  # no separate warm-up: the order alternates pair by pair
+    assert all(len(t) == steps for t in tokens_of[("ours", faces)] + tokens_of[("peer", faces)])
+    print(ratio_line(f"batch {faces:2d} greedy decoding", timings, goal=1.1 if faces == 1 else 1.5))
+    return tokens_of
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=10)
     parser.add_argument("--uncached-points", type=int, default=3, help="Uncached steps timed for the extrapolation.")
     parser.add_argument("--threads", type=int, help="torch CPU threads [default: torch's choice].")
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--vs-hf", action="store_true", help="Also time transformers generate beside ours.")
+    parser.add_argument("--pairs", type=int, default=2, help="Interleaved pairs of --vs-hf per batch size.")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="--vs-hf in CPU seconds of the process (with --threads 1: steadier on a loaded machine).")
     args = parser.parse_args()
     if not args.skip_cpu:
         cpu_section(args)
-    cuda_section(args)
+    if args.vs_hf:
+        vs_hf_section(args)
+    if not args.skip_gpu:
+        cuda_section(args)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,20 @@
   2. With CUDA: bf16 autocast, SDPA against FlexAttention (compiled, block mask), a realistic batch,
      with model FLOPs utilisation against the GPU's bf16 peak.
 
+  3. `--vs-hf`: against a `transformers` GPT-2 of the same shape (SDPA attention, untied output layer,
+     dropout 0.1, fp32, train mode) on the same rows, forward + loss + backward in interleaved pairs, at the
+     paper shape and at 4 layers x 256. Rows alternate the two layouts of training (face -> caption: 72
+     labelled positions of 334; caption -> face: 256 + [SEP]), so about half the positions carry a label,
+     as in training. GPT-2 computes its logits and loss over every position, as a user of it would.
+
     python benchmarks/bench_model.py                       # ~2 minutes on 2 cores
     python benchmarks/bench_model.py --cpu-batch 1 --cpu-steps 2 --gpu-batch 64
+  4. `--process`: the CLI's process settings (common/process.py) measured one by one: the same training
+     steps (Talk2Face.loss forward + backward + AdamW step) in fresh processes with none, the allocator
+     settings, the OpenMP wait policy, and both, interleaved; steps/s against none and each one's peak memory.
+
+    python benchmarks/bench_model.py --vs-hf --skip-cpu     # needs the `bench` extra (transformers)
+    python benchmarks/bench_model.py --process --skip-cpu --shapes 4x256
 """
 from __future__ import annotations
 
@@ -18,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -30,6 +41,8 @@ from trainer.train import flops_per_token
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 PREFIX = 262  # [CLS] to caption [SEP] <256 image tokens> [SEP]
+IMAGE_PREFIX = 77  # caption -> face: [CLS] to image [SEP] <text> [SEP], then 256 image tokens and [SEP]
+SHAPES = {"paper": {}, "4x256": {"layers": 4, "hidden_size": 256, "heads": 4, "feedforward_size": 1024}}
 
 
 def batch(config, rows: int, device) -> tuple[torch.Tensor, ...]:
@@ -53,8 +66,7 @@ def tokens_per_second(model, data, steps: int, autocast) -> float:
 
     def step():
         with autocast():
-            logits = model(tokens, segments)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            loss = model.loss(tokens, segments, labels)
         loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -103,6 +115,129 @@ def gpu_section(args) -> None:
         torch.cuda.empty_cache()
 
 
+def mixed_batch(config, rows: int) -> tuple[torch.Tensor, ...]:
+    """Rows alternating face -> caption and caption -> face layouts (labels as `trainer.sequences` sets them)."""
+    tokens, segments, labels = batch(config, rows, "cpu")
+    for r in range(1, rows, 2):
+        segments[r] = 2
+        segments[r, :IMAGE_PREFIX] = 1
+        labels[r] = IGNORE
+        labels[r, IMAGE_PREFIX - 1:-1] = tokens[r, IMAGE_PREFIX:]
+    return tokens, segments, labels
+
+
+def hf_gpt2(config):
+    """A `transformers` GPT-2 of our shape: same layers, widths, vocabulary, positions and dropout; untied output."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf_config = GPT2Config(vocab_size=config.vocab_size, n_positions=config.max_positions, n_embd=config.hidden_size,
+                           n_layer=config.layers, n_head=config.heads, n_inner=config.feedforward_size,
+                           resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                           tie_word_embeddings=False, bos_token_id=101, eos_token_id=102,
+                           attn_implementation="sdpa")
+    return GPT2LMHeadModel(hf_config).train()
+
+
+def vs_hf_section(args) -> None:
+    from benchmarks.pairs import load_average
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    print(f"vs transformers GPT-2 (SDPA), fp32 forward+loss+backward, CPU {torch.get_num_threads()} threads, "
+          f"batch {args.cpu_batch} x 334, {'CPU' if args.cpu_time else 'wall'} seconds, load {load_average()}")
+    for shape in args.shapes.split(","):
+        vs_hf_shape(shape, args.cpu_batch, args.pairs, clock)
+
+
+def vs_hf_shape(shape: str, rows: int, pairs: int, clock) -> None:
+    from benchmarks.pairs import interleaved, ratio_line, timed
+
+    config = load_config("paper").replace(**SHAPES[shape])
+    torch.manual_seed(0)
+    ours, peer = Talk2Face(config).train(), hf_gpt2(config)
+    tokens, segments, labels = mixed_batch(config, rows)
+    peer_labels = torch.full_like(labels, IGNORE)  # GPT-2 shifts its labels itself: label i is token i
+    peer_labels[:, 1:] = labels[:, :-1]
+
+    def our_step():
+        ours.loss(tokens, segments, labels).backward()
+        ours.zero_grad(set_to_none=True)
+
+    def peer_step():
+        peer(input_ids=tokens, labels=peer_labels).loss.backward()
+        peer.zero_grad(set_to_none=True)
+
+    our_step(), peer_step()  # warm-up
+    timings = interleaved(lambda: timed(our_step, clock), lambda: timed(peer_step, clock), pairs)
+    print(f"  {shape}: {ours.num_parameters():,} vs {peer.num_parameters():,} parameters, "
+          f"{int((labels != IGNORE).sum())} of {labels.numel()} positions labelled")
+    print(ratio_line(f"{shape} forward+backward", timings, goal=1.05))
+
+
+PROCESS_VARIANTS = ("none", "malloc", "openmp", "both")
+
+
+def process_child(variant: str, shape: str, rows: int, steps: int) -> None:
+    """In a fresh process: apply `variant`'s settings before torch loads, time `steps` training steps, print JSON."""
+    import json
+    import os
+
+    from common import process
+    from common.memory import peak_rss_mb
+
+    if variant in ("openmp", "both"):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if variant in ("malloc", "both"):
+        process._mallopt(process.MALLOC_SETTINGS)
+    config = load_config("paper").replace(**SHAPES[shape])
+    torch.manual_seed(0)
+    model = Talk2Face(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    tokens, segments, labels = mixed_batch(config, rows)
+
+    def step():
+        model.loss(tokens, segments, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - start
+    print(json.dumps({"variant": variant, "seconds": seconds, "peak_mib": peak_rss_mb()}))
+
+
+def process_section(args) -> None:
+    import json
+    import os
+    import statistics
+    import subprocess
+
+    from benchmarks.pairs import load_average
+
+    shape = args.shapes.split(",")[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_WAIT", "GOMP_"))}
+    print(f"process settings: {shape}, batch {args.cpu_batch} x 334, {args.process_steps} training steps per run, "
+          f"{args.pairs} interleaved rounds, load {load_average()}")
+    runs: dict[str, list[dict]] = {v: [] for v in PROCESS_VARIANTS}
+    for round_ in range(args.pairs):
+        order = PROCESS_VARIANTS if round_ % 2 == 0 else PROCESS_VARIANTS[::-1]
+        for variant in order:
+            out = subprocess.run([sys.executable, __file__, "--process-child", variant, "--shapes", shape,
+                                  "--cpu-batch", str(args.cpu_batch), "--process-steps", str(args.process_steps)],
+                                 env=env, check=True, capture_output=True, text=True).stdout
+            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+    for variant in PROCESS_VARIANTS[1:]:
+        ratios = sorted(n["seconds"] / v["seconds"] for n, v in zip(runs["none"], runs[variant]))
+        peak = statistics.median(r["peak_mib"] for r in runs[variant])
+        print(f"  {variant:6s}: steps/s {statistics.median(ratios):.2f}x of none (min {ratios[0]:.2f}, "
+              f"max {ratios[-1]:.2f}), peak memory {peak:,.0f} MiB")
+    print(f"  none  : {statistics.median(r['seconds'] for r in runs['none']) / args.process_steps:.2f} s/step, "
+          f"peak memory {statistics.median(r['peak_mib'] for r in runs['none']):,.0f} MiB  [load {load_average()}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-batch", type=int, default=2)
@@ -110,10 +245,28 @@ def main() -> None:
     parser.add_argument("--gpu-batch", type=int, default=32)
     parser.add_argument("--gpu-steps", type=int, default=20)
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--vs-hf", action="store_true", help="Also time a same-shape transformers GPT-2 beside ours.")
+    parser.add_argument("--pairs", type=int, default=5, help="Interleaved pairs of --vs-hf.")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for --vs-hf [default: torch's choice].")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="--vs-hf in CPU seconds of the process (with --threads 1: steadier on a loaded machine).")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"Model shapes of --vs-hf, of {', '.join(SHAPES)}.")
+    parser.add_argument("--process", action="store_true", help="Measure the CLI's process settings one by one.")
+    parser.add_argument("--process-steps", type=int, default=3)
+    parser.add_argument("--process-child", choices=PROCESS_VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.process_child:
+        process_child(args.process_child, args.shapes.split(",")[0], args.cpu_batch, args.process_steps)
+        return
     if not args.skip_cpu:
         cpu_section(args)
-    gpu_section(args)
+    if args.process:
+        process_section(args)
+    if args.vs_hf:
+        vs_hf_section(args)
+    if not args.skip_gpu:
+        gpu_section(args)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,16 @@ Generates its own photo-like JPEGs (1024x1024 and CelebA's 178x218) and a tiny r
      (138.6 GFLOP per face), the CPU decode rate per core needed to feed it, and tokenize_images end
      to end on that GPU with all cores decoding.
 
+  5. `--vs-naive` (instead of 1-4): the command (`cli.py tokenize-images --gpus 0`, its defaults and process
+     settings) against the naive loop (read and resize each face as the command does, so
+     both see the same pixels; the encoder and its nearest-code search one image at a time; the VQGAN loaded
+     once), each side a fresh process, at 48 and 1,000 faces (half 1024x1024,
+     half 178x218; copies of a few dozen generated photos), tiny VQGAN, interleaved pairs; both sides' codes
+     are compared face by face.
+
     python benchmarks/bench_tokenize.py                 # ~3 minutes on 2 busy cores
     python benchmarks/bench_tokenize.py --faces 96 --batch-size 16
+    python benchmarks/bench_tokenize.py --vs-naive --pairs 3
 """
 from __future__ import annotations
 
@@ -249,6 +257,82 @@ def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
           f" (bf16/fp32 code agreement on the first batch: {summary['bf16_agreement']})")
 
 
+# ----------------------------------------------------------------------------- 5. against the naive loop
+def copies(paths: list[Path], count: int, folder: Path) -> list[Path]:
+    """`count` files cycling through `paths` (same bytes, so the same decoding work), each its own name."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        source = paths[i % len(paths)]
+        target = folder / f"{source.stem}_copy{i:05d}{source.suffix}"
+        shutil.copyfile(source, target)
+        out.append(target)
+    return out
+
+
+def naive_child(vqgan_config: str, vqgan_ckpt: str, listing: str, out: str) -> None:
+    """The naive loop in a plain process (no process settings), model loading included: read each face
+    (`prepare_face`, so that both sides see the same pixels), encode it alone, take its codes; JSON to `out`."""
+    import torch
+
+    from facetokens.images import prepare_face
+    from facetokens.vqgan_files import load_vqgan
+
+    model = load_vqgan(Path(vqgan_config), Path(vqgan_ckpt), with_decoder=False)
+    codes = {}
+    with torch.no_grad():
+        for path in Path(listing).read_text().splitlines():
+            x = torch.from_numpy(prepare_face(path)).permute(2, 0, 1)[None].float() / 127.5 - 1
+            codes[Path(path).name] = model.encode_to_codes(x)[0].tolist()
+    Path(out).write_text(json.dumps(codes))
+
+
+def bench_vs_naive(folder: Path, big: list[Path], small: list[Path], vqgan: dict, pairs: int, sizes: list[int]) -> None:
+    """Both sides as a user runs them: `cli.py tokenize-images --gpus 0` (its defaults and process settings)
+    and the naive loop, each a fresh Python process (interpreter and torch start-up counted on both)."""
+    import shutil
+    import subprocess
+
+    from benchmarks.pairs import interleaved, load_average, ratio_line
+    from facetokens.config import TokenizeConfig
+    from facetokens.shards import read_samples
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_", "GOMP_"))}
+    defaults = TokenizeConfig(gpus=0)
+    print(f"\n5. `cli.py tokenize-images --gpus 0` with its defaults (batch {defaults.batch_size}, "
+          f"{defaults.loader_workers} loader workers) against the naive loop, tiny VQGAN, each a fresh process, "
+          f"{pairs} interleaved pairs, load {load_average()}")
+    for count in sizes:
+        where = folder / f"set{count}"
+        paths = copies(big, count // 2, where) + copies(small, count - count // 2, where)
+        corpus = write_corpus(folder / f"corpus{count}", paths)
+        listing = folder / f"list{count}.txt"
+        listing.write_text("\n".join(map(str, paths)))
+
+        def ours(corpus=corpus):
+            shutil.rmtree(folder / "shards", ignore_errors=True)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(REPO / "cli.py"), "tokenize-images", "--corpus", str(corpus), "--out",
+                            str(folder / "shards"), "--vqgan-config", str(vqgan["config"]), "--vqgan-ckpt",
+                            str(vqgan["ckpt"]), "--gpus", "0"], env=env, check=True, capture_output=True)
+            return time.perf_counter() - start
+
+        def theirs(listing=listing):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--naive-child", str(vqgan["config"]), str(vqgan["ckpt"]),
+                            str(listing), str(folder / "naive.json")], env=env, check=True, capture_output=True)
+            return time.perf_counter() - start
+
+        timings = interleaved(ours, theirs, pairs)
+        ours_codes = {meta["image"]: codes.tolist() for meta, codes in read_samples(folder / "shards")}
+        naive = json.loads((folder / "naive.json").read_text())
+        same = sum(ours_codes[name] == codes for name, codes in naive.items())
+        print(ratio_line(f"{count:5d} faces", timings, goal=1.0 if count < 100 else 1.5))
+        print(f"        codes identical for {same} of {count} faces")
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -259,7 +343,14 @@ def main() -> None:
     parser.add_argument("--decode-images", type=int, default=24, help="images of each size for the decode benchmark")
     parser.add_argument("--gpu-faces", type=int, default=2048)
     parser.add_argument("--gpu-batch-size", type=int, default=128)
+    parser.add_argument("--vs-naive", action="store_true", help="only section 5: the command against the naive loop")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved pairs of --vs-naive")
+    parser.add_argument("--sizes", default="48,1000", help="faces of each --vs-naive comparison")
+    parser.add_argument("--naive-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.naive_child:
+        naive_child(*args.naive_child)
+        return
 
     import torch
 
@@ -270,6 +361,12 @@ def main() -> None:
           f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if args.vs_naive:
+            big = write_photos(folder / "faces", (1024, 1024), 12, "big")
+            small = write_photos(folder / "faces", (178, 218), 12, "small")
+            bench_vs_naive(folder, big, small, write_tiny_vqgan(folder / "vqgan"), args.pairs,
+                           [int(n) for n in args.sizes.split(",")])
+            return
         big = write_photos(folder / "faces", (1024, 1024), max(args.decode_images, args.faces // 2), "big")
         small = write_photos(folder / "faces", (178, 218), max(args.decode_images, args.faces // 2), "small")
         decode = bench_decode({"1024x1024": big[: args.decode_images], "178x218": small[: args.decode_images]})

@@ -60,6 +60,24 @@ def test_cached_and_uncached_greedy_decoding_give_identical_tokens(tiny_model):
     assert all(len(r["tokens"]) == 16 for r in cached)
 
 
+def test_a_cached_step_computes_the_full_forward_logits_over_the_allowed_span(tiny_model):
+    from trainer.generate import _Cached, allowed_ids
+
+    lay = layouts()
+    prompt = lay.to_image_prompt("this man has black hair.")
+    tokens, segments = torch.tensor([prompt.tokens]), torch.tensor([prompt.segments])
+    allowed = allowed_ids(tiny_model, IMAGE, lay.tok)
+    with torch.no_grad():
+        step = _Cached(tiny_model, tokens, segments, torch.tensor([len(prompt.tokens)]), 2, allowed)
+        first = step.first.clone()
+        second = step.next(torch.tensor([TINY.text_vocab_size + 5]))
+        row = torch.cat([tokens, torch.tensor([[TINY.text_vocab_size + 5]])], 1)
+        full = tiny_model(row, torch.cat([segments, torch.tensor([[2]])], 1))
+    for ours, expected in ((first, full[:, -2]), (second, full[:, -1])):
+        assert torch.allclose(ours[:, allowed], expected[:, allowed], atol=1e-5)
+        assert bool((ours[:, :TINY.text_vocab_size] == float("-inf")).all())
+
+
 def rigged(favourite: int, second: int | None = None) -> Talk2Face:
     """A model whose logits are the same at every position: `favourite` highest, then `second`, then the rest."""
     model = Talk2Face(TINY).eval()

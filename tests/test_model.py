@@ -171,6 +171,69 @@ def test_export_folder_round_trips_with_config_and_tokenizer_settings(tmp_path, 
     assert load_model(tmp_path / "export", TINY.replace(attention="flex")).config.attention == "flex"  # a runtime choice
 
 
+def test_fused_qkv_saves_and_loads_the_released_keys_exactly(tmp_path, released_file):
+    _, state = released_file
+    model = load_model(released_file[0], TINY)
+    saved = model.state_dict()
+    assert list(saved) == list(Talk2Face(TINY).state_dict()) and set(saved) == set(released_keys(TINY))
+    assert list(saved)[3:9] == [f"encoder.transformer.0.self_attn.linear_layers.{j}.{kind}"
+                                for j in range(3) for kind in ("weight", "bias")]
+    assert all(torch.equal(saved[k], state[k]) for k in state)
+    assert saved["encoder.transformer.0.self_attn.linear_layers.1.weight"].untyped_storage().data_ptr() != \
+        model.encoder.transformer[0].self_attn.qkv.weight.untyped_storage().data_ptr()  # copies, not views
+    torch.save(saved, tmp_path / "again.bin")
+    export(model, tmp_path / "export")
+    for path in (tmp_path / "again.bin", tmp_path / "export"):
+        assert all(torch.equal(load_model(path, TINY).state_dict()[k], state[k]) for k in state)
+    qkv = model.encoder.transformer[1].self_attn.qkv
+    assert torch.equal(qkv.weight[TINY.hidden_size:2 * TINY.hidden_size],
+                       state["encoder.transformer.1.self_attn.linear_layers.1.weight"])
+
+
+def test_init_draws_the_released_parameters_in_the_released_order():
+    model = Talk2Face(TINY)
+    torch.manual_seed(3)
+    model.init_weights()
+    drawn = model.state_dict()  # keys in the released modules' order (Q, K, V before final_linear)
+    torch.manual_seed(3)
+    expected = {}
+    for name, value in drawn.items():  # what the unfused model drew: one tensor after another in that order
+        if not name.endswith((".gamma", ".beta")):
+            expected[name] = torch.empty(value.shape).normal_(0.0, 0.02)
+    assert all(torch.equal(drawn[k], v) for k, v in expected.items())
+
+
+def test_layer_norm_equals_the_uer_formula():
+    from trainer.model import LayerNorm
+
+    torch.manual_seed(0)
+    norm = LayerNorm(48, 1e-6)
+    norm.gamma.data.normal_(1.0, 0.3)
+    norm.beta.data.normal_(0.0, 0.3)
+    x = torch.randn(5, 7, 48) * 4 + 2
+    x[0, 0] = 3.0  # a constant row: zero std, eps alone keeps it finite
+    uer = norm.gamma * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-6) + norm.beta
+    assert torch.allclose(norm(x), uer, atol=1e-6, rtol=1e-6)
+
+
+def test_loss_at_labelled_positions_equals_the_full_loss_and_its_gradients():
+    torch.manual_seed(2)
+    model = Talk2Face(TINY).eval()
+    tokens, segments = padded_batch()
+    labels = torch.full_like(tokens, -100)
+    labels[0, 5:9], labels[1, 6:7] = tokens[0, 6:10], tokens[1, 7:8]
+    full = torch.nn.functional.cross_entropy(model(tokens, segments).flatten(0, 1), labels.flatten())
+    full.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    ours = model.loss(tokens, segments, labels)
+    ours.backward()
+    assert torch.allclose(ours, full, atol=1e-6)
+    assert all(torch.allclose(p.grad, expected[n], atol=1e-6) for n, p in model.named_parameters())
+    summed = model.loss(tokens, segments, labels, reduction="sum")
+    assert torch.allclose(summed, full * 5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------- configs and size
 def test_paper_preset_is_the_released_config_and_full_size_counts():
     released = load_config(REPO / "trainer/configs/released_base_config.json")

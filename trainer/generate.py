@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from common.errors import UserError
 from trainer.model import PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT, Talk2Face
@@ -108,21 +109,37 @@ def allowed_ids(model: Talk2Face, target: str, tokenizer) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- decoding
 class _Cached:
-    """Prefill once, then one position per step."""
+    """Prefill once, then one position per step; logits only for the span of ids the target may hold.
 
-    def __init__(self, model: Talk2Face, tokens, segments, lengths, steps: int):
+    The final LayerNorm and the output layer run on each row's last position only, and only over the
+    columns from the first to the last allowed id (an image target: its 1,024 of 31,546); the rest of the
+    preallocated [rows, vocab] logits stay -inf, which the allowed-id mask would have set anyway.
+    """
+
+    def __init__(self, model: Talk2Face, tokens, segments, lengths, steps: int, allowed: torch.Tensor):
         self.model = model
         self.cache = model.new_cache(len(tokens), tokens.shape[1] + steps)
-        self.first = model(tokens, segments, cache=self.cache)[torch.arange(len(tokens)), lengths - 1]
+        ids = allowed.nonzero()[:, 0]
+        self.columns = slice(int(ids[0]), int(ids[-1]) + 1) if len(ids) else slice(0, 0)
+        self.weight = model.target.lm.output_layer.weight[self.columns]
+        self.logits = torch.full((len(tokens), model.config.vocab_size), float("-inf"), device=tokens.device,
+                                 dtype=self.weight.dtype)
+        self.segment = torch.full((len(tokens), 1), TARGET_SEGMENT, device=tokens.device)
+        hidden = model.hidden(tokens, segments, cache=self.cache)
+        self.first = self._logits(hidden[torch.arange(len(tokens)), lengths - 1])
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        self.logits[:, self.columns] = F.linear(self.model.encoder.layer_norm(hidden), self.weight)
+        return self.logits
 
     def next(self, new: torch.Tensor) -> torch.Tensor:
-        return self.model(new[:, None], torch.full_like(new[:, None], TARGET_SEGMENT), cache=self.cache)[:, -1]
+        return self._logits(self.model.hidden(new[:, None], self.segment, cache=self.cache)[:, -1])
 
 
 class _Uncached:
     """The released way: the whole row recomputed for every new token (rows of equal prompt length)."""
 
-    def __init__(self, model: Talk2Face, tokens, segments, lengths, steps: int):
+    def __init__(self, model: Talk2Face, tokens, segments, lengths, steps: int, allowed: torch.Tensor):
         if not bool((lengths == tokens.shape[1]).all()):
             raise ValueError("uncached decoding needs prompts of equal length")
         self.model, self.tokens, self.segments = model, tokens, segments
@@ -189,14 +206,15 @@ def _decode_rows(model, rows: list[Sequence], limits: list[int], target, tokeniz
     allowed = allowed_ids(model, target, tokenizer).to(device)
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
     limit = torch.tensor(limits, device=device)
-    step_fn = stepper(model, tokens, segments, lengths, steps)
+    step_fn = stepper(model, tokens, segments, lengths, steps, allowed)
+    blocked = ~allowed
     logits = step_fn.first
     out = torch.zeros(len(rows), steps, dtype=torch.long, device=device)
     stopped = torch.zeros(len(rows), dtype=torch.bool, device=device)
     done = torch.zeros_like(stopped)
     length = torch.zeros(len(rows), dtype=torch.long, device=device)
     for step in range(steps):
-        new = choose(logits.masked_fill(~allowed, float("-inf")), sampling, generator)
+        new = choose(logits.masked_fill(blocked, float("-inf")), sampling, generator)
         new = torch.where(done, torch.full_like(new, tokenizer.sep_id), new)
         out[:, step] = new
         hit = ~done & torch.isin(new, stops)

@@ -3,7 +3,7 @@
 Module names follow the released `talk2face.bin`, so its state dict loads with no renaming:
 
     embedding.{word,pos,seg}.embedding.weight
-    encoder.transformer.{i}.self_attn.linear_layers.{0,1,2}.{weight,bias}   Q, K, V
+    encoder.transformer.{i}.self_attn.linear_layers.{0,1,2}.{weight,bias}   Q, K, V (one fused `qkv` at run time)
     encoder.transformer.{i}.self_attn.final_linear.{weight,bias}
     encoder.transformer.{i}.feed_forward.linear_{1,2}.{weight,bias}
     encoder.transformer.{i}.layer_norm_{1,2}.{gamma,beta}
@@ -20,6 +20,7 @@ adds one target token per row and step; each row continues at its own position a
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,10 +33,15 @@ from trainer.config import ModelConfig
 log = logging.getLogger(__name__)
 
 PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT = 0, 1, 2
+IGNORE = -100  # label of positions without loss (torch's cross_entropy default ignore_index)
 
 
 class LayerNorm(nn.Module):
-    """UER's LayerNorm: eps is added to the *unbiased* std, not to the variance (differs from nn.LayerNorm)."""
+    """UER's LayerNorm: eps is added to the *unbiased* std, not to the variance (differs from nn.LayerNorm).
+
+    gamma * (x - mean) / (std + eps) + beta in a few passes (`_uer_normalize`); when gradients are needed,
+    `_UERLayerNorm` computes them in a few fused passes instead of autograd's dozen elementwise ops.
+    """
 
     def __init__(self, size: int, eps: float):
         super().__init__()
@@ -44,9 +50,49 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(-1, keepdim=True)
-        std = x.std(-1, keepdim=True)
-        return self.gamma * (x - mean) / (std + self.eps) + self.beta
+        if torch.is_grad_enabled() and (x.requires_grad or self.gamma.requires_grad or self.beta.requires_grad):
+            return _UERLayerNorm.apply(x, self.gamma, self.beta, self.eps)
+        normalized, _, _ = _uer_normalize(x, self.eps)
+        return torch.addcmul(self.beta, normalized, self.gamma)
+
+
+def _uer_normalize(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x - mean) / (std + eps) over the last dimension, with its 1 / (std + eps) and std ([..., 1] each).
+
+    Two passes (the mean, then the norm of the deviations): torch's var/std/var_mean kernels on the CPU are
+    ~60x slower than a sum or a norm of the same tensor.
+    """
+    centered = x - x.mean(-1, keepdim=True)
+    std = torch.linalg.vector_norm(centered, dim=-1, keepdim=True) / math.sqrt(x.shape[-1] - 1)
+    scale = (std + eps).reciprocal()
+    return centered.mul_(scale), scale, std
+
+
+class _UERLayerNorm(torch.autograd.Function):
+    """y = gamma * xhat + beta, xhat = (x - mean) * r, r = 1 / (s + eps), s the unbiased std. With g = dy * gamma:
+
+        dx = r * (g - mean(g)) - xhat * sum(g * xhat) / ((n - 1) * s)
+
+    (the second term is the path through s; mean(g) and sum(g * xhat) are matrix-vector products with gamma).
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps):
+        normalized, scale, std = _uer_normalize(x, eps)
+        ctx.save_for_backward(normalized, gamma, scale, std)
+        return torch.addcmul(beta, normalized, gamma)
+
+    @staticmethod
+    def backward(ctx, dy):
+        normalized, gamma, scale, std = ctx.saved_tensors
+        size = normalized.shape[-1]
+        weighted = dy * normalized
+        rows = tuple(range(dy.dim() - 1))
+        dgamma, dbeta = weighted.sum(rows), dy.sum(rows)
+        mean_g = (dy @ gamma).unsqueeze(-1) / size
+        coefficient = (weighted @ gamma).unsqueeze(-1) / (std.clamp_min(torch.finfo(std.dtype).tiny) * (size - 1))
+        dx = torch.addcmul(-mean_g, dy, gamma).mul_(scale).addcmul_(normalized, coefficient, value=-1)
+        return dx, dgamma, dbeta, None
 
 
 class TableEmbedding(nn.Module):
@@ -90,18 +136,32 @@ class KVCache:
 
 
 class MultiHeadedAttention(nn.Module):
+    """Q, K and V as one [3 x hidden, hidden] matrix multiply; saved and loaded under the released names.
+
+    `qkv` holds the released `linear_layers.{0,1,2}` (Q, K, V) stacked by rows: state_dict() splits it
+    back into those six keys and load_state_dict() stacks them, so files keep the released layout.
+    """
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.heads, self.head_dim = config.heads, config.head_dim
-        self.linear_layers = nn.ModuleList(nn.Linear(config.hidden_size, config.hidden_size) for _ in range(3))
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.final_linear = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.dropout  # on the attention probabilities
         self.use_flex = config.attention == "flex"
+        self.register_state_dict_post_hook(_split_qkv)
+        self.register_load_state_dict_pre_hook(_stack_qkv)
+
+    def released_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """(released name, view into `qkv`) in the released order: linear_layers.0.weight, .0.bias, .1.weight..."""
+        weights, biases = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)
+        return [pair for j in range(3)
+                for pair in ((f"{QKV_NAME}.{j}.weight", weights[j]), (f"{QKV_NAME}.{j}.bias", biases[j]))]
 
     def forward(self, x, mask, layer_cache=None):
         """mask: [batch, 1, queries, keys] bool (True = may attend), or a FlexAttention BlockMask."""
         batch, length, _ = x.shape
-        q, k, v = (linear(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2) for linear in self.linear_layers)
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if layer_cache is not None:
             k, v = layer_cache(k, v)
         dropout = self.dropout if self.training else 0.0
@@ -110,6 +170,29 @@ class MultiHeadedAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # scale 1/sqrt(head_dim)
         return self.final_linear(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+QKV_NAME = "linear_layers"  # the released modules of Q, K and V
+
+
+def _split_qkv(module: MultiHeadedAttention, state: dict, prefix: str, local_metadata) -> None:
+    """state_dict() hook: `qkv.{weight,bias}` -> the released six keys, in the released key order."""
+    keys = [k for k in state if k.startswith(prefix)]
+    moved = {k: state.pop(k) for k in keys}
+    for key, value in moved.items():
+        if key == prefix + "qkv.weight":  # a copy each: files must not hold views of one storage
+            state.update((prefix + name, t.detach().clone()) for name, t in module.released_tensors())
+        elif key != prefix + "qkv.bias":
+            state[key] = value
+
+
+def _stack_qkv(module, state: dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys,
+               error_msgs) -> None:
+    """load_state_dict() hook: the released six keys -> `qkv.{weight,bias}` (missing ones are left to strict)."""
+    for kind in ("weight", "bias"):
+        names = [f"{prefix}{QKV_NAME}.{j}.{kind}" for j in range(3)]
+        if all(n in state for n in names):
+            state[f"{prefix}qkv.{kind}"] = torch.cat([state.pop(n) for n in names])
 
 
 class FeedForward(nn.Module):
@@ -171,15 +254,32 @@ class Talk2Face(nn.Module):
 
     def init_weights(self) -> None:
         """N(0, 0.02) for every parameter but the LayerNorms' gamma and beta (biases included), as UER does."""
+        with torch.no_grad():
+            for name, p in self.released_parameters():
+                if not name.endswith((".gamma", ".beta")):
+                    nn.init.normal_(p, mean=0.0, std=0.02)
+
+    def released_parameters(self) -> list[tuple[str, torch.Tensor]]:
+        """(released name, tensor) in the released order; Q, K and V are views into the fused parameter."""
+        pairs = []
         for name, p in self.named_parameters():
-            if not name.endswith((".gamma", ".beta")):
-                nn.init.normal_(p, mean=0.0, std=0.02)
+            module_name, _, leaf = name.rpartition(".")
+            if leaf == "weight" and module_name.endswith(".qkv"):
+                attention = self.get_submodule(module_name.rpartition(".")[0])
+                pairs += [(f"{module_name[:-3]}{n}", t) for n, t in attention.released_tensors()]
+            elif not (leaf == "bias" and module_name.endswith(".qkv")):
+                pairs.append((name, p))
+        return pairs
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits [batch, length, vocab] for tokens and segments [batch, length]."""
+        return self.target.lm.output_layer(self.encoder.layer_norm(self.hidden(tokens, segments, cache)))
+
+    def hidden(self, tokens: torch.Tensor, segments: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The last layer's output [batch, length, hidden], before the final LayerNorm and the output layer."""
         if cache is None:
             positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
             mask = self.attention_mask(segments)
@@ -189,7 +289,20 @@ class Talk2Face(nn.Module):
         h = self.embedding(tokens, segments, positions)
         for layer, layer_cache in zip(self.encoder.transformer, layer_caches):
             h = layer(h, mask, layer_cache)
-        return self.target.lm.output_layer(self.encoder.layer_norm(h))
+        return h
+
+    def loss(self, tokens: torch.Tensor, segments: torch.Tensor, labels: torch.Tensor,
+             reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy over the labelled positions (label != IGNORE): the mean, or the sum with reduction="sum".
+
+        Equal to cross_entropy(model(tokens, segments), labels, ignore_index=IGNORE), but the final LayerNorm,
+        the output layer and the softmax run only on the labelled rows: the [rows x length, vocab] logits of
+        the whole batch (and their gradient) are never made.
+        """
+        labelled = labels != IGNORE
+        h = self.hidden(tokens, segments)[labelled]
+        logits = self.target.lm.output_layer(self.encoder.layer_norm(h))
+        return F.cross_entropy(logits.float(), labels[labelled], reduction=reduction)
 
     def attention_mask(self, segments: torch.Tensor):
         if self.config.attention == "flex":
@@ -219,14 +332,17 @@ class Talk2Face(nn.Module):
             cache.next_position = (segments != PAD_SEGMENT).sum(1)
         else:  # each row continues after its own prefix, whatever padding the batch put between
             positions = cache.next_position[:, None] + torch.arange(new, device=tokens.device)
-            cache.next_position = cache.next_position + new
+            cache.next_position += new
             # A row that already ended (its [SEP]) keeps stepping beside the others and may run past the last
             # position; its outputs are discarded, so it is held at the last position instead of indexing past it.
-            positions = positions.clamp(max=self.config.max_positions - 1)
+            positions = positions.clamp_(max=self.config.max_positions - 1)
         cache.segments[:, start:start + new] = segments
         cache.length = start + new
         keys = cache.segments[:, :cache.length]
-        mask = prefix_mask(keys, query_slots=torch.arange(start, start + new, device=tokens.device))[:, None]
+        if start > 0 and new == 1:  # one token after all others: every filled slot but padding is visible
+            mask = (keys != PAD_SEGMENT)[:, None, None]
+        else:
+            mask = prefix_mask(keys, query_slots=torch.arange(start, start + new, device=tokens.device))[:, None]
 
         def writer(index):
             def write(k, v):

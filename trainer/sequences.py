@@ -20,10 +20,9 @@ import torch
 
 from common.errors import UserError
 from trainer.config import ModelConfig
-from trainer.model import PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT
+from trainer.model import IGNORE, PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT
 from trainer.text import TextTokenizer, image_token_ids
 
-IGNORE = -100  # label of positions without loss (torch's cross_entropy default ignore_index)
 PROMPTS = {"to_image": "to image", "to_caption": "to caption", "to_attributes": "to attributes"}
 PAIR_SEPARATOR = "; "
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from common.errors import UserError
 from common.fileio import atomic_path, write_json
@@ -120,8 +119,7 @@ class LossModel(torch.nn.Module):
         self.model = model
 
     def forward(self, tokens, segments, labels):
-        logits = self.model(tokens, segments)
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        return self.model.loss(tokens, segments, labels)
 
 
 def flops_per_token(config: ModelConfig, parameters: int) -> float:
@@ -343,8 +341,7 @@ def validate(run: Run) -> dict:
         for batch in run.validation.batches(task, run.config.val_batch_size, d.rank, d.world):
             tokens, segments, labels = (batch[n].to(d.device) for n in ("tokens", "segments", "labels"))
             with run.autocast:
-                logits = model(tokens, segments)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+                loss = model.loss(tokens, segments, labels, reduction="sum")
             sums[t] += torch.stack([loss.double(), (labels != IGNORE).sum().double()])
     model.train()
     sums = all_sum(sums, d)
