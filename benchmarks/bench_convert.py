@@ -8,6 +8,7 @@ pandas / scipy / json (`baseline_parse`), and the converter. Goal: convert <= 3x
     python benchmarks/bench_convert.py                    # every dataset (needs ~2 GB of disk, minutes)
     python benchmarks/bench_convert.py --datasets celeba,cacd
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,12 @@ def child(job: str, name: str, root: str, out: str) -> None:
 
 
 def run_child(job: str, name: str, root: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", job, name, str(root), str(out)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", job, name, str(root), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise SystemExit(f"{job} {name} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -66,7 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     names = [n for n in args.datasets.split(",") if n]
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_convert_"))
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
+        f"python {platform.python_version()}"
+    )
     print(f"{'dataset':15s} {'records':>9s} {'parse s':>8s} {'convert s':>9s} {'ratio':>6s} {'peak MB':>8s}  goal")
     try:
         for name in names:
@@ -77,11 +85,17 @@ def main() -> None:
             conv = run_child("convert", name, root, work / "out")
             ratio = conv["seconds"] / base["seconds"]
             ok = ratio <= GOAL_RATIO and conv["peak_rss_mb"] < GOAL_RSS_MB
-            print(f"{name:15s} {conv['rows']:>9,} {base['seconds']:>8.2f} {conv['seconds']:>9.2f} {ratio:>6.2f} "
-                  f"{conv['peak_rss_mb']:>8.0f}  {'met' if ok else 'MISSED'}", flush=True)
+            print(
+                f"{name:15s} {conv['rows']:>9,} {base['seconds']:>8.2f} {conv['seconds']:>9.2f} {ratio:>6.2f} "
+                f"{conv['peak_rss_mb']:>8.0f}  {'met' if ok else 'MISSED'}",
+                flush=True,
+            )
         if len(names) > 1:
             whole = run_child("all", "all", work / "datasets", work / "out_all")
-            print(f"{'convert all':15s} {whole['rows']:>9,} {'':>8s} {whole['seconds']:>9.2f} {'':>6s} {whole['peak_rss_mb']:>8.0f}")
+            print(
+                f"{'convert all':15s} {whole['rows']:>9,} {'':>8s} {whole['seconds']:>9.2f} {'':>6s} "
+                f"{whole['peak_rss_mb']:>8.0f}"
+            )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

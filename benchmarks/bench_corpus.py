@@ -13,6 +13,7 @@ Goal: under 60 s and 3 GB on a 2-core machine.
     python benchmarks/bench_corpus.py                     # generate (cached in --work) and build
     python benchmarks/bench_corpus.py --work /tmp/bench --regenerate
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,12 +48,37 @@ CAPTIONS_PER_FACE = 10
 RNG = np.random.default_rng(2022)
 
 SUBJECTS = ["The person", "This woman", "This man", "The celebrity", "She", "He", "The lady", "The young man"]
-FEATURES = ["has high cheekbones", "has wavy hair", "wears heavy makeup", "has arched eyebrows", "is smiling",
-            "has a pointy nose", "has bags under the eyes", "wears lipstick", "has big lips", "has black hair",
-            "has straight hair", "wears earrings", "has a receding hairline", "has bushy eyebrows", "is young",
-            "has a double chin", "has rosy cheeks", "has a slightly open mouth", "wears eyeglasses", "has bangs"]
-ENDINGS = [".", " and looks attractive.", " and is chubby.", " with an oval face.", " and has a mustache.",
-           " and has blond hair.", " and wears a hat."]
+FEATURES = [
+    "has high cheekbones",
+    "has wavy hair",
+    "wears heavy makeup",
+    "has arched eyebrows",
+    "is smiling",
+    "has a pointy nose",
+    "has bags under the eyes",
+    "wears lipstick",
+    "has big lips",
+    "has black hair",
+    "has straight hair",
+    "wears earrings",
+    "has a receding hairline",
+    "has bushy eyebrows",
+    "is young",
+    "has a double chin",
+    "has rosy cheeks",
+    "has a slightly open mouth",
+    "wears eyeglasses",
+    "has bangs",
+]
+ENDINGS = [
+    ".",
+    " and looks attractive.",
+    " and is chubby.",
+    " with an oval face.",
+    " and has a mustache.",
+    " and has blond hair.",
+    " and wears a hat.",
+]
 
 
 # -- text and column builders --------------------------------------------------------------
@@ -108,17 +134,32 @@ def celeba() -> pa.Table:
     values = [pick(["true", "false"], CELEBA) for _ in names]
     text, attributes = key_value("celeba", [n.replace("_", " ").lower() for n in names], values)
     identity = np.repeat(np.arange(10_177), CELEBA // 10_177 + 1)[:CELEBA]  # blocks: identity-disjoint splits
-    return make_table(CELEBA, dataset="celeba", image=prefixed("img_align_celeba/", pc.binary_join_element_wise(ids, ".jpg", "")),
-                      image_id=prefixed("celeba/", ids), split=splits_by_counts(CELEBA_SPLIT), kind="attributes",
-                      text=text, attributes=attributes, source=prefixed("Anno/list_attr_celeba.txt:", number_strings(np.arange(3, CELEBA + 3))),
-                      person=prefixed("celeba:", number_strings(identity)))
+    return make_table(
+        CELEBA,
+        dataset="celeba",
+        image=prefixed("img_align_celeba/", pc.binary_join_element_wise(ids, ".jpg", "")),
+        image_id=prefixed("celeba/", ids),
+        split=splits_by_counts(CELEBA_SPLIT),
+        kind="attributes",
+        text=text,
+        attributes=attributes,
+        source=prefixed("Anno/list_attr_celeba.txt:", number_strings(np.arange(3, CELEBA + 3))),
+        person=prefixed("celeba:", number_strings(identity)),
+    )
 
 
 def celeba_dialog() -> pa.Table:
     ids = number_strings(np.arange(1, CELEBA + 1), 6)
-    return make_table(CELEBA, dataset="celeba_dialog", image=prefixed("img_align_celeba/", pc.binary_join_element_wise(ids, ".jpg", "")),
-                      image_id=prefixed("celeba/", ids), split=splits_by_counts(CELEBA_SPLIT), kind="caption",
-                      text=plant_noise(captions(CELEBA), 0.01), source=prefixed("captions.json:", ids))
+    return make_table(
+        CELEBA,
+        dataset="celeba_dialog",
+        image=prefixed("img_align_celeba/", pc.binary_join_element_wise(ids, ".jpg", "")),
+        image_id=prefixed("celeba/", ids),
+        split=splits_by_counts(CELEBA_SPLIT),
+        kind="caption",
+        text=plant_noise(captions(CELEBA), 0.01),
+        source=prefixed("captions.json:", ids),
+    )
 
 
 def hq_origins() -> np.ndarray:
@@ -130,10 +171,19 @@ def caption_table(name: str, faces: np.ndarray, origins: np.ndarray, splits: np.
     face = np.repeat(faces, CAPTIONS_PER_FACE)
     ids = number_strings(face)
     text = plant_noise(repeat_some(captions(n), CAPTIONS_PER_FACE, 0.03), 0.002)
-    return make_table(n, dataset=name, image=prefixed(image_dir, pc.binary_join_element_wise(ids, ".jpg", "")),
-                      image_id=prefixed("celeba_hq/", ids), split=pa.array(np.repeat(splits, CAPTIONS_PER_FACE).tolist()),
-                      kind="caption", text=text, source=prefixed("text/", pc.binary_join_element_wise(ids, number_strings(np.tile(np.arange(1, 11), len(faces))), ".txt:")),
-                      origin_id=prefixed("celeba/", number_strings(np.repeat(origins, CAPTIONS_PER_FACE), 6)))
+    return make_table(
+        n,
+        dataset=name,
+        image=prefixed(image_dir, pc.binary_join_element_wise(ids, ".jpg", "")),
+        image_id=prefixed("celeba_hq/", ids),
+        split=pa.array(np.repeat(splits, CAPTIONS_PER_FACE).tolist()),
+        kind="caption",
+        text=text,
+        source=prefixed(
+            "text/", pc.binary_join_element_wise(ids, number_strings(np.tile(np.arange(1, 11), len(faces))), ".txt:")
+        ),
+        origin_id=prefixed("celeba/", number_strings(np.repeat(origins, CAPTIONS_PER_FACE), 6)),
+    )
 
 
 def celeba_hq_family(origins: np.ndarray) -> tuple[pa.Table, pa.Table]:
@@ -145,8 +195,17 @@ def celeba_hq_family(origins: np.ndarray) -> tuple[pa.Table, pa.Table]:
     return mm, text_hq
 
 
-def labelled(name: str, n: int, keys: list[str], vocab: list[list[str]], splits: pa.Array, *, persons: np.ndarray | None = None,
-             boxes: bool = False, caption: bool = False) -> pa.Table:
+def labelled(
+    name: str,
+    n: int,
+    keys: list[str],
+    vocab: list[list[str]],
+    splits: pa.Array,
+    *,
+    persons: np.ndarray | None = None,
+    boxes: bool = False,
+    caption: bool = False,
+) -> pa.Table:
     """A dataset of key-value texts (or captions) with optional persons and boxes."""
     stems = number_strings(np.arange(n), 7)
     if caption:
@@ -155,10 +214,19 @@ def labelled(name: str, n: int, keys: list[str], vocab: list[list[str]], splits:
         text, attributes = key_value(name, keys, [pick(v, n) for v in vocab])
         kind = "attributes"
     box = box_column(RNG.integers(0, 400, (n, 4)), n) if boxes else None
-    return make_table(n, dataset=name, image=prefixed("images/", pc.binary_join_element_wise(stems, ".jpg", "")),
-                      image_id=prefixed(f"{name}/", stems), box=box, split=splits, kind=kind, text=text, attributes=attributes,
-                      source=prefixed("labels.txt:", number_strings(np.arange(1, n + 1))),
-                      person=prefixed(f"{name}:", number_strings(persons)) if persons is not None else None)
+    return make_table(
+        n,
+        dataset=name,
+        image=prefixed("images/", pc.binary_join_element_wise(stems, ".jpg", "")),
+        image_id=prefixed(f"{name}/", stems),
+        box=box,
+        split=splits,
+        kind=kind,
+        text=text,
+        attributes=attributes,
+        source=prefixed("labels.txt:", number_strings(np.arange(1, n + 1))),
+        person=prefixed(f"{name}:", number_strings(persons)) if persons is not None else None,
+    )
 
 
 AGES = [str(a) for a in range(1, 100)]
@@ -168,26 +236,76 @@ FLOATS = [f"{v:.6f}" for v in np.linspace(-1, 1, 401)]
 
 def others() -> list[pa.Table]:
     imdb_persons = np.concatenate([RNG.integers(0, 20_284, 460_723), np.full(62_328, -1)])
-    imdb = labelled("imdb_wiki", 523_051, ["age", "gender"], [AGES, ["male", "female"]], hashed_splits(523_051), persons=imdb_persons)
-    imdb = imdb.set_column(imdb.schema.get_field_index("person"), "person",
-                           pc.if_else(pa.array(imdb_persons >= 0), imdb.column("person"), pa.scalar(None, pa.string())))
+    imdb = labelled(
+        "imdb_wiki",
+        523_051,
+        ["age", "gender"],
+        [AGES, ["male", "female"]],
+        hashed_splits(523_051),
+        persons=imdb_persons,
+    )
+    imdb = imdb.set_column(
+        imdb.schema.get_field_index("person"),
+        "person",
+        pc.if_else(pa.array(imdb_persons >= 0), imdb.column("person"), pa.scalar(None, pa.string())),
+    )
     return [
-        labelled("fs2k", 2_104, ["hair", "gender", "smile", "skin color"], [["with hair", "no hair"], ["male", "female"],
-                 ["true", "false"], ["rosy brown", "peach puff", "tan"]], splits_by_counts((1_058, 0, 1_046))),
-        labelled("affectnet", 420_299, ["expression", "valence", "arousal"], [EXPRESSIONS, FLOATS, FLOATS],
-                 splits_by_counts((414_799, 5_500, 0)), boxes=True),
-        labelled("rafdb", 19_293, ["emotion", "gender", "race", "age"], [EXPRESSIONS, ["male", "female", "unsure"],
-                 ["caucasian", "african-american", "asian"], ["0-3", "4-19", "20-39", "40-69", "70+"]],
-                 splits_by_counts((15_433, 0, 3_860))),
+        labelled(
+            "fs2k",
+            2_104,
+            ["hair", "gender", "smile", "skin color"],
+            [["with hair", "no hair"], ["male", "female"], ["true", "false"], ["rosy brown", "peach puff", "tan"]],
+            splits_by_counts((1_058, 0, 1_046)),
+        ),
+        labelled(
+            "affectnet",
+            420_299,
+            ["expression", "valence", "arousal"],
+            [EXPRESSIONS, FLOATS, FLOATS],
+            splits_by_counts((414_799, 5_500, 0)),
+            boxes=True,
+        ),
+        labelled(
+            "rafdb",
+            19_293,
+            ["emotion", "gender", "race", "age"],
+            [
+                EXPRESSIONS,
+                ["male", "female", "unsure"],
+                ["caucasian", "african-american", "asian"],
+                ["0-3", "4-19", "20-39", "40-69", "70+"],
+            ],
+            splits_by_counts((15_433, 0, 3_860)),
+        ),
         labelled("expw", 91_793, ["expression"], [EXPRESSIONS], hashed_splits(91_793), boxes=True),
-        labelled("cacd", 163_446, ["age"], [AGES], splits_by_counts((155_000, 3_200, 5_246)),
-                 persons=np.sort(RNG.integers(0, 2_000, 163_446))),
-        labelled("afad", 164_432, ["age", "gender"], [AGES, ["male", "female"]], hashed_splits(164_432),
-                 persons=RNG.integers(0, 60_000, 164_432)),
+        labelled(
+            "cacd",
+            163_446,
+            ["age"],
+            [AGES],
+            splits_by_counts((155_000, 3_200, 5_246)),
+            persons=np.sort(RNG.integers(0, 2_000, 163_446)),
+        ),
+        labelled(
+            "afad",
+            164_432,
+            ["age", "gender"],
+            [AGES, ["male", "female"]],
+            hashed_splits(164_432),
+            persons=RNG.integers(0, 60_000, 164_432),
+        ),
         imdb,
-        labelled("fairface", 97_698, ["age", "gender", "race"], [["0-2", "3-9", "10-19", "20-29", "30-39", "40-49"],
-                 ["male", "female"], ["east asian", "indian", "black", "white", "latino hispanic"]],
-                 splits_by_counts((86_744, 10_954, 0))),
+        labelled(
+            "fairface",
+            97_698,
+            ["age", "gender", "race"],
+            [
+                ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49"],
+                ["male", "female"],
+                ["east asian", "indian", "black", "white", "latino hispanic"],
+            ],
+            splits_by_counts((86_744, 10_954, 0)),
+        ),
         labelled("ffhq_text", 6_840, [], [], splits_by_counts((4_500, 0, 2_340)), caption=True),
     ]
 
@@ -195,13 +313,25 @@ def others() -> list[pa.Table]:
 def write_dataset(folder: Path, table: pa.Table) -> None:
     name = table.column("dataset")[0].as_py()
     counts = manifests.load(name)["counts"] if (REPO / "manifests" / f"{name}.yaml").exists() else None
-    write_converted(folder, name, table, [], {
-        "dataset": name, "root": f"/data/{name}", "options": {}, "records_in": table.num_rows, "rows": table.num_rows,
-        "images": len(pc.unique(table.column("image_id"))), "rejects": {"total": 0, "by_reason": {}},
-        "splits": {s: int(pc.sum(pc.equal(table.column("split"), s)).as_py() or 0) for s in SPLITS},
-        "kinds": {}, "expected": {"official": counts["official"], "paper": counts["paper"]} if counts else {},
-        "notes": ["synthetic benchmark input"],
-    })
+    write_converted(
+        folder,
+        name,
+        table,
+        [],
+        {
+            "dataset": name,
+            "root": f"/data/{name}",
+            "options": {},
+            "records_in": table.num_rows,
+            "rows": table.num_rows,
+            "images": len(pc.unique(table.column("image_id"))),
+            "rejects": {"total": 0, "by_reason": {}},
+            "splits": {s: int(pc.sum(pc.equal(table.column("split"), s)).as_py() or 0) for s in SPLITS},
+            "kinds": {},
+            "expected": {"official": counts["official"], "paper": counts["paper"]} if counts else {},
+            "notes": ["synthetic benchmark input"],
+        },
+    )
 
 
 def generate(folder: Path) -> int:
@@ -229,11 +359,23 @@ def build_in_this_process(converted: Path, out: Path) -> None:
     stats = build_corpus(converted, out, timings=timings)
     total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak_mb = peak_rss_mb()
-    print(json.dumps({"timings": timings, "total_s": round(total, 2), "cpu_s": round(cpu, 2), "load": os.getloadavg()[0], "peak_rss_mb": round(peak_mb),
-                      "pairs": stats["corpus"]["pairs"], "images": stats["corpus"]["images"],
-                      "faces": stats["corpus"]["faces"], "hygiene": stats["hygiene"],
-                      "moved": stats["splits"]["rows_moved_by_held_out_wins"],
-                      "faces_moved": stats["splits"]["faces_moved_by_held_out_wins"]}))
+    print(
+        json.dumps(
+            {
+                "timings": timings,
+                "total_s": round(total, 2),
+                "cpu_s": round(cpu, 2),
+                "load": os.getloadavg()[0],
+                "peak_rss_mb": round(peak_mb),
+                "pairs": stats["corpus"]["pairs"],
+                "images": stats["corpus"]["images"],
+                "faces": stats["corpus"]["faces"],
+                "hygiene": stats["hygiene"],
+                "moved": stats["splits"]["rows_moved_by_held_out_wins"],
+                "faces_moved": stats["splits"]["faces_moved_by_held_out_wins"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -250,8 +392,9 @@ def main() -> None:
         start = time.perf_counter()
         rows = generate(converted)
         print(f"generated {rows:,} converted rows in {time.perf_counter() - start:.1f} s -> {converted}")
-    child = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--child"], capture_output=True, text=True,
-                           check=False)
+    child = subprocess.run(
+        [sys.executable, __file__, "--work", str(args.work), "--child"], capture_output=True, text=True, check=False
+    )
     if child.returncode:
         sys.exit(f"build failed:\n{child.stderr}")
     figures = json.loads(child.stdout.strip().splitlines()[-1])
@@ -259,13 +402,17 @@ def main() -> None:
 
 
 def report(f: dict) -> None:
-    print(f"pairs {f['pairs']:,}  images {f['images']:,}  faces {f['faces']:,}  "
-          f"moved by held-out wins {f['moved']:,} pairs / {f['faces_moved']:,} faces  hygiene {f['hygiene']}")
+    print(
+        f"pairs {f['pairs']:,}  images {f['images']:,}  faces {f['faces']:,}  "
+        f"moved by held-out wins {f['moved']:,} pairs / {f['faces_moved']:,} faces  hygiene {f['hygiene']}"
+    )
     for stage, figures in f["timings"].items():
         print(f"  {stage:<12} {figures['seconds']:7.2f} s   peak RSS so far {figures['peak_rss_mb']:6,} MB")
     ok_time, ok_rss = f["total_s"] < GOAL_SECONDS, f["peak_rss_mb"] < GOAL_RSS_MB
-    print(f"  {'total':<12} {f['total_s']:7.2f} s   (goal < {GOAL_SECONDS} s: {'ok' if ok_time else 'MISSED'}); "
-          f"CPU time {f['cpu_s']:.1f} s; machine load average {f['load']:.1f} (2 cores, shared)")
+    print(
+        f"  {'total':<12} {f['total_s']:7.2f} s   (goal < {GOAL_SECONDS} s: {'ok' if ok_time else 'MISSED'}); "
+        f"CPU time {f['cpu_s']:.1f} s; machine load average {f['load']:.1f} (2 cores, shared)"
+    )
     print(f"  peak RSS     {f['peak_rss_mb']:7,} MB  (goal < {GOAL_RSS_MB} MB: {'ok' if ok_rss else 'MISSED'})")
 
 

@@ -9,6 +9,7 @@ reads them (decode, crop, resize to 256), which feeds it.
 The network's cost does not depend on its values, so random weights time the same as the real file.
 The load average is printed so that figures from a shared machine can be judged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    )
     rng = np.random.default_rng(0)
     faces = [(rng.random((256, 256, 3)) * 255).astype(np.uint8) for _ in range(args.faces)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,8 +86,10 @@ def main() -> None:
             for batch in batches:
                 count = args.faces if device == "cpu" else max(args.faces, 8 * batch)
                 rate = faces_per_second(network, (faces * (count // len(faces) + 1))[:count], device, batch)
-                print(f"FID feature extraction, {device}, fp32, batch {batch}: {rate:.1f} faces/s "
-                      f"({count} faces; extraction alone for 1,000 generated + 1,000 real: {2000 / rate / 60:.1f} min)")
+                print(
+                    f"FID feature extraction, {device}, fp32, batch {batch}: {rate:.1f} faces/s "
+                    f"({count} faces; extraction alone for 1,000 generated + 1,000 real: {2000 / rate / 60:.1f} min)"
+                )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ On a busy small machine, `--threads 1` can be several times faster for cached de
 operations are tiny (10 rows), and two OpenMP threads sharing contended cores mostly wait for each other.
 The load average is printed so that figures from a shared machine can be judged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,9 @@ def uncached_step_seconds(model, prompt, faces: int, extra: int) -> float:
     """One released-style step: a full forward pass over the prompt and `extra` generated tokens, 10 rows."""
     length = len(prompt.tokens) + extra
     tokens = torch.randint(30522, 31546, (faces, length))
-    tokens[:, :len(prompt.tokens)] = torch.tensor(prompt.tokens)
+    tokens[:, : len(prompt.tokens)] = torch.tensor(prompt.tokens)
     segments = torch.full_like(tokens, 2)
-    segments[:, :len(prompt.tokens)] = 1
+    segments[:, : len(prompt.tokens)] = 1
     start = time.perf_counter()
     model(tokens, segments)[:, -1].argmax(-1)
     return time.perf_counter() - start
@@ -84,11 +85,16 @@ def cpu_section(args) -> None:
     model, layouts, prompt = setup("cpu", torch.float32)
     steps = model.config.image_tokens
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average "
-          f"{load}, torch {torch.__version__}), fp32, {args.faces} faces x {steps} tokens, prompt {len(prompt.tokens)} tokens")
+    print(
+        f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average "
+        f"{load}, torch {torch.__version__}), fp32, {args.faces} faces x {steps} tokens, "
+        f"prompt {len(prompt.tokens)} tokens"
+    )
     seconds, out = cached_seconds(model, layouts, prompt, args.faces, "cpu")
     assert all(len(o["tokens"]) == steps for o in out)
-    print(f"  with the cache (ours, batched):  {seconds:8.1f} s measured  ({args.faces * steps / seconds:.0f} tokens/s)")
+    print(
+        f"  with the cache (ours, batched):  {seconds:8.1f} s measured  ({args.faces * steps / seconds:.0f} tokens/s)"
+    )
     uncached_step_seconds(model, prompt, args.faces, 0)  # warm-up
     points = [round(i * (steps - 1) / max(args.uncached_points - 1, 1)) for i in range(args.uncached_points)]
     timed = [(k, uncached_step_seconds(model, prompt, args.faces, k)) for k in points]
@@ -101,8 +107,10 @@ def cpu_section(args) -> None:
         total = sum(mean_t + slope * (k - mean_k) for k in range(steps))
     else:
         total = timed[0][1] * steps
-    print(f"  without the cache (released way, also batched over the 10 faces): {total:8.1f} s "
-          f"EXTRAPOLATED from {len(timed)} timed steps")
+    print(
+        f"  without the cache (released way, also batched over the 10 faces): {total:8.1f} s "
+        f"EXTRAPOLATED from {len(timed)} timed steps"
+    )
     print(f"  speed-up: {total / seconds:.1f}x (goal >= 20x)")
 
 
@@ -126,9 +134,11 @@ def vs_hf_section(args) -> None:
         torch.set_num_threads(args.threads)
     model, layouts, prompt = setup("cpu", torch.float32)
     peer = hf_gpt2(model.config).eval().requires_grad_(False)
-    print(f"vs transformers generate (GPT-2 of the same shape, SDPA, KV cache), fp32 greedy, "
-          f"{model.config.image_tokens} new tokens, prompt {len(prompt.tokens)} tokens, "
-          f"CPU {torch.get_num_threads()} threads, {'CPU' if args.cpu_time else 'wall'} seconds, load {load_average()}")
+    print(
+        f"vs transformers generate (GPT-2 of the same shape, SDPA, KV cache), fp32 greedy, "
+        f"{model.config.image_tokens} new tokens, prompt {len(prompt.tokens)} tokens, "
+        f"CPU {torch.get_num_threads()} threads, {'CPU' if args.cpu_time else 'wall'} seconds, load {load_average()}"
+    )
     tokens_of = {}
     clock = time.process_time if args.cpu_time else time.perf_counter
     for faces in (1, 10):
@@ -156,9 +166,15 @@ def vs_hf_batch(model, layouts, prompt, peer, faces: int, pairs: int, clock) -> 
     def theirs():
         start = clock()
         with torch.no_grad():
-            out = peer.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=steps,
-                                min_new_tokens=steps, pad_token_id=0)
-        tokens_of[("peer", faces)] = out[:, ids.shape[1]:].tolist()
+            out = peer.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=steps,
+                min_new_tokens=steps,
+                pad_token_id=0,
+            )
+        tokens_of[("peer", faces)] = out[:, ids.shape[1] :].tolist()
         return clock() - start
 
     timings = interleaved(ours, theirs, pairs)  # no separate warm-up: the order alternates pair by pair
@@ -176,8 +192,11 @@ def main() -> None:
     parser.add_argument("--skip-gpu", action="store_true")
     parser.add_argument("--vs-hf", action="store_true", help="Also time transformers generate beside ours.")
     parser.add_argument("--pairs", type=int, default=2, help="Interleaved pairs of --vs-hf per batch size.")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="--vs-hf in CPU seconds of the process (with --threads 1: steadier on a loaded machine).")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="--vs-hf in CPU seconds of the process (with --threads 1: steadier on a loaded machine).",
+    )
     args = parser.parse_args()
     if not args.skip_cpu:
         cpu_section(args)

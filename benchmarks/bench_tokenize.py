@@ -21,6 +21,7 @@ Generates its own photo-like JPEGs (1024x1024 and CelebA's 178x218) and a tiny r
     python benchmarks/bench_tokenize.py --faces 96 --batch-size 16
     python benchmarks/bench_tokenize.py --vs-naive --pairs 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,12 +81,28 @@ def write_corpus(folder: Path, paths: list[Path]) -> Path:
     ids = [f"bench/{i:06d}_{p.stem}" for i, p in enumerate(paths)]
     # images.parquet stores each file's `path` (the layout before roots.yaml, which read_images still reads): the
     # photos are in several folders
-    images = pa.table({"image_id": ids, "dataset": ["bench"] * len(ids), "path": [str(p) for p in paths],
-                       "image": [p.name for p in paths], "box": pa.nulls(len(ids), BOX_TYPE), "split": ["train"] * len(ids)})
+    images = pa.table(
+        {
+            "image_id": ids,
+            "dataset": ["bench"] * len(ids),
+            "path": [str(p) for p in paths],
+            "image": [p.name for p in paths],
+            "box": pa.nulls(len(ids), BOX_TYPE),
+            "split": ["train"] * len(ids),
+        }
+    )
     corpus = folder / "corpus"
     layout.write_images(corpus, images)
-    pairs = make_table(len(ids), dataset="bench", image=[p.name for p in paths], image_id=ids, split="train", kind="caption",
-                       text=[f"a photo number {i}" for i in range(len(ids))], source="bench")
+    pairs = make_table(
+        len(ids),
+        dataset="bench",
+        image=[p.name for p in paths],
+        image_id=ids,
+        split="train",
+        kind="caption",
+        text=[f"a photo number {i}" for i in range(len(ids))],
+        source="bench",
+    )
     layout.write_pair_part(corpus, "train", 0, pairs)
     return corpus
 
@@ -113,14 +130,20 @@ def bench_decode(sets: dict[str, list[Path]], rounds: int = 5) -> dict[str, tupl
         best_ours, best_plain = max(ours), max(plain)
         results[name] = (best_ours, best_plain)
         ratio = best_ours / best_plain
-        goal = f"  (goal >= {GOAL_DECODE:.0f}x: {'met' if ratio >= GOAL_DECODE else 'NOT met'})" if name == "1024x1024" else ""
+        goal = (
+            f"  (goal >= {GOAL_DECODE:.0f}x: {'met' if ratio >= GOAL_DECODE else 'NOT met'})"
+            if name == "1024x1024"
+            else ""
+        )
         print(f"   {name:10s} {best_ours:8.1f} {best_plain:13.1f} {ratio:8.2f}x{goal}")
     return results
 
 
 # ----------------------------------------------------------------------------- 2 + 3. CPU end to end
 def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (loader workers): steadier than wall time on a shared machine."""
+    """CPU time of this process and its finished children (loader workers).
+
+    Steadier than wall time on a shared machine."""
     import resource
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -133,7 +156,7 @@ def encoder_alone(model, arrays: list[np.ndarray], batch_size: int) -> float:
 
     from facetokens.vqgan import encode_batch
 
-    tensors = [torch.from_numpy(np.stack(arrays[i:i + batch_size])) for i in range(0, len(arrays), batch_size)]
+    tensors = [torch.from_numpy(np.stack(arrays[i : i + batch_size])) for i in range(0, len(arrays), batch_size)]
     start = time.perf_counter()
     for batch in tensors:
         encode_batch(model, batch, "cpu", bf16=False)
@@ -153,7 +176,9 @@ def naive_loop(model, paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: int, loader_workers: int, rounds: int) -> None:
+def bench_end_to_end(
+    folder: Path, paths: list[Path], vqgan: dict, batch_size: int, loader_workers: int, rounds: int
+) -> None:
     """Encoder alone and tokenize_images, interleaved `rounds` times; the best round of each is compared."""
     import torch
 
@@ -173,26 +198,46 @@ def bench_end_to_end(folder: Path, paths: list[Path], vqgan: dict, batch_size: i
         alone.append(encoder_alone(model, arrays, batch_size))
         cpu_alone.append(len(paths) / (cpu_seconds() - used))
         start, used = time.perf_counter(), cpu_seconds()
-        summary = tokenize_images(corpus, folder / f"shards{r}", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                                  config=TokenizeConfig(gpus=0, batch_size=batch_size, loader_workers=loader_workers,
-                                                        shard_size=16), progress=False)
+        summary = tokenize_images(
+            corpus,
+            folder / f"shards{r}",
+            vqgan_config=vqgan["config"],
+            vqgan_ckpt=vqgan["ckpt"],
+            config=TokenizeConfig(gpus=0, batch_size=batch_size, loader_workers=loader_workers, shard_size=16),
+            progress=False,
+        )
         command.append(len(paths) / (time.perf_counter() - start))
         cpu_pipeline.append(len(paths) / (cpu_seconds() - used))
         steady.append(summary["faces_per_s"])
     torch.set_num_threads(threads)
     naive = naive_loop(model, paths[: max(8, len(paths) // 3)])
     a, s, c = (max(v) for v in (alone, steady, command))
-    print(f"\n2. end to end on the CPU, tiny VQGAN, {len(paths)} faces (half 1024x1024, half 178x218), batch {batch_size}, "
-          f"{threads} torch threads, {loader_workers} loader worker(s); best of {rounds} interleaved rounds")
-    print(f"   encoder alone on pre-decoded tensors   {a:8.2f} faces/s   rounds: {', '.join(f'{v:.2f}' for v in alone)}")
-    print(f"   tokenize_images, encoding phase        {s:8.2f} faces/s   {s / a:6.1%} of the encoder alone "
-          f"(goal >= {GOAL_END_TO_END:.0%}: {'met' if s / a >= GOAL_END_TO_END else 'NOT met'}); rounds: {', '.join(f'{v:.2f}' for v in steady)}")
-    print(f"   tokenize_images, whole command         {c:8.2f} faces/s   {c / a:6.1%} "
-          f"(includes reading the corpus, hashing and loading the model, starting the loader)")
+    print(
+        f"\n2. end to end on the CPU, tiny VQGAN, {len(paths)} faces (half 1024x1024, half 178x218), "
+        f"batch {batch_size}, "
+        f"{threads} torch threads, {loader_workers} loader worker(s); best of {rounds} interleaved rounds"
+    )
+    print(
+        f"   encoder alone on pre-decoded tensors   {a:8.2f} faces/s   rounds: {', '.join(f'{v:.2f}' for v in alone)}"
+    )
+    print(
+        f"   tokenize_images, encoding phase        {s:8.2f} faces/s   {s / a:6.1%} of the encoder alone "
+        f"(goal >= {GOAL_END_TO_END:.0%}: {'met' if s / a >= GOAL_END_TO_END else 'NOT met'}); "
+        f"rounds: {', '.join(f'{v:.2f}' for v in steady)}"
+    )
+    print(
+        f"   tokenize_images, whole command         {c:8.2f} faces/s   {c / a:6.1%} "
+        f"(includes reading the corpus, hashing and loading the model, starting the loader)"
+    )
     ca, cp = max(cpu_alone), max(cpu_pipeline)
-    print(f"   per CPU-second (all processes)          encoder alone {ca:.2f} faces, whole command {cp:.2f} faces: {cp / ca:.1%}")
+    print(
+        f"   per CPU-second (all processes)          encoder alone {ca:.2f} faces, "
+        f"whole command {cp:.2f} faces: {cp / ca:.1%}"
+    )
     print("\n3. straightforward loop (open, resize, encode one at a time)")
-    print(f"   naive loop                              {naive:8.2f} faces/s   tokenize_images is {s / naive:.2f}x faster")
+    print(
+        f"   naive loop                              {naive:8.2f} faces/s   tokenize_images is {s / naive:.2f}x faster"
+    )
 
 
 # ----------------------------------------------------------------------------- 4. GPU
@@ -210,12 +255,19 @@ def bench_gpu(folder: Path, decode_rate_1024: float, faces: int, batch_size: int
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         per_s = gpu_rate(model, x, precision == "bf16")
         flops = per_s * GFLOP_PER_FACE / 1000
-        ceiling = f", ceiling {peak * 1000 / GFLOP_PER_FACE:,.0f} faces/s at {peak} TFLOP/s: {flops / peak:.1%}" if peak and precision == "bf16" else ""
+        ceiling = (
+            f", ceiling {peak * 1000 / GFLOP_PER_FACE:,.0f} faces/s at {peak} TFLOP/s: {flops / peak:.1%}"
+            if peak and precision == "bf16"
+            else ""
+        )
         print(f"   {precision}: {per_s:8,.0f} faces/s = {flops:6.1f} TFLOP/s{ceiling}")
         if precision == "bf16":
             bf16_rate = per_s
-    print(f"   feeding it needs {bf16_rate:,.0f} decoded faces/s: {bf16_rate / decode_rate_1024:.1f} cores at this machine's "
-          f"{decode_rate_1024:.0f} 1024x1024 JPEGs/s per core ({os.cpu_count()} cores here)")
+    print(
+        f"   feeding it needs {bf16_rate:,.0f} decoded faces/s: "
+        f"{bf16_rate / decode_rate_1024:.1f} cores at this machine's "
+        f"{decode_rate_1024:.0f} 1024x1024 JPEGs/s per core ({os.cpu_count()} cores here)"
+    )
     bench_gpu_end_to_end(folder, faces, batch_size)
 
 
@@ -244,17 +296,28 @@ def bench_gpu_end_to_end(folder: Path, faces: int, batch_size: int) -> None:
 
     ckpt = folder / "ffhq_random.safetensors"
     model = VQGAN(FFHQ_CONFIG)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt),
-              metadata={SAFETENSORS_CONFIG_KEY: json.dumps(FFHQ_CONFIG.to_dict())})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(ckpt),
+        metadata={SAFETENSORS_CONFIG_KEY: json.dumps(FFHQ_CONFIG.to_dict())},
+    )
     unique = write_photos(folder / "gpu_faces", (1024, 1024), 64, "g")
     paths = [unique[i % len(unique)] for i in range(faces)]  # decoded every time; files repeat to save set-up time
     corpus = write_corpus(folder / "gpu", paths)
     workers = max(1, cpu_cores() - 1)
-    summary = tokenize_images(corpus, folder / "gpu_shards", vqgan_config=None, vqgan_ckpt=ckpt,
-                              config=TokenizeConfig(gpus=1, batch_size=batch_size, loader_workers=workers,
-                                                    precision="bf16", shard_size=256), progress=False)
-    print(f"   tokenize_images end to end, {faces} 1024x1024 JPEGs, bf16, {workers} loader workers: {summary['faces_per_s']:,.0f} faces/s"
-          f" (bf16/fp32 code agreement on the first batch: {summary['bf16_agreement']})")
+    summary = tokenize_images(
+        corpus,
+        folder / "gpu_shards",
+        vqgan_config=None,
+        vqgan_ckpt=ckpt,
+        config=TokenizeConfig(gpus=1, batch_size=batch_size, loader_workers=workers, precision="bf16", shard_size=256),
+        progress=False,
+    )
+    print(
+        f"   tokenize_images end to end, {faces} 1024x1024 JPEGs, bf16, {workers} loader workers: "
+        f"{summary['faces_per_s']:,.0f} faces/s"
+        f" (bf16/fp32 code agreement on the first batch: {summary['bf16_agreement']})"
+    )
 
 
 # ----------------------------------------------------------------------------- 5. against the naive loop
@@ -301,9 +364,11 @@ def bench_vs_naive(folder: Path, big: list[Path], small: list[Path], vqgan: dict
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_", "GOMP_"))}
     defaults = TokenizeConfig(gpus=0)
-    print(f"\n5. `cli.py tokenize-images --gpus 0` with its defaults (batch {defaults.batch_size}, "
-          f"{defaults.loader_workers} loader workers) against the naive loop, tiny VQGAN, each a fresh process, "
-          f"{pairs} interleaved pairs, load {load_average()}")
+    print(
+        f"\n5. `cli.py tokenize-images --gpus 0` with its defaults (batch {defaults.batch_size}, "
+        f"{defaults.loader_workers} loader workers) against the naive loop, tiny VQGAN, each a fresh process, "
+        f"{pairs} interleaved pairs, load {load_average()}"
+    )
     for count in sizes:
         where = folder / f"set{count}"
         paths = copies(big, count // 2, where) + copies(small, count - count // 2, where)
@@ -314,15 +379,44 @@ def bench_vs_naive(folder: Path, big: list[Path], small: list[Path], vqgan: dict
         def ours(corpus=corpus):
             shutil.rmtree(folder / "shards", ignore_errors=True)
             start = time.perf_counter()
-            subprocess.run([sys.executable, str(REPO / "cli.py"), "tokenize-images", "--corpus", str(corpus), "--out",
-                            str(folder / "shards"), "--vqgan-config", str(vqgan["config"]), "--vqgan-ckpt",
-                            str(vqgan["ckpt"]), "--gpus", "0"], env=env, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "cli.py"),
+                    "tokenize-images",
+                    "--corpus",
+                    str(corpus),
+                    "--out",
+                    str(folder / "shards"),
+                    "--vqgan-config",
+                    str(vqgan["config"]),
+                    "--vqgan-ckpt",
+                    str(vqgan["ckpt"]),
+                    "--gpus",
+                    "0",
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             return time.perf_counter() - start
 
         def theirs(listing=listing):
             start = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--naive-child", str(vqgan["config"]), str(vqgan["ckpt"]),
-                            str(listing), str(folder / "naive.json")], env=env, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--naive-child",
+                    str(vqgan["config"]),
+                    str(vqgan["ckpt"]),
+                    str(listing),
+                    str(folder / "naive.json"),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             return time.perf_counter() - start
 
         timings = interleaved(ours, theirs, pairs)
@@ -356,16 +450,24 @@ def main() -> None:
 
     from samples.tiny_vqgan import write_tiny_vqgan
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; Python {platform.python_version()}, torch {torch.__version__}, "
-          f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.vs_naive:
             big = write_photos(folder / "faces", (1024, 1024), 12, "big")
             small = write_photos(folder / "faces", (178, 218), 12, "small")
-            bench_vs_naive(folder, big, small, write_tiny_vqgan(folder / "vqgan"), args.pairs,
-                           [int(n) for n in args.sizes.split(",")])
+            bench_vs_naive(
+                folder,
+                big,
+                small,
+                write_tiny_vqgan(folder / "vqgan"),
+                args.pairs,
+                [int(n) for n in args.sizes.split(",")],
+            )
             return
         big = write_photos(folder / "faces", (1024, 1024), max(args.decode_images, args.faces // 2), "big")
         small = write_photos(folder / "faces", (178, 218), max(args.decode_images, args.faces // 2), "small")

@@ -4,6 +4,7 @@ time of the paper's 500k steps x 192.
 
     python benchmarks/bench_train.py [--faces 4000] [--cpu-steps 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,26 @@ from trainer.sequences import Layouts
 from trainer.text import TextTokenizer
 from trainer.train import LossModel, flops_per_token, peak_flops
 
-WORDS = ["a", "young", "smiling", "woman", "with", "long", "blond", "wavy", "hair", "and", "heavy", "makeup", "looks", "at", "the", "camera", "wearing", "earrings"]
+WORDS = [
+    "a",
+    "young",
+    "smiling",
+    "woman",
+    "with",
+    "long",
+    "blond",
+    "wavy",
+    "hair",
+    "and",
+    "heavy",
+    "makeup",
+    "looks",
+    "at",
+    "the",
+    "camera",
+    "wearing",
+    "earrings",
+]
 
 
 def write_paper_shards(out: Path, faces: int, shard_size: int = 1000) -> Path:
@@ -34,18 +54,45 @@ def write_paper_shards(out: Path, faces: int, shard_size: int = 1000) -> Path:
     rng = np.random.default_rng(0)
     folder = shards.split_dir(out, "train")
     folder.mkdir(parents=True, exist_ok=True)
-    keys = ["gender", "smiling", "young", "bald", "eyeglasses", "wavy hair", "big nose", "oval face", "pale skin", "bangs"]
+    keys = [
+        "gender",
+        "smiling",
+        "young",
+        "bald",
+        "eyeglasses",
+        "wavy hair",
+        "big nose",
+        "oval face",
+        "pale skin",
+        "bangs",
+    ]
     for index in range(shards.shard_count(faces, shard_size)):
         first, last = shards.shard_bounds(index, faces, shard_size)
         samples = []
         for k in range(first, last):
-            texts = [{"dataset": "celeba", "kind": "attributes", "text": "", "attributes":
-                      [{"key": key, "value": str(rng.random() < 0.5).lower()} for key in keys]}]
+            texts = [
+                {
+                    "dataset": "celeba",
+                    "kind": "attributes",
+                    "text": "",
+                    "attributes": [{"key": key, "value": str(rng.random() < 0.5).lower()} for key in keys],
+                }
+            ]
             if k % 3 == 0:
-                texts += [{"dataset": "mm_celeba_hq", "kind": "caption", "attributes": None,
-                           "text": " ".join(rng.choice(WORDS, rng.integers(8, 30)))} for _ in range(rng.integers(1, 11))]
-            samples.append(shards.sample(Face(f"celeba/{k:06d}", "celeba", "", "", None, "train", texts),
-                                         rng.integers(0, 1024, 256)))
+                texts += [
+                    {
+                        "dataset": "mm_celeba_hq",
+                        "kind": "caption",
+                        "attributes": None,
+                        "text": " ".join(rng.choice(WORDS, rng.integers(8, 30))),
+                    }
+                    for _ in range(rng.integers(1, 11))
+                ]
+            samples.append(
+                shards.sample(
+                    Face(f"celeba/{k:06d}", "celeba", "", "", None, "train", texts), rng.integers(0, 1024, 256)
+                )
+            )
         shards.write_shard(folder, index, samples, [], first, last)
     return out
 
@@ -63,8 +110,10 @@ def bench_stream(out: Path, faces: int) -> None:
         padding += batch["padding"]
         batches += 1
     seconds = time.perf_counter() - started
-    print(f"data stream (paper layouts, micro-batch 24, 1 process): {rows / seconds:,.0f} samples/s "
-          f"(goal >= 10,000); padding {padding / batches:.1%} (goal < 10%)")
+    print(
+        f"data stream (paper layouts, micro-batch 24, 1 process): {rows / seconds:,.0f} samples/s "
+        f"(goal >= 10,000); padding {padding / batches:.1%} (goal < 10%)"
+    )
 
 
 def bench_model(device: str, dtype_bf16: bool, attention: str, compiled: bool, batch: int, steps: int) -> float:
@@ -108,7 +157,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_stream(Path(tmp), args.faces)
     tps, _ = bench_model("cpu", True, "sdpa", False, batch=4, steps=args.cpu_steps)
-    print(f"full-size model on the CPU ({torch.get_num_threads()} threads), bf16 autocast, batch 4 x 334: {tps:,.0f} tokens/s")
+    print(
+        f"full-size model on the CPU ({torch.get_num_threads()} threads), bf16 autocast, batch 4 x 334: "
+        f"{tps:,.0f} tokens/s"
+    )
     if not torch.cuda.is_available():
         print("CUDA: not available here; the CUDA section (tokens/s, MFU, SDPA vs FlexAttention, compiled) was skipped")
         return
@@ -118,8 +170,10 @@ def main() -> None:
             tps, flops = bench_model("cuda", True, attention, compiled, batch=64, steps=10)
             mfu = flops * tps / peak if peak else float("nan")
             days = 500_000 * 192 * 334 / tps / 86400
-            print(f"CUDA {torch.cuda.get_device_name()} bf16 {attention:4s} {'compiled' if compiled else 'eager   '}: "
-                  f"{tps:,.0f} tokens/s, MFU {mfu:.1%}; 500k x 192 on 1 GPU: {days:.1f} days, on 8: {days / 8:.1f} days")
+            print(
+                f"CUDA {torch.cuda.get_device_name()} bf16 {attention:4s} {'compiled' if compiled else 'eager   '}: "
+                f"{tps:,.0f} tokens/s, MFU {mfu:.1%}; 500k x 192 on 1 GPU: {days:.1f} days, on 8: {days / 8:.1f} days"
+            )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ The dry run keeps every section's code path at tiny sizes (tiny VQGAN, 8 small J
 steps); FlexAttention has no backward on the CPU, so there it runs forward only, and the compiled variants
 (minutes of compilation on a small CPU) run in the full proof only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,9 +79,14 @@ class Proof:
 
     def __init__(self, out: Path, dry_run: bool, device: torch.device):
         self.out, self.rows, self.sections = out, [], {}
-        self.meta = {"dry_run": dry_run, "device": device_name(device), "torch": torch.__version__,
-                     "python": platform.python_version(), "cpu_cores": os.cpu_count(),
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.meta = {
+            "dry_run": dry_run,
+            "device": device_name(device),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_cores": os.cpu_count(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
 
     def row(self, section: str, measure: str, value, goal: str = "", status: str = "") -> None:
         self.rows.append((section, measure, value, goal, status))
@@ -92,8 +98,11 @@ class Proof:
             record = fn(self, *args)
             record["status"] = "ok"
         except Exception as error:  # a broken section is a finding: record it, run the others
-            record = {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc()}
+            record = {
+                "status": "failed",
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            }
             self.row(name, "FAILED", f"{type(error).__name__}: {str(error)[:80]}")
         record["seconds"] = round(time.perf_counter() - started, 1)
         self.sections[name] = record
@@ -101,8 +110,11 @@ class Proof:
 
     def finish(self) -> dict:
         self.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        result = {"meta": self.meta, "sections": self.sections,
-                  "table": [dict(zip(("section", "measure", "value", "goal", "status"), r)) for r in self.rows]}
+        result = {
+            "meta": self.meta,
+            "sections": self.sections,
+            "table": [dict(zip(("section", "measure", "value", "goal", "status"), r)) for r in self.rows],
+        }
         from common.fileio import write_json
 
         write_json(result, self.out / "gpu-proof.json")
@@ -155,9 +167,8 @@ def section_tests(proof: Proof, sizes: Sizes, device: torch.device, work: Path) 
 
 # ----------------------------------------------------------------------------- 2. tokenize-images
 def _write_photo(args: tuple[Path, int, int]) -> None:
-    from PIL import Image
-
     from bench_tokenize import photo
+    from PIL import Image
 
     path, side, seed = args
     Image.fromarray(photo((side, side), seed)).save(path, quality=90)
@@ -210,8 +221,12 @@ class GpuUtilisation:
     def _sample(self) -> None:
         while not self.stop.wait(0.5):
             with contextlib.suppress(Exception):
-                line = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                       "-i", "0"], capture_output=True, text=True, timeout=5).stdout.strip()
+                line = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
                 self.samples.append(float(line.splitlines()[0]))
 
     def __exit__(self, *exc):
@@ -223,6 +238,7 @@ class GpuUtilisation:
 
 def section_tokenize(proof: Proof, sizes: Sizes, device: torch.device, work: Path) -> dict:
     from bench_tokenize import write_corpus
+
     from facetokens.config import TokenizeConfig
     from facetokens.tokenize_images import tokenize_images
 
@@ -232,24 +248,46 @@ def section_tokenize(proof: Proof, sizes: Sizes, device: torch.device, work: Pat
     corpus = write_corpus(work / "tokenize", paths)
     prepared = time.perf_counter() - started
     cuda = device.type == "cuda"
-    config = TokenizeConfig(gpus=1 if cuda else 0, batch_size=sizes.tokenize_batch, loader_workers=sizes.loader_workers,
-                            precision="bf16" if cuda else "fp32", shard_size=500)
+    config = TokenizeConfig(
+        gpus=1 if cuda else 0,
+        batch_size=sizes.tokenize_batch,
+        loader_workers=sizes.loader_workers,
+        precision="bf16" if cuda else "fp32",
+        shard_size=500,
+    )
     with GpuUtilisation(device) as utilisation:
         started = time.perf_counter()
-        summary = tokenize_images(corpus, work / "tokenize_shards", vqgan_config=vqgan["config"],
-                                  vqgan_ckpt=vqgan["ckpt"], config=config)
+        summary = tokenize_images(
+            corpus, work / "tokenize_shards", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], config=config
+        )
         seconds = time.perf_counter() - started
     rate = sizes.photos / seconds
     peak = peak_bf16_flops(device)
     ceiling = rate * GFLOP_PER_FACE * 1e9 / peak if peak and sizes.vqgan == "ffhq" else None
-    proof.row("tokenize", f"{sizes.photos} {sizes.photo_px}px JPEGs, {sizes.vqgan} VQGAN, "
-                          f"{sizes.loader_workers} loaders, {config.precision}", f"{rate:,.1f} faces/s")
+    proof.row(
+        "tokenize",
+        f"{sizes.photos} {sizes.photo_px}px JPEGs, {sizes.vqgan} VQGAN, "
+        f"{sizes.loader_workers} loaders, {config.precision}",
+        f"{rate:,.1f} faces/s",
+    )
     proof.row("tokenize", "GPU utilisation (nvidia-smi mean)", percent(utilisation.mean()))
-    proof.row("tokenize", "fraction of the 138.6 GFLOP/face ceiling", percent(ceiling),
-              f">= {GOALS['tokenize_ceiling']:.0%}", verdict(ceiling, GOALS["tokenize_ceiling"]))
-    return {"faces": sizes.photos, "seconds": round(seconds, 2), "faces_per_s": round(rate, 2), "inputs_seconds": round(prepared, 1),
-            "gpu_utilisation": utilisation.mean(), "ceiling_fraction": ceiling, "config": dataclasses.asdict(config),
-            "summary": json.loads(json.dumps(summary, default=str))}
+    proof.row(
+        "tokenize",
+        "fraction of the 138.6 GFLOP/face ceiling",
+        percent(ceiling),
+        f">= {GOALS['tokenize_ceiling']:.0%}",
+        verdict(ceiling, GOALS["tokenize_ceiling"]),
+    )
+    return {
+        "faces": sizes.photos,
+        "seconds": round(seconds, 2),
+        "faces_per_s": round(rate, 2),
+        "inputs_seconds": round(prepared, 1),
+        "gpu_utilisation": utilisation.mean(),
+        "ceiling_fraction": ceiling,
+        "config": dataclasses.asdict(config),
+        "summary": json.loads(json.dumps(summary, default=str)),
+    }
 
 
 # ----------------------------------------------------------------------------- 3. training throughput
@@ -263,7 +301,7 @@ def synthetic_batch(config, rows: int, device: torch.device) -> tuple[torch.Tens
     segments = torch.ones_like(tokens)
     segments[:, prefix:] = 2
     labels = torch.full_like(tokens, IGNORE)
-    labels[:, prefix - 1:-1] = tokens[:, prefix:]
+    labels[:, prefix - 1 : -1] = tokens[:, prefix:]
     return tokens.to(device), segments.to(device), labels.to(device)
 
 
@@ -304,8 +342,14 @@ def throughput(config, sizes: Sizes, device: torch.device, compiled: bool, backw
     peak = peak_bf16_flops(device)
     mfu = flops_per_token(config, model.num_parameters()) * tokens_per_s / peak if peak and backward else None
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"tokens_per_s": round(tokens_per_s, 1), "step_seconds": round(seconds, 4), "mfu": mfu,
-            "peak_memory_gib": memory, "loss": loss.item(), "backward": backward}
+    return {
+        "tokens_per_s": round(tokens_per_s, 1),
+        "step_seconds": round(seconds, 4),
+        "mfu": mfu,
+        "peak_memory_gib": memory,
+        "loss": loss.item(),
+        "backward": backward,
+    }
 
 
 def section_train(proof: Proof, sizes: Sizes, device: torch.device, work: Path) -> dict:
@@ -326,14 +370,21 @@ def section_train(proof: Proof, sizes: Sizes, device: torch.device, work: Path) 
         memory = f", peak {result['peak_memory_gib']:.1f} GiB" if result["peak_memory_gib"] is not None else ""
         what = "fwd+bwd+AdamW" if backward else "forward only (no flex backward on the CPU)"
         precision = "bf16" if cuda else "fp32"
-        proof.row("train", f"{sizes.model} model, {sizes.train_rows} x {base.seq_length}, {precision}, {name}, {what}",
-                  f"{result['tokens_per_s']:,.0f} tok/s{memory}", f">= {GOALS['mfu']:.0%} MFU",
-                  f"MFU {percent(result['mfu'])} {verdict(result['mfu'], GOALS['mfu'])}")
+        proof.row(
+            "train",
+            f"{sizes.model} model, {sizes.train_rows} x {base.seq_length}, {precision}, {name}, {what}",
+            f"{result['tokens_per_s']:,.0f} tok/s{memory}",
+            f">= {GOALS['mfu']:.0%} MFU",
+            f"MFU {percent(result['mfu'])} {verdict(result['mfu'], GOALS['mfu'])}",
+        )
         if cuda:
             torch.cuda.empty_cache()
     best = max(results.values(), key=lambda r: r["tokens_per_s"] if r["backward"] else 0)
-    proof.row("train", f"paper schedule {PAPER_STEPS:,} x {PAPER_BATCH} (PROJECTION, linear scaling)",
-              f"{best['projected_hours_1_gpu'] / 24:.1f} days on 1, {best['projected_hours_8_gpus'] / 24:.1f} on 8")
+    proof.row(
+        "train",
+        f"paper schedule {PAPER_STEPS:,} x {PAPER_BATCH} (PROJECTION, linear scaling)",
+        f"{best['projected_hours_1_gpu'] / 24:.1f} days on 1, {best['projected_hours_8_gpus'] / 24:.1f} on 8",
+    )
     return {"variants": results, "model": sizes.model, "rows": sizes.train_rows}
 
 
@@ -363,8 +414,11 @@ def section_generate(proof: Proof, sizes: Sizes, device: torch.device, work: Pat
         seconds = time.perf_counter() - started
         assert all(len(o["tokens"]) == config.image_tokens for o in out)
         results[faces] = {"seconds": round(seconds, 3), "faces_per_s": round(faces / seconds, 2)}
-        proof.row("generate", f"{faces} faces x {config.image_tokens} tokens, KV cache, {str(dtype)[6:]}",
-                  f"{faces / seconds:,.2f} faces/s")
+        proof.row(
+            "generate",
+            f"{faces} faces x {config.image_tokens} tokens, KV cache, {str(dtype)[6:]}",
+            f"{faces / seconds:,.2f} faces/s",
+        )
     return {"batches": results, "model": sizes.model}
 
 
@@ -374,10 +428,32 @@ def section_ddp(proof: Proof, sizes: Sizes, device: torch.device, work: Path) ->
 
     shards = write_paper_shards(work / "ddp_shards", faces=max(64, sizes.ddp_batch * 4), shard_size=32)
     run = work / "ddp_run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "cli.py", "train",
-               "--shards", str(shards), "--out", str(run), "--config", sizes.ddp_model, "--max-steps", str(sizes.ddp_steps),
-               "--save-every", "2", "--val-every", "1000", "--batch-size", str(sizes.ddp_batch),
-               "--micro-batch-size", str(sizes.ddp_batch)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "1",
+        "cli.py",
+        "train",
+        "--shards",
+        str(shards),
+        "--out",
+        str(run),
+        "--config",
+        sizes.ddp_model,
+        "--max-steps",
+        str(sizes.ddp_steps),
+        "--save-every",
+        "2",
+        "--val-every",
+        "1000",
+        "--batch-size",
+        str(sizes.ddp_batch),
+        "--micro-batch-size",
+        str(sizes.ddp_batch),
+    ]
     first = run_until_checkpoint(command, run, step=2)
     resumed = subprocess.run(command + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     if resumed.returncode != 0:
@@ -390,24 +466,36 @@ def section_ddp(proof: Proof, sizes: Sizes, device: torch.device, work: Path) ->
 
     latest = checkpoint.latest(run)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    proof.row("ddp", f"torchrun 1 process ({backend}): start, {sizes.ddp_steps} steps, kill after step 2, resume",
-              f"latest {latest.name if latest else None}", "resumes to the end", "ok")
-    return {"backend": backend, "killed_at": first, "steps_logged": steps, "latest": str(latest),
-            "final_loss": log[-1]["loss"]}
+    proof.row(
+        "ddp",
+        f"torchrun 1 process ({backend}): start, {sizes.ddp_steps} steps, kill after step 2, resume",
+        f"latest {latest.name if latest else None}",
+        "resumes to the end",
+        "ok",
+    )
+    return {
+        "backend": backend,
+        "killed_at": first,
+        "steps_logged": steps,
+        "latest": str(latest),
+        "final_loss": log[-1]["loss"],
+    }
 
 
 def run_until_checkpoint(command: list[str], run: Path, step: int, timeout: float = 600) -> int:
     """Start the run, kill it (the whole process group, as a lost job) once checkpoint `step` is complete."""
     from trainer import checkpoint
 
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"train ended (exit {process.returncode}) before checkpoint {step}: "
-                                   f"{process.stdout.read()[-2000:]}")
+                raise RuntimeError(
+                    f"train ended (exit {process.returncode}) before checkpoint {step}: {process.stdout.read()[-2000:]}"
+                )
             if step in checkpoint.all_steps(run):
                 return step
             time.sleep(0.2)
@@ -431,8 +519,13 @@ def wait_for_group_exit(group: int, timeout: float = 60) -> None:
     raise RuntimeError(f"processes of the killed run (group {group}) still alive after {timeout:.0f} s")
 
 
-SECTIONS = {"tests": section_tests, "tokenize": section_tokenize, "train": section_train,
-            "generate": section_generate, "ddp": section_ddp}
+SECTIONS = {
+    "tests": section_tests,
+    "tokenize": section_tokenize,
+    "train": section_train,
+    "generate": section_generate,
+    "ddp": section_ddp,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     result = proof.finish()
     failed = [name for name, s in result["sections"].items() if s["status"] != "ok"]
     if failed:
-        print(f"gpu_proof: failed sections: {', '.join(failed)} (details in {args.out / 'gpu-proof.json'})",
-              file=sys.stderr)
+        print(
+            f"gpu_proof: failed sections: {', '.join(failed)} (details in {args.out / 'gpu-proof.json'})",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

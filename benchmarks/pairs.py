@@ -6,6 +6,7 @@
 Each pair runs both sides back to back, in alternating order, so that a busy neighbour slows both alike;
 the ratio of a pair is the peer's seconds over ours (above 1: we are faster).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,13 @@ def ratio_line(what: str, pairs: list[tuple[float, float]], goal: float | None =
     ratios = sorted(theirs / mine for mine, theirs in pairs)
     ours = statistics.median(m for m, _ in pairs)
     peer = statistics.median(t for _, t in pairs)
-    verdict = "" if goal is None else f"  goal >= {goal:.2f}x: {'met' if statistics.median(ratios) >= goal else 'NOT met'}"
-    return (f"  {what}: ours {ours:.3f} s, peer {peer:.3f} s (medians); ratio {statistics.median(ratios):.2f}x "
-            f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f}, {len(ratios)} pairs){verdict}  [load {load_average()}]")
+    verdict = (
+        "" if goal is None else f"  goal >= {goal:.2f}x: {'met' if statistics.median(ratios) >= goal else 'NOT met'}"
+    )
+    return (
+        f"  {what}: ours {ours:.3f} s, peer {peer:.3f} s (medians); ratio {statistics.median(ratios):.2f}x "
+        f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f}, {len(ratios)} pairs){verdict}  [load {load_average()}]"
+    )
 
 
 def load_average() -> str:

@@ -1,4 +1,5 @@
 """Arrow/numpy helpers shared by the stages: codes, duplicates, whitespace normalisation."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ safe. Temporaries are named `.NAME.tmp-PID` (`temporary_name`); a run that holds
     with atomic_folder(FOLDER / "step-0000100") as tmp: ...  # a folder, published whole (`publish_folder`)
 `read_json_object` reads a JSON object back, every failure one line naming the file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -176,6 +177,8 @@ def write_jsonl(rows: Iterable[dict], path: Path) -> None:
 def _json_line(row: dict) -> str:
     # rejects are flat string records by the hundred thousand: quoting strings with the C escaper
     # is ~5x faster than json.dumps per row, and gives the same text
-    fields = (f"{quote(key)}: {quote(value) if type(value) is str else json.dumps(value, ensure_ascii=False)}"
-              for key, value in row.items())
+    fields = (
+        f"{quote(key)}: {quote(value) if type(value) is str else json.dumps(value, ensure_ascii=False)}"
+        for key, value in row.items()
+    )
     return "{" + ", ".join(fields) + "}\n"

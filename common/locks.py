@@ -13,6 +13,7 @@ Only the holder removes the temporaries killed runs left (`common.fileio.remove_
 publishes (`common.fileio.publish_folder`). The lock file stays, empty (removing it would let two later
 runs lock two different files; a pid in it would make two runs' folders differ).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,9 @@ os.register_at_fork(after_in_child=_drop_in_child)
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, command: str, name: str = LOCK_FILE, *, whole: bool = False,
-                option: str = "--out") -> Iterator[Path]:
+def folder_lock(
+    folder: Path, command: str, name: str = LOCK_FILE, *, whole: bool = False, option: str = "--out"
+) -> Iterator[Path]:
     """Create output `folder` if needed and hold its lock file `name` for the block; yields `folder`.
 
     command -- names the run in the refusal ("another convert is writing there")
@@ -62,8 +64,10 @@ def folder_lock(folder: Path, command: str, name: str = LOCK_FILE, *, whole: boo
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{folder}: another {command} is writing there (it holds {shown}); "
-                            "wait for it to finish or choose another output folder") from None
+            raise UserError(
+                f"{folder}: another {command} is writing there (it holds {shown}); "
+                "wait for it to finish or choose another output folder"
+            ) from None
         _HELD.add(fd)
         yield folder
     finally:

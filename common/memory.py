@@ -1,4 +1,5 @@
 """Peak memory of this process, for benchmarks and stage reports."""
+
 from __future__ import annotations
 
 import resource

@@ -17,6 +17,7 @@ The user's own environment wins: a setting is left alone when the user set it (a
 or a `glibc.malloc` tunable; `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT`), when another allocator is preloaded,
 and all of them are off with `TALK2FACE_PROCESS_SETTINGS=0`.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,8 +32,14 @@ SWITCH = "TALK2FACE_PROCESS_SETTINGS"  # "0" turns every setting off
 # mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 MALLOC_SETTINGS = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 1 << 30}  # no mmap'd chunks; give back only above 1 GiB free
-MALLOC_ENVIRONMENT = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
-                      "MALLOC_ARENA_MAX", "MALLOC_ARENA_TEST")
+MALLOC_ENVIRONMENT = (
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_ARENA_MAX",
+    "MALLOC_ARENA_TEST",
+)
 OPENMP_ENVIRONMENT = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
@@ -50,8 +57,10 @@ def configure_process(environ: dict[str, str] | None = None) -> list[str]:
             environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read once, when torch loads OpenMP; children inherit it
             applied.append("OMP_WAIT_POLICY=PASSIVE")
     if _malloc_is_ours(environ) and _mallopt(MALLOC_SETTINGS):
-        applied += [f"mallopt M_MMAP_MAX={MALLOC_SETTINGS[M_MMAP_MAX]}",
-                    f"mallopt M_TRIM_THRESHOLD={MALLOC_SETTINGS[M_TRIM_THRESHOLD]}"]
+        applied += [
+            f"mallopt M_MMAP_MAX={MALLOC_SETTINGS[M_MMAP_MAX]}",
+            f"mallopt M_TRIM_THRESHOLD={MALLOC_SETTINGS[M_TRIM_THRESHOLD]}",
+        ]
     log.debug("process settings: %s", ", ".join(applied) or "none")
     return applied
 

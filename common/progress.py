@@ -8,6 +8,7 @@ update is one line (`build-corpus: 2/7 stages (clean)`), at most one every `ever
 the last one. Lines go to stderr so that a command's printed summary stays clean on stdout.
 `enabled=False` (library callers, tests, `quiet`) or nothing to count (`total` 0) shows nothing.
 """
+
 from __future__ import annotations
 
 import sys

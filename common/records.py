@@ -1,4 +1,5 @@
 """The values every stage shares (one definition each)."""
+
 from __future__ import annotations
 
 SPLITS = ("train", "val", "test")

@@ -3,6 +3,7 @@
 A pickle can run any code when loaded. These files only ever hold lists, tuples, dicts, strings,
 bytes and numbers, so every global lookup is refused: a malicious pickle raises instead of running.
 """
+
 from __future__ import annotations
 
 import io

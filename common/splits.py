@@ -4,6 +4,7 @@ Every row of one key (person, or image_id where no person is known) lands in the
 no person is in both train and test. The assignment depends only on the key, the ratios and the
 seed: not on row order, the machine or the Python hash seed.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -11,6 +11,7 @@
 Adding a dataset is one module `datasets/<name>.py`, one manifest `manifests/<name>.yaml`, one fixture
 writer and its name in `registry.DATASETS` (docs/adding-a-dataset.md).
 """
+
 from __future__ import annotations
 
 from .commands import convert, convert_all

@@ -9,6 +9,7 @@ convert each, and tabulate the result.
 
 Absent datasets are listed as absent, not errors; a dataset that fails is reported and the others go on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -88,7 +89,9 @@ def split_options(options: list[str]) -> dict[str, list[str]]:
     for option in options:
         name, dot, rest = option.partition(".")
         if not dot or name not in DATASETS:
-            raise UserError(f"convert all: option {option!r} must be DATASET.KEY=VALUE with DATASET one of: {', '.join(DATASETS)}")
+            raise UserError(
+                f"convert all: option {option!r} must be DATASET.KEY=VALUE with DATASET one of: {', '.join(DATASETS)}"
+            )
         grouped.setdefault(name, []).append(rest)
     return grouped
 
@@ -121,8 +124,15 @@ def convert_all(roots: Path, out: Path, options: list[str] | None = None) -> lis
                 reason = first_line(e)
                 results.append({**row, "status": f"failed: {type(e).__name__}: {reason}"})
                 continue
-            results.append({**row, "status": "converted", "rows": summary["rows"], "images": summary["images"],
-                            "rejects": summary["rejects"]["total"]})
+            results.append(
+                {
+                    **row,
+                    "status": "converted",
+                    "rows": summary["rows"],
+                    "images": summary["images"],
+                    "rejects": summary["rejects"]["total"],
+                }
+            )
     return results
 
 
@@ -130,8 +140,10 @@ def format_table(results: list[dict]) -> str:
     header = f"{'dataset':15s} {'rows':>10s} {'images':>9s} {'rejects':>8s} {'official':>9s} {'paper':>8s}  status"
     lines = [header, "-" * len(header)]
     for r in results:
-        cells = [f"{r.get(k, ''):>{w},}" if isinstance(r.get(k), int) else f"{'-':>{w}s}"
-                 for k, w in (("rows", 10), ("images", 9), ("rejects", 8), ("official", 9), ("paper", 8))]
+        cells = [
+            f"{r.get(k, ''):>{w},}" if isinstance(r.get(k), int) else f"{'-':>{w}s}"
+            for k, w in (("rows", 10), ("images", 9), ("rejects", 8), ("official", 9), ("paper", 8))
+        ]
         lines.append(f"{r['dataset']:15s} " + " ".join(cells) + f"  {r['status']}")
     total = sum(r.get("rows", 0) for r in results)
     lines.append(f"{'total':15s} {total:>10,}")

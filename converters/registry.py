@@ -4,6 +4,7 @@ A name is the dataset's registry key: its module `converters/datasets/<name>.py`
 `CONVERTER`), its manifest `manifests/<name>.yaml` and its fixture writer `converters/fixtures/<name>.py`.
 Dataset modules are imported only when asked for, so reading the names costs nothing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,19 @@ from pathlib import Path
 from common.errors import UserError
 
 DATASETS = (
-    "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad",
-    "imdb_wiki", "fairface", "ffhq_text", "mm_celeba_hq", "celeba_text_hq", "celeba_dialog",
+    "celeba",
+    "fs2k",
+    "affectnet",
+    "rafdb",
+    "expw",
+    "cacd",
+    "afad",
+    "imdb_wiki",
+    "fairface",
+    "ffhq_text",
+    "mm_celeba_hq",
+    "celeba_text_hq",
+    "celeba_dialog",
 )
 
 

@@ -12,6 +12,7 @@ The build holds `.OUT.lock` beside OUT for the whole run (`common.locks`, a seco
 writes into a temporary folder beside OUT and publishes it onto OUT at the end (`common.fileio.atomic_folder`),
 so a killed build leaves no corpus that looks complete. The same inputs give byte-identical files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,16 +53,32 @@ WRITER_THREADS = 2
 # same faces at 512x512), then registry order (CelebA before CelebA-Dialog: the same aligned files).
 # A dataset missing here would come last, in registry order (a test keeps the list complete).
 IMAGE_SOURCE_PREFERENCE = (
-    "celeba_text_hq", "mm_celeba_hq",
-    "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad", "imdb_wiki", "fairface", "ffhq_text",
+    "celeba_text_hq",
+    "mm_celeba_hq",
+    "celeba",
+    "fs2k",
+    "affectnet",
+    "rafdb",
+    "expw",
+    "cacd",
+    "afad",
+    "imdb_wiki",
+    "fairface",
+    "ffhq_text",
     "celeba_dialog",
 )
 
 STAGES = ("read", "clean", "splits", "images", "write pairs", "stats", "card")  # as StageClock sees them
 
 
-def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, *, timings: dict | None = None,
-                 progress: bool = False) -> dict:
+def build_corpus(
+    converted: Path,
+    out: Path,
+    config: BuildConfig | None = None,
+    *,
+    timings: dict | None = None,
+    progress: bool = False,
+) -> dict:
     """Build the corpus in `out` from the converted files in `converted`; return its statistics.
 
     timings -- if given, filled with {stage: {"seconds", "peak_rss_mb"}} (never written to the corpus)
@@ -70,8 +87,10 @@ def build_corpus(converted: Path, out: Path, config: BuildConfig | None = None, 
     converted, out, config = Path(converted), Path(out), config or BuildConfig()
     out = out if out.name else out.resolve()  # `.` or `..`: the folder is replaced by its name
     _check_out(converted, out)
-    with folder_lock(out, "build-corpus", whole=True), \
-            Progress(len(STAGES), "build-corpus", "stage", enabled=progress) as bar:
+    with (
+        folder_lock(out, "build-corpus", whole=True),
+        Progress(len(STAGES), "build-corpus", "stage", enabled=progress) as bar,
+    ):
         return _build_locked(converted, out, config, StageClock(timings, bar))
 
 
@@ -88,8 +107,12 @@ def _build_locked(converted: Path, out: Path, config: BuildConfig, clock: StageC
         splits = resolve_splits(table, dataset_codes, inputs.split_by_person(), ratios, seed)
     with clock("images"):
         images = image_table(table, dataset_codes, image_codes, hygiene.kept, splits.final)
-    options = {"split_ratios": dict(zip(SPLITS, ratios)), "seed": seed, "pairs_per_file": pairs_per_file,
-               "image_source_preference": list(IMAGE_SOURCE_PREFERENCE)}
+    options = {
+        "split_ratios": dict(zip(SPLITS, ratios)),
+        "seed": seed,
+        "pairs_per_file": pairs_per_file,
+        "image_source_preference": list(IMAGE_SOURCE_PREFERENCE),
+    }
     corpus = Corpus(inputs, table, dataset_codes, image_codes, hygiene, splits, images, options)
     return _write_atomically(corpus, config, out, clock)
 
@@ -121,8 +144,10 @@ def _check_out(converted: Path, out: Path) -> None:
     if target.exists() and not target.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     if target.is_dir() and any(target.iterdir()) and not layout.is_complete(target):
-        raise UserError(f"--out {out} exists and is not a corpus (it lacks {', '.join(layout.missing_files(target))}); "
-                        "refusing to replace it")
+        raise UserError(
+            f"--out {out} exists and is not a corpus (it lacks {', '.join(layout.missing_files(target))}); "
+            "refusing to replace it"
+        )
 
 
 def _dataset_codes(inputs: ConvertedSet) -> np.ndarray:
@@ -130,8 +155,9 @@ def _dataset_codes(inputs: ConvertedSet) -> np.ndarray:
     return np.repeat(np.array(codes, dtype=np.int8), [s.table.num_rows for s in inputs.sources])
 
 
-def image_table(table: pa.Table, dataset_codes: np.ndarray, image_codes: np.ndarray, kept: np.ndarray,
-                final_splits: np.ndarray) -> pa.Table:
+def image_table(
+    table: pa.Table, dataset_codes: np.ndarray, image_codes: np.ndarray, kept: np.ndarray, final_splits: np.ndarray
+) -> pa.Table:
     """One row per image_id of the kept pairs, read from the most preferred dataset that offers it."""
     preference = np.array([preference_rank(n) for n in converters.DATASETS])
     rows = np.flatnonzero(kept)
@@ -139,13 +165,16 @@ def image_table(table: pa.Table, dataset_codes: np.ndarray, image_codes: np.ndar
     _, first = np.unique(image_codes[by_preference], return_index=True)
     chosen = pa.array(by_preference[first])
     codes = pa.array(dataset_codes).take(chosen)
-    unsorted = pa.Table.from_arrays([
-        table.column("image_id").take(chosen).combine_chunks(),
-        pa.array(list(converters.DATASETS), pa.string()).take(codes),
-        table.column("image").take(chosen).combine_chunks(),
-        table.column("box").take(chosen).combine_chunks(),
-        pa.array(SPLITS, pa.string()).take(pa.array(final_splits).take(chosen)),
-    ], schema=STORED_IMAGE_SCHEMA)
+    unsorted = pa.Table.from_arrays(
+        [
+            table.column("image_id").take(chosen).combine_chunks(),
+            pa.array(list(converters.DATASETS), pa.string()).take(codes),
+            table.column("image").take(chosen).combine_chunks(),
+            table.column("box").take(chosen).combine_chunks(),
+            pa.array(SPLITS, pa.string()).take(pa.array(final_splits).take(chosen)),
+        ],
+        schema=STORED_IMAGE_SCHEMA,
+    )
     return unsorted.take(pc.sort_indices(unsorted.column("image_id")))
 
 
@@ -164,8 +193,9 @@ def _write_atomically(corpus: Corpus, config: BuildConfig, out: Path, clock: Sta
     with atomic_folder(out) as staging:
         with clock("write pairs"):
             write_pairs(corpus, staging)
-            layout.write_tables(staging, corpus.images, image_roots(corpus), reject_records(corpus),
-                                dataclasses.asdict(config))
+            layout.write_tables(
+                staging, corpus.images, image_roots(corpus), reject_records(corpus), dataclasses.asdict(config)
+            )
         with clock("stats"):
             corpus_stats = stats.corpus_stats(corpus)
             layout.write_statistics(staging, corpus_stats, stats.markdown(corpus_stats), stats.bar_chart(corpus_stats))
@@ -190,15 +220,15 @@ def write_pairs(corpus: Corpus, folder: Path) -> None:
         selected = corpus.hygiene.kept & (corpus.splits.final == code)
         rows = np.flatnonzero(selected)
         starts = range(0, max(len(rows), 1), per_file)
-        parts += [(selected, rows[start:start + per_file], folder, split, part)
-                  for part, start in enumerate(starts)]
+        parts += [(selected, rows[start : start + per_file], folder, split, part) for part, start in enumerate(starts)]
     with ThreadPoolExecutor(WRITER_THREADS) as pool:
         list(pool.map(lambda part: _write_part(corpus, final, *part), parts))  # re-raises the first failure
     log.info("wrote %d pairs in %d files", int(corpus.hygiene.kept.sum()), len(parts))
 
 
-def _write_part(corpus: Corpus, final: pa.Array, selected: np.ndarray, rows: np.ndarray, folder: Path, split: str,
-                part: int) -> None:
+def _write_part(
+    corpus: Corpus, final: pa.Array, selected: np.ndarray, rows: np.ndarray, folder: Path, split: str, part: int
+) -> None:
     low, high = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
     mask = pa.array(selected[low:high])
     columns = []
@@ -223,7 +253,12 @@ def reject_records(corpus: Corpus) -> list[dict]:
     kept_datasets = [names[c] for c in corpus.dataset_codes[np.maximum(kept_instead, 0)]]
     return [
         {"dataset": d, "source": s, "reason": EMPTY_TEXT, "detail": "no text left after normalising whitespace"}
-        if k < 0 else
-        {"dataset": d, "source": s, "reason": DUPLICATE_PAIR, "detail": f"same image_id, kind and text as {kd} {ks}"}
+        if k < 0
+        else {
+            "dataset": d,
+            "source": s,
+            "reason": DUPLICATE_PAIR,
+            "detail": f"same image_id, kind and text as {kd} {ks}",
+        }
         for d, s, k, kd, ks in zip(datasets, sources, kept_instead.tolist(), kept_datasets, kept_sources)
     ]

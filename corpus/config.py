@@ -1,4 +1,5 @@
 """The settings of `build-corpus` (light to import: the CLI reads its defaults from here)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +31,8 @@ def _checked_ratios(ratios) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         raise UserError(f"split ratios must be three numbers (train, val, test), got {ratios!r}") from None
     if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0, abs_tol=1e-8):
-        raise UserError(f"split ratios must be three non-negative numbers (train, val, test) summing to 1, "
-                        f"got {', '.join(map(str, ratios))}")
+        raise UserError(
+            f"split ratios must be three non-negative numbers (train, val, test) summing to 1, "
+            f"got {', '.join(map(str, ratios))}"
+        )
     return ratios

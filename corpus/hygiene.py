@@ -5,6 +5,7 @@ are all equal (also across datasets: MM-CelebA-HQ and CelebA-Text-HQ caption the
 images). The first pair in corpus order (datasets in registry order, then converted row order) is
 kept. Texts are compared by integer codes (one dictionary encoding), never row by row in Python.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +25,10 @@ DUPLICATE_PAIR = "duplicate pair"
 # (the regex TOKEN_PATTERN, counted over the UTF-8 bytes with numpy: a regex pass is 20x slower).
 # A real WordPiece vocabulary splits some long or rare words further, so this is a lower bound.
 TOKEN_PATTERN = r"[A-Za-z]+|[0-9]|[^\sA-Za-z0-9]"
-TOKEN_METHOD = ("approximate WordPiece length: runs of ASCII letters, single digits and single other "
-                "non-space characters each count as one token (no tokenizer model is available offline)")
+TOKEN_METHOD = (
+    "approximate WordPiece length: runs of ASCII letters, single digits and single other "
+    "non-space characters each count as one token (no tokenizer model is available offline)"
+)
 _LETTER, _DIGIT, _OTHER, _NONE = 1, 2, 3, 0
 _BYTE_CLASS = np.full(256, _OTHER, dtype=np.uint8)  # ASCII punctuation and UTF-8 lead bytes: one character each
 _BYTE_CLASS[[9, 10, 11, 12, 13, 32]] = _NONE  # ASCII whitespace
@@ -94,17 +97,23 @@ def exact_duplicates(image_codes: np.ndarray, kind_codes: np.ndarray, text, cand
 def token_lengths(text) -> np.ndarray:
     """Approximate WordPiece token count per text: matches of TOKEN_PATTERN, counted on the bytes."""
     chunks = text.chunks if isinstance(text, pa.ChunkedArray) else [text]
-    counts = [_window_tokens(chunk.slice(start, _TOKEN_WINDOW))
-              for chunk in chunks for start in range(0, len(chunk), _TOKEN_WINDOW)]
+    counts = [
+        _window_tokens(chunk.slice(start, _TOKEN_WINDOW))
+        for chunk in chunks
+        for start in range(0, len(chunk), _TOKEN_WINDOW)
+    ]
     return np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
 
 
 def _window_tokens(texts: pa.Array) -> np.ndarray:
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
     data = texts.buffers()[2]
     first, last = int(offsets[0]), int(offsets[-1])
-    byte_class = _BYTE_CLASS[np.frombuffer(data, dtype=np.uint8)[first:last]] if data is not None and last > first \
+    byte_class = (
+        _BYTE_CLASS[np.frombuffer(data, dtype=np.uint8)[first:last]]
+        if data is not None and last > first
         else np.zeros(0, np.uint8)
+    )
     letter = byte_class == _LETTER
     starts = byte_class != _NONE
     starts[1:] &= ~(letter[1:] & letter[:-1])  # a letter continuing a letter run starts nothing...

@@ -15,6 +15,7 @@ A corpus is complete when every one of these is there (`missing_files`, `is_comp
 writes them into a temporary folder published whole (`common.fileio.atomic_folder`), so only a finished
 build is ever complete.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,14 +41,16 @@ CARD_FILE = "README.md"
 CONFIG_FILE = "build-config.json"
 ROOTS_FILE = "roots.yaml"
 
-IMAGE_SCHEMA = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("dataset", pa.string(), nullable=False),
-    pa.field("path", pa.string(), nullable=False),
-    pa.field("image", pa.string(), nullable=False),
-    pa.field("box", RECORD_SCHEMA.field("box").type),
-    pa.field("split", pa.string(), nullable=False),
-])  # what read_images returns: `path` is the file to read, that dataset's root (roots.yaml) + `image`
+IMAGE_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("image", pa.string(), nullable=False),
+        pa.field("box", RECORD_SCHEMA.field("box").type),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)  # what read_images returns: `path` is the file to read, that dataset's root (roots.yaml) + `image`
 STORED_IMAGE_SCHEMA = pa.schema([field for field in IMAGE_SCHEMA if field.name != "path"])  # images.parquet
 ROOTS_HEADER = """\
 # Where each dataset's images are: the `image` paths of images.parquet are relative to these roots.
@@ -84,10 +87,21 @@ def missing_files(folder: Path) -> list[str]:
     storing `path`, no roots.yaml) is complete with its own files."""
     folder, pairs = Path(folder), Path(folder) / PAIRS_FOLDER
     older = any(pairs.glob("part-*.parquet"))
-    lacking_pairs = [] if older else [f"{PAIRS_FOLDER}/{split}-*.parquet" for split in SPLITS
-                                      if not any(pairs.glob(f"{split}-*.parquet"))]
-    names = (IMAGES_FILE, *(() if older else (ROOTS_FILE,)), REJECTS_FILE, STATS_JSON, STATS_MD, CHART_PNG,
-             CARD_FILE, CONFIG_FILE)
+    lacking_pairs = (
+        []
+        if older
+        else [f"{PAIRS_FOLDER}/{split}-*.parquet" for split in SPLITS if not any(pairs.glob(f"{split}-*.parquet"))]
+    )
+    names = (
+        IMAGES_FILE,
+        *(() if older else (ROOTS_FILE,)),
+        REJECTS_FILE,
+        STATS_JSON,
+        STATS_MD,
+        CHART_PNG,
+        CARD_FILE,
+        CONFIG_FILE,
+    )
     return lacking_pairs + [name for name in names if not (folder / name).is_file()]
 
 
@@ -106,8 +120,9 @@ def pairs_folder(folder: Path) -> Path:
     return Path(folder) / PAIRS_FOLDER
 
 
-def write_tables(folder: Path, images: pa.Table, roots: dict[str, str], rejects: list[dict],
-                 build_config: dict) -> None:
+def write_tables(
+    folder: Path, images: pa.Table, roots: dict[str, str], rejects: list[dict], build_config: dict
+) -> None:
     """images.parquet, roots.yaml, rejects.jsonl and build-config.json."""
     write_images(folder, images)
     write_roots(roots, folder)

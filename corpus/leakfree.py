@@ -14,6 +14,7 @@ MM-CelebA-HQ and CelebA-Text-HQ thereby share face keys. The rules, in order:
 
 Everything is computed on integer codes with numpy: no Python loop over rows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,8 +77,9 @@ def _combined(values):
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
-def resolve_splits(table: pa.Table, dataset_codes: np.ndarray, person_split_datasets: np.ndarray,
-                   ratios, seed: str) -> SplitResolution:
+def resolve_splits(
+    table: pa.Table, dataset_codes: np.ndarray, person_split_datasets: np.ndarray, ratios, seed: str
+) -> SplitResolution:
     """Apply rules 1-3 to every row of `table` (RECORD_SCHEMA); `person_split_datasets[code]` marks rule-2 datasets."""
     keys, conflicts = face_keys(table.column("image_id"), table.column("origin_id"))
     face_codes, distinct_faces = encode(keys)
@@ -86,14 +88,22 @@ def resolve_splits(table: pa.Table, dataset_codes: np.ndarray, person_split_data
     assigned = converted.copy()
     if resplit_rows.any():
         persons = pc.coalesce(_combined(table.column("person")), keys).filter(pa.array(resplit_rows))
-        assigned[resplit_rows] = _person_splits(persons, face_codes, converted, resplit_rows,
-                                                len(distinct_faces), ratios, seed)
+        assigned[resplit_rows] = _person_splits(
+            persons, face_codes, converted, resplit_rows, len(distinct_faces), ratios, seed
+        )
     final = most_held_out(face_codes, assigned, len(distinct_faces))[face_codes]
     return SplitResolution(converted, assigned, final, face_codes, distinct_faces, resplit_rows, conflicts)
 
 
-def _person_splits(persons: pa.Array, face_codes: np.ndarray, converted: np.ndarray, resplit_rows: np.ndarray,
-                   n_faces: int, ratios, seed: str) -> np.ndarray:
+def _person_splits(
+    persons: pa.Array,
+    face_codes: np.ndarray,
+    converted: np.ndarray,
+    resplit_rows: np.ndarray,
+    n_faces: int,
+    ratios,
+    seed: str,
+) -> np.ndarray:
     """Rule 2 for the rows of person-split datasets: inherit an official face split, else hash the person."""
     official = ~resplit_rows
     face_official = most_held_out(face_codes[official], converted[official], n_faces)
@@ -105,20 +115,23 @@ def _person_splits(persons: pa.Array, face_codes: np.ndarray, converted: np.ndar
     return person_split[person_codes]
 
 
-def move_counts(dataset_codes: np.ndarray, before: np.ndarray, after: np.ndarray, rows: np.ndarray,
-                names: list[str]) -> dict[str, dict[str, int]]:
+def move_counts(
+    dataset_codes: np.ndarray, before: np.ndarray, after: np.ndarray, rows: np.ndarray, names: list[str]
+) -> dict[str, dict[str, int]]:
     """Rows (among `rows`) whose split changed, per dataset and `from->to`, e.g. {'celeba': {'train->test': 3}}."""
     moved = rows & (before != after)
     combo = dataset_codes[moved].astype(np.int64) * 9 + before[moved].astype(np.int64) * 3 + after[moved]
     counts = np.bincount(combo, minlength=len(names) * 9).reshape(len(names), 3, 3)
     return {
         name: {f"{SPLITS[a]}->{SPLITS[b]}": int(counts[d, a, b]) for a in range(3) for b in range(3) if counts[d, a, b]}
-        for d, name in enumerate(names) if counts[d].any()
+        for d, name in enumerate(names)
+        if counts[d].any()
     }
 
 
-def persons_in_train_and_test(dataset_codes: np.ndarray, person, final: np.ndarray, rows: np.ndarray,
-                              names: list[str]) -> dict[str, int]:
+def persons_in_train_and_test(
+    dataset_codes: np.ndarray, person, final: np.ndarray, rows: np.ndarray, names: list[str]
+) -> dict[str, int]:
     """Per dataset, persons (non-null `person`) with rows in both train and test, among `rows`."""
     person = _combined(person)
     rows = rows & person.is_valid().to_numpy(zero_copy_only=False)

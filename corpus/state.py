@@ -1,4 +1,5 @@
 """The corpus in memory between deciding and writing: what the writers, the statistics and the card read."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ Every difference from the paper's Table 1 is explained per dataset: absent, reje
 by the converter (its summary), rejected or deduplicated by the corpus, official vs paper count.
 Nothing here depends on time or the machine, so the same corpus gives the same files.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,9 +24,11 @@ from .layout import CHART_PNG
 from .leakfree import move_counts, persons_in_train_and_test
 from .state import Corpus
 
-SPLIT_RULE = ("held-out wins: a face (origin_id, else image_id) that is test or val in any dataset is test or val "
-              "in all (test > val > train); datasets without an official split are split by person "
-              "(person, else face), inheriting the official split of a face they share, else by hash_split")
+SPLIT_RULE = (
+    "held-out wins: a face (origin_id, else image_id) that is test or val in any dataset is test or val "
+    "in all (test > val > train); datasets without an official split are split by person "
+    "(person, else face), inheriting the official split of a face they share, else by hash_split"
+)
 TOKEN_BINS = (1, 4, 8, 16, 32, 64, 128, 256, 512)  # histogram edges; the last bin is open
 
 
@@ -35,10 +38,12 @@ def corpus_stats(corpus: Corpus) -> dict:
     tokens = token_lengths(corpus.hygiene.text)
     kinds = to_numpy(pc.index_in(corpus.table.column("kind"), value_set=pa.array(KINDS))).astype(np.int64)
     moves = {
-        "by_person": move_counts(corpus.dataset_codes, corpus.splits.converted, corpus.splits.assigned,
-                                 kept, converters.DATASETS),
-        "held_out_wins": move_counts(corpus.dataset_codes, corpus.splits.assigned, corpus.splits.final,
-                                     kept, converters.DATASETS),
+        "by_person": move_counts(
+            corpus.dataset_codes, corpus.splits.converted, corpus.splits.assigned, kept, converters.DATASETS
+        ),
+        "held_out_wins": move_counts(
+            corpus.dataset_codes, corpus.splits.assigned, corpus.splits.final, kept, converters.DATASETS
+        ),
     }
     per_dataset = _dataset_counts(corpus, kept, kinds, tokens) | moves
     return {
@@ -81,10 +86,12 @@ def _dataset_counts(corpus: Corpus, kept: np.ndarray, kinds: np.ndarray, tokens:
         "images": _seen(dk, corpus.image_codes[kept], n).sum(axis=1),
         "faces": _seen(dk, corpus.splits.face_codes[kept], n).sum(axis=1),
         "tokens": _bincount(dk, n, weights=tokens[kept].astype(np.float64)),
-        "read_from": _bincount(to_numpy(pc.index_in(corpus.images.column("dataset"),
-                                                    value_set=pa.array(converters.DATASETS))), n),
-        "straddling": persons_in_train_and_test(corpus.dataset_codes, corpus.table.column("person"),
-                                                corpus.splits.final, kept, converters.DATASETS),
+        "read_from": _bincount(
+            to_numpy(pc.index_in(corpus.images.column("dataset"), value_set=pa.array(converters.DATASETS))), n
+        ),
+        "straddling": persons_in_train_and_test(
+            corpus.dataset_codes, corpus.table.column("person"), corpus.splits.final, kept, converters.DATASETS
+        ),
     }
 
 
@@ -166,8 +173,12 @@ def _official(manifest: dict | None) -> int | None:
 def _dataset_entry(corpus: Corpus, name: str, counts: dict) -> dict:
     manifest = corpus.inputs.manifests.get(name)
     source = next((s for s in corpus.inputs.sources if s.name == name), None)
-    entry = {"present": source is not None, "title": manifest["title"] if manifest else name,
-             "paper": _paper(manifest), "official": _official(manifest)}
+    entry = {
+        "present": source is not None,
+        "title": manifest["title"] if manifest else name,
+        "paper": _paper(manifest),
+        "official": _official(manifest),
+    }
     if source is None:
         entry["pairs"] = 0
         entry["explanation"] = _explain_absent(name, manifest)
@@ -175,28 +186,32 @@ def _dataset_entry(corpus: Corpus, name: str, counts: dict) -> dict:
     d = converters.DATASETS.index(name)
     summary = source.summary
     pairs = int(counts["pairs"][d])
-    entry.update({
-        "split_rule": "by person" if source.split_policy == "none" else "official",
-        "records_in": summary.get("records_in"),
-        "converted_rows": source.table.num_rows,
-        "converter_rejects": summary.get("rejects", {"total": 0, "by_reason": {}}),
-        "converter_options": summary.get("options", {}),
-        "converter_notes": summary.get("notes", []),
-        "empty_texts_rejected": int(counts["empty"][d]),
-        "duplicate_pairs_removed": int(counts["duplicates"][d]),
-        "pairs": pairs,
-        "images": int(counts["images"][d]),
-        "faces": int(counts["faces"][d]),
-        "images_read_from_here": int(counts["read_from"][d]),
-        "splits_converted": summary.get("splits", {}),
-        "splits": {s: int(counts["splits"][d, i]) for i, s in enumerate(SPLITS)},
-        "kinds": {k: int(counts["kinds"][d, j]) for j, k in enumerate(KINDS) if counts["kinds"][d, j]},
-        "split_moves": {"by_person": counts["by_person"].get(name, {}),
-                        "held_out_wins": counts["held_out_wins"].get(name, {})},
-        "persons_in_train_and_test": counts["straddling"].get(name, 0),
-        "mean_tokens": round(float(counts["tokens"][d] / pairs), 2) if pairs else 0.0,
-        "difference_vs_paper": pairs - entry["paper"] if entry["paper"] is not None else None,
-    })
+    entry.update(
+        {
+            "split_rule": "by person" if source.split_policy == "none" else "official",
+            "records_in": summary.get("records_in"),
+            "converted_rows": source.table.num_rows,
+            "converter_rejects": summary.get("rejects", {"total": 0, "by_reason": {}}),
+            "converter_options": summary.get("options", {}),
+            "converter_notes": summary.get("notes", []),
+            "empty_texts_rejected": int(counts["empty"][d]),
+            "duplicate_pairs_removed": int(counts["duplicates"][d]),
+            "pairs": pairs,
+            "images": int(counts["images"][d]),
+            "faces": int(counts["faces"][d]),
+            "images_read_from_here": int(counts["read_from"][d]),
+            "splits_converted": summary.get("splits", {}),
+            "splits": {s: int(counts["splits"][d, i]) for i, s in enumerate(SPLITS)},
+            "kinds": {k: int(counts["kinds"][d, j]) for j, k in enumerate(KINDS) if counts["kinds"][d, j]},
+            "split_moves": {
+                "by_person": counts["by_person"].get(name, {}),
+                "held_out_wins": counts["held_out_wins"].get(name, {}),
+            },
+            "persons_in_train_and_test": counts["straddling"].get(name, 0),
+            "mean_tokens": round(float(counts["tokens"][d] / pairs), 2) if pairs else 0.0,
+            "difference_vs_paper": pairs - entry["paper"] if entry["paper"] is not None else None,
+        }
+    )
     entry["explanation"] = _explain_present(entry)
     return entry
 
@@ -215,8 +230,10 @@ def _explain_present(e: dict) -> list[str]:
         pct = f" ({100 * e['difference_vs_paper'] / e['paper']:+.1f}%)" if e["paper"] else ""
         lines.append(f"{e['pairs']:,} pairs vs {e['paper']:,} in the paper: {e['difference_vs_paper']:+,}{pct}")
     if e["official"] is not None and e["paper"] is not None and e["official"] != e["paper"]:
-        lines.append(f"the official release counts {e['official']:,} where the paper says {e['paper']:,} "
-                     f"(the paper rounds or counts another release)")
+        lines.append(
+            f"the official release counts {e['official']:,} where the paper says {e['paper']:,} "
+            f"(the paper rounds or counts another release)"
+        )
     if e["records_in"] is not None:
         lines.append(f"converter read {e['records_in']:,} source records and wrote {e['converted_rows']:,} rows")
     rejects = e["converter_rejects"]
@@ -243,8 +260,10 @@ def _explain_moves(e: dict) -> list[str]:
         if moves:
             lines.append(f"{label}: " + ", ".join(f"{move} {n:,}" for move, n in moves.items()))
     if e["persons_in_train_and_test"]:
-        lines.append(f"{e['persons_in_train_and_test']:,} persons have pairs in both train and test "
-                     f"(an official split that is not by person, or a face moved by held-out wins)")
+        lines.append(
+            f"{e['persons_in_train_and_test']:,} persons have pairs in both train and test "
+            f"(an official split that is not by person, or a face moved by held-out wins)"
+        )
     return lines
 
 
@@ -256,14 +275,23 @@ def _n(value) -> str:
 def markdown(stats: dict) -> str:
     total = stats["corpus"]
     lines = [
-        "# Corpus statistics", "",
-        (f"{total['pairs']:,} face-text pairs ({total['paper_total']:,} in the paper's Table 1) over "
-         f"{total['images']:,} unique images and {total['faces']:,} unique faces."), "",
-        *_dataset_table(stats), "",
-        *_kind_split_table(total), "",
-        *_split_section(stats), "",
-        *_token_section(stats["text_tokens"]), "",
-        "## Differences from the paper, per dataset", "",
+        "# Corpus statistics",
+        "",
+        (
+            f"{total['pairs']:,} face-text pairs ({total['paper_total']:,} in the paper's Table 1) over "
+            f"{total['images']:,} unique images and {total['faces']:,} unique faces."
+        ),
+        "",
+        *_dataset_table(stats),
+        "",
+        *_kind_split_table(total),
+        "",
+        *_split_section(stats),
+        "",
+        *_token_section(stats["text_tokens"]),
+        "",
+        "## Differences from the paper, per dataset",
+        "",
     ]
     for name, entry in stats["datasets"].items():
         lines.append(f"- **{name}**: " + "; ".join(entry["explanation"]))
@@ -272,46 +300,77 @@ def markdown(stats: dict) -> str:
 
 
 def _dataset_table(stats: dict) -> list[str]:
-    rows = [("| dataset | paper | official | converted | converter rejects | empty | duplicates | pairs | vs paper "
-             "| images | train | val | test | mean tokens |"),
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        (
+            "| dataset | paper | official | converted | converter rejects | empty | duplicates | pairs | vs paper "
+            "| images | train | val | test | mean tokens |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, e in stats["datasets"].items():
         if not e["present"]:
-            rows.append(f"| {name} (absent) | {_n(e['paper'])} | {_n(e['official'])} | – | – | – | – | 0 | "
-                        f"{_n(-e['paper'] if e['paper'] is not None else None)} | – | – | – | – | – |")
+            rows.append(
+                f"| {name} (absent) | {_n(e['paper'])} | {_n(e['official'])} | – | – | – | – | 0 | "
+                f"{_n(-e['paper'] if e['paper'] is not None else None)} | – | – | – | – | – |"
+            )
             continue
         s = e["splits"]
-        rows.append(f"| {name} | {_n(e['paper'])} | {_n(e['official'])} | {_n(e['converted_rows'])} | "
-                    f"{_n(e['converter_rejects'].get('total', 0))} | {_n(e['empty_texts_rejected'])} | "
-                    f"{_n(e['duplicate_pairs_removed'])} | {_n(e['pairs'])} | {_n(e['difference_vs_paper'])} | "
-                    f"{_n(e['images'])} | {_n(s['train'])} | {_n(s['val'])} | {_n(s['test'])} | {e['mean_tokens']} |")
+        rows.append(
+            f"| {name} | {_n(e['paper'])} | {_n(e['official'])} | {_n(e['converted_rows'])} | "
+            f"{_n(e['converter_rejects'].get('total', 0))} | {_n(e['empty_texts_rejected'])} | "
+            f"{_n(e['duplicate_pairs_removed'])} | {_n(e['pairs'])} | {_n(e['difference_vs_paper'])} | "
+            f"{_n(e['images'])} | {_n(s['train'])} | {_n(s['val'])} | {_n(s['test'])} | {e['mean_tokens']} |"
+        )
     t = stats["corpus"]
-    rows.append(f"| **total** | {_n(t['paper_total'])} | | | | {_n(stats['hygiene']['empty_texts_rejected'])} | "
-                f"{_n(stats['hygiene']['duplicate_pairs_removed'])} | {_n(t['pairs'])} | "
-                f"{_n(t['pairs'] - t['paper_total'])} | {_n(t['images'])} | {_n(t['splits']['train'])} | "
-                f"{_n(t['splits']['val'])} | {_n(t['splits']['test'])} | |")
+    rows.append(
+        f"| **total** | {_n(t['paper_total'])} | | | | {_n(stats['hygiene']['empty_texts_rejected'])} | "
+        f"{_n(stats['hygiene']['duplicate_pairs_removed'])} | {_n(t['pairs'])} | "
+        f"{_n(t['pairs'] - t['paper_total'])} | {_n(t['images'])} | {_n(t['splits']['train'])} | "
+        f"{_n(t['splits']['val'])} | {_n(t['splits']['test'])} | |"
+    )
     return rows
 
 
 def _kind_split_table(total: dict) -> list[str]:
-    rows = ["## Pairs per kind and split", "", "| kind | " + " | ".join(SPLITS) + " | total |",
-            "|---|" + "---:|" * (len(SPLITS) + 1)]
+    rows = [
+        "## Pairs per kind and split",
+        "",
+        "| kind | " + " | ".join(SPLITS) + " | total |",
+        "|---|" + "---:|" * (len(SPLITS) + 1),
+    ]
     for kind, by_split in total["kinds_by_split"].items():
         rows.append(f"| {kind} | " + " | ".join(_n(by_split[s]) for s in SPLITS) + f" | {_n(total['kinds'][kind])} |")
-    rows.append("| images | " + " | ".join(_n(total["images_by_split"][s]) for s in SPLITS) + f" | {_n(total['images'])} |")
-    rows += ["", (f"{total['images_offered_by_several_datasets']:,} images are offered by more than one dataset; "
-                  "each is read once, from the preferred source (see `options.image_source_preference`).")]
+    rows.append(
+        "| images | " + " | ".join(_n(total["images_by_split"][s]) for s in SPLITS) + f" | {_n(total['images'])} |"
+    )
+    rows += [
+        "",
+        (
+            f"{total['images_offered_by_several_datasets']:,} images are offered by more than one dataset; "
+            "each is read once, from the preferred source (see `options.image_source_preference`)."
+        ),
+    ]
     return rows
 
 
 def _split_section(stats: dict) -> list[str]:
     splits = stats["splits"]
     ratios = ", ".join(f"{k} {v:g}" for k, v in splits["ratios"].items())
-    rows = ["## Leak-free splits", "", f"Rule: {splits['rule']}.", "",
-            f"Split by person ({ratios}, seed `{splits['seed']}`): {', '.join(splits['person_split_datasets']) or 'none'}.",
-            "", (f"Held-out wins moved {splits['rows_moved_by_held_out_wins']:,} pairs of "
-                 f"{splits['faces_moved_by_held_out_wins']:,} faces."), "",
-            "| step | dataset | move | pairs |", "|---|---|---|---:|"]
+    rows = [
+        "## Leak-free splits",
+        "",
+        f"Rule: {splits['rule']}.",
+        "",
+        f"Split by person ({ratios}, seed `{splits['seed']}`): {', '.join(splits['person_split_datasets']) or 'none'}.",
+        "",
+        (
+            f"Held-out wins moved {splits['rows_moved_by_held_out_wins']:,} pairs of "
+            f"{splits['faces_moved_by_held_out_wins']:,} faces."
+        ),
+        "",
+        "| step | dataset | move | pairs |",
+        "|---|---|---|---:|",
+    ]
     for step, per_dataset in splits["moves"].items():
         for name, moves in per_dataset.items():
             rows += [f"| {step.replace('_', ' ')} | {name} | {move} | {n:,} |" for move, n in moves.items()]
@@ -319,12 +378,20 @@ def _split_section(stats: dict) -> list[str]:
 
 
 def _token_section(tokens: dict) -> list[str]:
-    rows = ["## Text length (tokens)", "", f"Method: {tokens['method']}.", "",
-            "| kind | texts | mean | p50 | p90 | p99 | max |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "## Text length (tokens)",
+        "",
+        f"Method: {tokens['method']}.",
+        "",
+        "| kind | texts | mean | p50 | p90 | p99 | max |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for kind in ("all", *KINDS):
         t = tokens[kind]
         if t["texts"]:
-            rows.append(f"| {kind} | {t['texts']:,} | {t['mean']} | {t['p50']} | {t['p90']} | {t['p99']} | {t['max']} |")
+            rows.append(
+                f"| {kind} | {t['texts']:,} | {t['mean']} | {t['p50']} | {t['p90']} | {t['p99']} | {t['max']} |"
+            )
     if tokens["all"]["texts"]:
         labels = list(tokens["all"]["histogram"])
         rows += ["", "| kind | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]

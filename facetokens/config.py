@@ -1,4 +1,5 @@
 """The settings of `tokenize-images` (light to import: the CLI reads its defaults from here)."""
+
 from __future__ import annotations
 
 import os

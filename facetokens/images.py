@@ -17,6 +17,7 @@ Policy (the same for every dataset):
 
 Failures are data: `prepare_face` raises `BadImage(reason, detail)` and `try_prepare_face` returns it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -173,12 +174,17 @@ def _refuse_truncated_jpeg(image: Image.Image) -> None:
         return
     h_max, v_max = max(h for _, h, _, _ in layers), max(v for _, _, v, _ in layers)
     width, height = image.size
-    blocks = sum(math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
-                 for _, h, v, _ in layers)
+    blocks = sum(
+        math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
+        for _, h, v, _ in layers
+    )
     file_bytes = os.fstat(image.fp.fileno()).st_size if hasattr(image.fp, "fileno") else image.fp.getbuffer().nbytes
     if file_bytes * 8 < 2 * blocks:
-        raise BadImage("corrupt", f"{image.filename}: truncated JPEG: the header says {width}x{height} "
-                                  f"({blocks:,} blocks) but the file holds only {file_bytes:,} bytes")
+        raise BadImage(
+            "corrupt",
+            f"{image.filename}: truncated JPEG: the header says {width}x{height} "
+            f"({blocks:,} blocks) but the file holds only {file_bytes:,} bytes",
+        )
 
 
 def try_prepare_face(path: Path | str, box=None, size: int = SIZE) -> tuple[np.ndarray | None, Reject | None]:

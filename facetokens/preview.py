@@ -7,6 +7,7 @@ stored codes | image_id, dataset, split, texts | PSNR and mean absolute error), 
 `OUT/images/`, and `OUT/grid.png` (original and reconstruction side by side, four pairs per row).
 The originals are found through the corpus that `SHARDS/index.json` names (or `corpus=`).
 """
+
 from __future__ import annotations
 
 import html
@@ -32,8 +33,16 @@ PAIRS_PER_ROW = 4
 DECODE_BATCH = 8
 
 
-def preview(shards_dir: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckpt: Path, samples: int = 16,
-            corpus: Path | None = None, progress: bool = False) -> dict:
+def preview(
+    shards_dir: Path,
+    out: Path,
+    *,
+    vqgan_config: Path | None,
+    vqgan_ckpt: Path,
+    samples: int = 16,
+    corpus: Path | None = None,
+    progress: bool = False,
+) -> dict:
     """Write OUT/index.html and OUT/grid.png for `samples` faces spread over the shards; returns a summary.
 
     progress -- show a bar of the faces decoded (plain lines when stderr is not a terminal)
@@ -50,15 +59,29 @@ def preview(shards_dir: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckp
     with Progress(len(picked), "preview", "face", enabled=progress) as bar:
         reconstructions = decode_all(model, [codes for _, codes in picked], bar)
     originals = find_originals([meta for meta, _ in picked], corpus or corpus_of(shards_dir))
-    rows = [face_row(i, meta, rec, originals.get(meta["image_id"]), out) for i, ((meta, _), rec) in enumerate(zip(picked, reconstructions))]
+    rows = [
+        face_row(i, meta, rec, originals.get(meta["image_id"]), out)
+        for i, ((meta, _), rec) in enumerate(zip(picked, reconstructions))
+    ]
     write_html(rows, out / "index.html", shards_dir)
     write_grid(rows, out / "grid.png")
     psnrs = [r["psnr"] for r in rows if r["psnr"] is not None]
-    return {"html": str(out / "index.html"), "grid": str(out / "grid.png"), "faces": len(rows),
-            "mean_psnr": round(float(np.mean(psnrs)), 2) if psnrs else None,
-            "mean_abs_error": round(float(np.mean([r["mae"] for r in rows if r["mae"] is not None])), 2) if psnrs else None,
-            "rows": [{"image_id": r["meta"]["image_id"], "original": r["files"][0], "reconstruction": r["files"][1],
-                      "texts": [t["text"] for t in r["meta"].get("texts", [])]} for r in rows]}
+    return {
+        "html": str(out / "index.html"),
+        "grid": str(out / "grid.png"),
+        "faces": len(rows),
+        "mean_psnr": round(float(np.mean(psnrs)), 2) if psnrs else None,
+        "mean_abs_error": round(float(np.mean([r["mae"] for r in rows if r["mae"] is not None])), 2) if psnrs else None,
+        "rows": [
+            {
+                "image_id": r["meta"]["image_id"],
+                "original": r["files"][0],
+                "reconstruction": r["files"][1],
+                "texts": [t["text"] for t in r["meta"].get("texts", [])],
+            }
+            for r in rows
+        ],
+    }
 
 
 def pick_samples(shards_dir: Path, samples: int) -> list[tuple[dict, np.ndarray]]:
@@ -81,7 +104,7 @@ def decode_all(model, codes: list[np.ndarray], progress: Progress | None = None)
 
     images = []
     for start in range(0, len(codes), DECODE_BATCH):
-        batch = torch.from_numpy(np.stack(codes[start:start + DECODE_BATCH]))
+        batch = torch.from_numpy(np.stack(codes[start : start + DECODE_BATCH]))
         decoded = model.decode_codes(batch)
         images.extend((decoded.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
         if progress is not None:
@@ -112,7 +135,9 @@ def find_originals(metas: list[dict], corpus: Path | None) -> dict[str, tuple[st
         return {}
     wanted = {m["image_id"] for m in metas}
     table = layout.read_images(corpus, ["image_id", "path", "box"])
-    return {i: (p, b) for i, p, b in zip(*(table.column(c).to_pylist() for c in ("image_id", "path", "box"))) if i in wanted}
+    return {
+        i: (p, b) for i, p, b in zip(*(table.column(c).to_pylist() for c in ("image_id", "path", "box"))) if i in wanted
+    }
 
 
 def face_row(i: int, meta: dict, reconstruction: np.ndarray, original: tuple | None, out: Path) -> dict:
@@ -136,7 +161,10 @@ def face_row(i: int, meta: dict, reconstruction: np.ndarray, original: tuple | N
 def reconstruction_error(original: np.ndarray, reconstruction: np.ndarray) -> dict:
     diff = original.astype(np.float64) - reconstruction.astype(np.float64)
     mse = float(np.mean(diff**2))
-    return {"psnr": round(10 * math.log10(255.0**2 / mse), 2) if mse > 0 else float("inf"), "mae": round(float(np.mean(np.abs(diff))), 2)}
+    return {
+        "psnr": round(10 * math.log10(255.0**2 / mse), 2) if mse > 0 else float("inf"),
+        "mae": round(float(np.mean(np.abs(diff))), 2),
+    }
 
 
 def write_html(rows: list[dict], path: Path, shards_dir: Path) -> None:
@@ -159,13 +187,18 @@ PSNR and mean absolute error are computed on 0-255 RGB between the 256x256 crop 
 
 def html_row(row: dict) -> str:
     meta, (orig, recon) = row["meta"], row["files"]
-    texts = "".join(f"<li><span class=k>{html.escape(t['kind'])} ({html.escape(t['dataset'])}):</span> {html.escape(t['text'])}</li>"
-                    for t in meta.get("texts", []))
+    texts = "".join(
+        f"<li><span class=k>{html.escape(t['kind'])} ({html.escape(t['dataset'])}):</span> "
+        f"{html.escape(t['text'])}</li>"
+        for t in meta.get("texts", [])
+    )
     error = f"PSNR {row['psnr']} dB<br>MAE {row['mae']}" if row["psnr"] is not None else html.escape(row["note"])
     original = f'<img src="{orig}" alt="original">' if orig else html.escape(row["note"])
-    return (f'<tr><td>{original}</td><td><img src="{recon}" alt="reconstruction"></td>'
-            f'<td class=t><b>{html.escape(meta["image_id"])}</b> &middot; {html.escape(meta["dataset"])} &middot; '
-            f'{html.escape(meta["split"])}<ul>{texts}</ul></td><td>{error}</td></tr>')
+    return (
+        f'<tr><td>{original}</td><td><img src="{recon}" alt="reconstruction"></td>'
+        f"<td class=t><b>{html.escape(meta['image_id'])}</b> &middot; {html.escape(meta['dataset'])} &middot; "
+        f"{html.escape(meta['split'])}<ul>{texts}</ul></td><td>{error}</td></tr>"
+    )
 
 
 def write_grid(rows: list[dict], path: Path) -> None:

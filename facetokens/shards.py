@@ -20,6 +20,7 @@ Readers: `read_plan`, `read_index`, `read_stats`, `geometry` and `check_complete
 parses plan.json, index.json and the stats files; `read_raw_samples_of` is the only reader of a tar, and it
 refuses a shard that differs from what its writer recorded (`DamagedShard`).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -48,8 +49,9 @@ class DamagedShard(UserError):
     """A shard that differs from what its writer recorded (size, face count, codes per face) or cannot be parsed."""
 
     def __init__(self, tar_file: Path, problem: str):
-        super().__init__(f"{tar_file}: damaged shard: {problem}; re-run tokenize-images for it, "
-                         "or pass --skip-bad-shards")
+        super().__init__(
+            f"{tar_file}: damaged shard: {problem}; re-run tokenize-images for it, or pass --skip-bad-shards"
+        )
         self.tar_file = Path(tar_file)
 
 
@@ -105,7 +107,9 @@ def shard_bounds(index: int, n_faces: int, shard_size: int) -> tuple[int, int]:
 def node_shards(n_shards: int, num_nodes: int, node_rank: int) -> range:
     """The contiguous block of shards machine `node_rank` of `num_nodes` makes (static split)."""
     if num_nodes < 1 or not 0 <= node_rank < num_nodes:
-        raise UserError(f"--node-rank must be in [0, {num_nodes}) and --num-nodes >= 1 (got {node_rank} of {num_nodes})")
+        raise UserError(
+            f"--node-rank must be in [0, {num_nodes}) and --num-nodes >= 1 (got {node_rank} of {num_nodes})"
+        )
     return range(n_shards * node_rank // num_nodes, n_shards * (node_rank + 1) // num_nodes)
 
 
@@ -129,8 +133,14 @@ def image_id_from_key(key: str) -> str:
 
 def sample(face: Face, codes: np.ndarray) -> dict:
     """A WebDataset sample: `codes.u16` (raw little-endian uint16, raster order) and `json` (the face's texts)."""
-    meta = {"image_id": face.image_id, "dataset": face.dataset, "split": face.split, "image": face.image,
-            "box": face.box, "texts": face.texts}
+    meta = {
+        "image_id": face.image_id,
+        "dataset": face.dataset,
+        "split": face.split,
+        "image": face.image,
+        "box": face.box,
+        "texts": face.texts,
+    }
     return {
         "__key__": sample_key(face.image_id),
         CODES_MEMBER: np.asarray(codes).astype("<u2").tobytes(),
@@ -148,8 +158,15 @@ def write_shard(out: Path, index: int, samples: list[dict], rejects: list[dict],
         for item in samples:
             writer.write(item)
         writer.close()
-    stats = {"shard": shard_name(index), "tar": target.name, "faces": len(samples), "face_range": [first, last],
-             "bytes": target.stat().st_size, "codes_per_face": _codes_per_face(samples), "rejects": rejects}
+    stats = {
+        "shard": shard_name(index),
+        "tar": target.name,
+        "faces": len(samples),
+        "face_range": [first, last],
+        "bytes": target.stat().st_size,
+        "codes_per_face": _codes_per_face(samples),
+        "rejects": rejects,
+    }
     write_json(stats, stats_path(out, index))
     return stats
 
@@ -194,8 +211,13 @@ def vqgan_geometry(vqgan_config: dict) -> dict:
     size, levels = dd.get("resolution"), len(dd.get("ch_mult") or [])
     factor = 2 ** (levels - 1) if levels else None
     grid = size // factor if size and factor else None
-    return {"image_size": size, "downsampling": factor, "grid": [grid, grid] if grid else None,
-            "codes_per_face": grid * grid if grid else None, "codebook_size": vqgan_config.get("n_embed")}
+    return {
+        "image_size": size,
+        "downsampling": factor,
+        "grid": [grid, grid] if grid else None,
+        "codes_per_face": grid * grid if grid else None,
+        "codebook_size": vqgan_config.get("n_embed"),
+    }
 
 
 def geometry(out: Path) -> dict | None:
@@ -215,7 +237,9 @@ def check_plan(out: Path, plan: dict) -> None:
         old = read_plan(out)
         if old != plan:
             changed = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-            raise UserError(f"{out} holds shards made with a different {', '.join(changed)}; use a new --out or remove it")
+            raise UserError(
+                f"{out} holds shards made with a different {', '.join(changed)}; use a new --out or remove it"
+            )
         return
     write_json(plan, path)
 
@@ -233,19 +257,31 @@ def write_index(out: Path, units: list[tuple[str, int]], plan: dict, corpus: Pat
     splits = {s: {"faces": 0, "shards": 0} for s in SPLITS}
     for split, i in units:
         stats = read_stats(split_dir(out, split), i)
-        shards.append({"split": split, "tar": f"{split}/{stats['tar']}", "faces": stats["faces"],
-                       "rejects": len(stats["rejects"])})
+        shards.append(
+            {
+                "split": split,
+                "tar": f"{split}/{stats['tar']}",
+                "faces": stats["faces"],
+                "rejects": len(stats["rejects"]),
+            }
+        )
         splits[split]["faces"] += stats["faces"]
         splits[split]["shards"] += 1
         rejects.extend({**r, "split": split} for r in stats["rejects"])
     by_reason: dict[str, int] = {}
     for r in rejects:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
-    index = {"format": FORMAT_VERSION, "members": {"codes": CODES_MEMBER, "meta": JSON_MEMBER},
-             "corpus": str(corpus) if corpus else None, "plan": plan,
-             "geometry": vqgan_geometry(((plan.get("vqgan") or {}).get("config")) or {}),
-             "faces": sum(s["faces"] for s in shards), "splits": splits, "shards": shards,
-             "rejects": {"total": len(rejects), "by_reason": dict(sorted(by_reason.items())), "items": rejects}}
+    index = {
+        "format": FORMAT_VERSION,
+        "members": {"codes": CODES_MEMBER, "meta": JSON_MEMBER},
+        "corpus": str(corpus) if corpus else None,
+        "plan": plan,
+        "geometry": vqgan_geometry(((plan.get("vqgan") or {}).get("config")) or {}),
+        "faces": sum(s["faces"] for s in shards),
+        "splits": splits,
+        "shards": shards,
+        "rejects": {"total": len(rejects), "by_reason": dict(sorted(by_reason.items())), "items": rejects},
+    }
     write_json(index, Path(out) / INDEX_FILE)
     return Path(out) / INDEX_FILE
 
@@ -274,8 +310,9 @@ def check_complete(out: Path, split: str) -> list[str]:
         listed = {Path(out) / s["tar"] for s in index["shards"] if s.get("split") == split}
         missing = sorted(str(p) for p in listed - {Path(u) for u in urls})
         if missing:
-            raise UserError(f"{missing[0]}: listed in {Path(out) / INDEX_FILE} but missing "
-                            f"({len(missing)} missing in all)")
+            raise UserError(
+                f"{missing[0]}: listed in {Path(out) / INDEX_FILE} but missing ({len(missing)} missing in all)"
+            )
     return urls
 
 
@@ -330,8 +367,9 @@ def read_raw_samples_of(tar_file: Path):
     stats = shard_record(tar_file)
     data = Path(tar_file).read_bytes()  # a shard is a few MB; one read, then slices
     if len(data) != stats["bytes"]:
-        raise DamagedShard(tar_file, f"{len(data):,} bytes where its writer recorded {stats['bytes']:,} "
-                                     "(truncated or changed)")
+        raise DamagedShard(
+            tar_file, f"{len(data):,} bytes where its writer recorded {stats['bytes']:,} (truncated or changed)"
+        )
     code_bytes = 2 * stats["codes_per_face"] if stats.get("codes_per_face") else None
     pending: dict[str, dict] = {}
     faces = 0
@@ -343,8 +381,9 @@ def read_raw_samples_of(tar_file: Path):
                 item = pending.pop(key)
                 code_bytes = code_bytes or len(item[CODES_MEMBER])
                 if len(item[CODES_MEMBER]) != code_bytes:
-                    raise DamagedShard(tar_file, f"face {faces + 1} has {len(item[CODES_MEMBER]) / 2:g} codes, "
-                                                 f"not {code_bytes // 2}")
+                    raise DamagedShard(
+                        tar_file, f"face {faces + 1} has {len(item[CODES_MEMBER]) / 2:g} codes, not {code_bytes // 2}"
+                    )
                 faces += 1
                 yield item[JSON_MEMBER], item[CODES_MEMBER]
     except tarfile.TarError as e:
@@ -382,10 +421,13 @@ def _tar_members(tar_file: Path, data: bytes):
         start = offset + 512
         if len(data) < start + size:
             raise tarfile.ReadError("unexpected end of data")
-        yield data[offset:offset + 100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), data[start:start + size]
+        yield (
+            data[offset : offset + 100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
+            data[start : start + size],
+        )
         if len(data) < start + size + -size % 512:  # members are padded to 512-byte blocks
             raise tarfile.ReadError("unexpected end of data")
-    if data[stop:stop + 512] == bytes(512):  # the end-of-archive block
+    if data[stop : stop + 512] == bytes(512):  # the end-of-archive block
         return
     rest = io.BytesIO(data)
     rest.seek(stop)  # tarfile counts offsets from here, as it would in the file
@@ -400,7 +442,7 @@ def _plain_headers(data: bytes) -> tuple[list[tuple[int, int]], int]:
     """(offset, size) of the leading plain ustar headers of regular files (short name, valid checksum) in `data`,
     and the offset of the first block that is not one."""
     found, checksums, offset = [], [], 0
-    while (fields := _plain_header_fields(data[offset:offset + 512])) is not None:
+    while (fields := _plain_header_fields(data[offset : offset + 512])) is not None:
         found.append((offset, fields[0]))
         checksums.append(fields[1])
         offset += 512 + fields[0] + -fields[0] % 512
@@ -411,7 +453,7 @@ def _plain_headers(data: bytes) -> tuple[list[tuple[int, int]], int]:
     headers = blocks[[o // 512 for o, _ in found]]
     sums = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64) + 256
     bad = np.flatnonzero(sums != np.array(checksums, dtype=np.int64))
-    return (found[:bad[0]], found[bad[0]][0]) if len(bad) else (found, offset)
+    return (found[: bad[0]], found[bad[0]][0]) if len(bad) else (found, offset)
 
 
 def _plain_header_fields(header: bytes) -> tuple[int, int] | None:

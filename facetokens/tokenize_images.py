@@ -20,6 +20,7 @@ How the work flows
     also encoded in fp32 and the share of equal codes is reported.
   * With fp32 on a GPU, TF32 is switched off: "fp32" means the codes of the fp32 model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,18 @@ def read_faces(corpus: Path) -> list[Face]:
     table = layout.read_images(corpus)
     columns = {c: table.column(c).to_pylist() for c in layout.IMAGE_SCHEMA.names}
     texts = read_texts(corpus)
-    faces = [Face(image_id=i, dataset=d, path=p, image=r, box=list(b) if b is not None else None, split=s, texts=texts.pop(i, []))
-             for i, d, p, r, b, s in zip(*(columns[c] for c in layout.IMAGE_SCHEMA.names))]
+    faces = [
+        Face(
+            image_id=i,
+            dataset=d,
+            path=p,
+            image=r,
+            box=list(b) if b is not None else None,
+            split=s,
+            texts=texts.pop(i, []),
+        )
+        for i, d, p, r, b, s in zip(*(columns[c] for c in layout.IMAGE_SCHEMA.names))
+    ]
     if texts:
         log.warning("%d image_ids of the pairs are not in images.parquet; their texts are left out", len(texts))
     faces.sort(key=lambda f: f.image_id)
@@ -77,7 +88,9 @@ def read_texts(corpus: Path) -> dict[str, list[dict]]:
         table = pq.read_table(file, columns=list(TEXT_COLUMNS))
         cols = [table.column(c).to_pylist() for c in TEXT_COLUMNS]
         for image_id, dataset, kind, text, attributes in zip(*cols):
-            texts.setdefault(image_id, []).append({"dataset": dataset, "kind": kind, "text": text, "attributes": attributes})
+            texts.setdefault(image_id, []).append(
+                {"dataset": dataset, "kind": kind, "text": text, "attributes": attributes}
+            )
     return texts
 
 
@@ -158,17 +171,30 @@ def collate(items):
     import torch
 
     good = [(pos, arr) for _, pos, arr, rej in items if arr is not None]
-    images = torch.from_numpy(np.stack([a for _, a in good])) if good else torch.empty(0, SIZE, SIZE, 3, dtype=torch.uint8)
+    images = (
+        torch.from_numpy(np.stack([a for _, a in good])) if good else torch.empty(0, SIZE, SIZE, 3, dtype=torch.uint8)
+    )
     rejects = [(pos, rej.reason, rej.detail) for _, pos, arr, rej in items if arr is None]
-    return {"shard": items[0][0], "positions": [p for p, _ in good], "images": images, "rejects": rejects, "size": len(items)}
+    return {
+        "shard": items[0][0],
+        "positions": [p for p, _ in good],
+        "images": images,
+        "rejects": rejects,
+        "size": len(items),
+    }
 
 
 def make_loader(tasks: list[ShardTask], options: WorkerOptions, pin: bool):
     from torch.utils.data import DataLoader
 
-    return DataLoader(FaceImages(tasks), batch_sampler=shard_aligned_batches(tasks, options.batch_size),
-                      num_workers=options.loader_workers, collate_fn=collate, pin_memory=pin,
-                      prefetch_factor=4 if options.loader_workers else None)
+    return DataLoader(
+        FaceImages(tasks),
+        batch_sampler=shard_aligned_batches(tasks, options.batch_size),
+        num_workers=options.loader_workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        prefetch_factor=4 if options.loader_workers else None,
+    )
 
 
 # ----------------------------------------------------------------------------- encoding (one process per device)
@@ -201,8 +227,14 @@ class ShardAssembler:
             else:
                 reason, detail = rejected[position]
                 rejects.append({"image_id": face.image_id, "path": face.path, "reason": reason, "detail": detail})
-        stats = shards.write_shard(shards.split_dir(self.out, task.split), task.index, samples, rejects, task.first,
-                                   task.first + len(task.faces))
+        stats = shards.write_shard(
+            shards.split_dir(self.out, task.split),
+            task.index,
+            samples,
+            rejects,
+            task.first,
+            task.first + len(task.faces),
+        )
         stats = {**stats, "split": task.split}
         self.report("shard", stats)
 
@@ -290,8 +322,9 @@ def _worker_main(rank: int, out: Path, device: str, tasks: list[ShardTask], opti
         messages.put(("error", rank, traceback.format_exc()))
 
 
-def run_workers(out: Path, devices: list[str], assignments: list[list[ShardTask]], options: list[WorkerOptions],
-                on_report: Callable) -> None:
+def run_workers(
+    out: Path, devices: list[str], assignments: list[list[ShardTask]], options: list[WorkerOptions], on_report: Callable
+) -> None:
     """Run one encoder per device: in this process when there is one, else as spawned processes."""
     if len(assignments) == 1:
         encode_shards(out, devices[0], assignments[0], options[0], on_report)
@@ -300,8 +333,10 @@ def run_workers(out: Path, devices: list[str], assignments: list[list[ShardTask]
 
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
-    processes = [ctx.Process(target=_worker_main, args=(rank, out, devices[rank], assignments[rank], options[rank], messages))
-                 for rank in range(len(assignments))]
+    processes = [
+        ctx.Process(target=_worker_main, args=(rank, out, devices[rank], assignments[rank], options[rank], messages))
+        for rank in range(len(assignments))
+    ]
     for p in processes:
         p.start()
     try:
@@ -340,7 +375,9 @@ class Progress:
     def __init__(self, total_faces: int, enabled: bool):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total_faces, unit="face", desc="tokenize", disable=not enabled, smoothing=0.1, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total_faces, unit="face", desc="tokenize", disable=not enabled, smoothing=0.1, dynamic_ncols=True
+        )
         self.stats: list[dict] = []
         self.agreement: dict | None = None
 
@@ -354,8 +391,15 @@ class Progress:
             self.agreement = value
 
 
-def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan_ckpt: Path,
-                    config: TokenizeConfig | None = None, progress: bool = True) -> dict:
+def tokenize_images(
+    corpus: Path,
+    out: Path,
+    *,
+    vqgan_config: Path | None,
+    vqgan_ckpt: Path,
+    config: TokenizeConfig | None = None,
+    progress: bool = True,
+) -> dict:
     """Encode every face of `corpus` into WebDataset shards under `out`; resumes finished shards. Returns a summary."""
     config = config or TokenizeConfig()
     # one lock per machine: the machines of a multi-node run share the folder, each its own block of shards
@@ -363,18 +407,26 @@ def tokenize_images(corpus: Path, out: Path, *, vqgan_config: Path | None, vqgan
         return _tokenize_locked(corpus, Path(out), vqgan_config, vqgan_ckpt, config, progress)
 
 
-def _tokenize_locked(corpus: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path, config: TokenizeConfig,
-                     progress: bool) -> dict:
+def _tokenize_locked(
+    corpus: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path, config: TokenizeConfig, progress: bool
+) -> dict:
     started = time.perf_counter()
     faces = read_faces(corpus)
     weights, stored = read_checkpoint(vqgan_ckpt)
     vqgan = resolve_config(vqgan_config, stored, vqgan_ckpt)
     if vqgan.resolution != SIZE:
-        raise UserError(f"{vqgan_config or vqgan_ckpt}: the VQGAN's resolution is {vqgan.resolution}; tokenize-images "
-                        f"reads faces at {SIZE}x{SIZE}")
-    plan = {"format": shards.FORMAT_VERSION, "faces": len(faces), "faces_sha256": faces_digest(faces),
-            "shard_size": config.shard_size, "precision": config.precision,
-            "vqgan": {"config": vqgan.to_dict(), "encoder_sha256": weights_digest(weights)}}
+        raise UserError(
+            f"{vqgan_config or vqgan_ckpt}: the VQGAN's resolution is {vqgan.resolution}; tokenize-images "
+            f"reads faces at {SIZE}x{SIZE}"
+        )
+    plan = {
+        "format": shards.FORMAT_VERSION,
+        "faces": len(faces),
+        "faces_sha256": faces_digest(faces),
+        "shard_size": config.shard_size,
+        "precision": config.precision,
+        "vqgan": {"config": vqgan.to_dict(), "encoder_sha256": weights_digest(weights)},
+    }
     del weights
     shards.check_plan(out, plan)
     shards.write_run_config(out, config.node_rank, dataclasses.asdict(config))
@@ -387,15 +439,33 @@ def _tokenize_locked(corpus: Path, out: Path, vqgan_config: Path | None, vqgan_c
     shards.remove_stale_temporaries(out, [units[k] for k in mine])
     pending = [k for k in mine if not shards.is_complete(shards.split_dir(out, units[k][0]), units[k][1])]
     devices = plan_devices(config.gpus)[: max(1, len(pending))]
-    assignments = [[make_task(k, units, by_split, config.shard_size) for k in pending[rank::len(devices)]]
-                   for rank in range(len(devices))]
+    assignments = [
+        [make_task(k, units, by_split, config.shard_size) for k in pending[rank :: len(devices)]]
+        for rank in range(len(devices))
+    ]
     threads = max(1, cpu_cores() // len(devices)) if devices[0] == "cpu" else 2
-    options = [WorkerOptions(vqgan, Path(vqgan_ckpt), config.batch_size, config.loader_workers, config.precision, threads,
-                             check_agreement=rank == 0)
-               for rank in range(len(devices))]
+    options = [
+        WorkerOptions(
+            vqgan,
+            Path(vqgan_ckpt),
+            config.batch_size,
+            config.loader_workers,
+            config.precision,
+            threads,
+            check_agreement=rank == 0,
+        )
+        for rank in range(len(devices))
+    ]
     tracker = Progress(sum(len(t.faces) for a in assignments for t in a), progress)
-    log.info("%d faces, %d shards; this machine: shards %d-%d, %d to do on %s", len(faces), n_shards, mine.start, mine.stop - 1,
-             len(pending), ", ".join(devices))
+    log.info(
+        "%d faces, %d shards; this machine: shards %d-%d, %d to do on %s",
+        len(faces),
+        n_shards,
+        mine.start,
+        mine.stop - 1,
+        len(pending),
+        ", ".join(devices),
+    )
     encode_started = time.perf_counter()
     try:
         if pending:
@@ -419,7 +489,9 @@ def faces_by_split(faces: list[Face]) -> dict[str, list[Face]]:
     """Each split's faces, in image_id order."""
     unknown = sorted({f.split for f in faces} - set(SPLITS))
     if unknown:
-        raise UserError(f"the corpus has faces in split(s) {', '.join(map(repr, unknown))}; expected {', '.join(SPLITS)}")
+        raise UserError(
+            f"the corpus has faces in split(s) {', '.join(map(repr, unknown))}; expected {', '.join(SPLITS)}"
+        )
     return {split: [f for f in faces if f.split == split] for split in SPLITS}
 
 
@@ -429,7 +501,9 @@ def make_task(unit: int, units: list[tuple[str, int]], by_split: dict[str, list[
     return ShardTask(unit=unit, split=split, index=index, first=first, faces=by_split[split][first:last])
 
 
-def summarise(out, n_shards, mine, pending, devices, precision, tracker: Progress, index, started, encode_started) -> dict:
+def summarise(
+    out, n_shards, mine, pending, devices, precision, tracker: Progress, index, started, encode_started
+) -> dict:
     seconds = time.perf_counter() - started
     encode_seconds = time.perf_counter() - encode_started
     faces = sum(s["faces"] for s in tracker.stats)
@@ -438,16 +512,23 @@ def summarise(out, n_shards, mine, pending, devices, precision, tracker: Progres
     for r in rejects:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
     if tracker.agreement and tracker.agreement["codes_equal"] < AGREEMENT_WARNING:
-        log.warning("bf16 codes agree with fp32 on only %.1f%% of a sample: consider --precision fp32",
-                    100 * tracker.agreement["codes_equal"])
+        log.warning(
+            "bf16 codes agree with fp32 on only %.1f%% of a sample: consider --precision fp32",
+            100 * tracker.agreement["codes_equal"],
+        )
     return {
-        "out": str(out), "shards_total": n_shards, "this_machine": [mine.start, mine.stop],
-        "shards_skipped_complete": len(mine) - len(pending), "shards_written": len(tracker.stats),
+        "out": str(out),
+        "shards_total": n_shards,
+        "this_machine": [mine.start, mine.stop],
+        "shards_skipped_complete": len(mine) - len(pending),
+        "shards_written": len(tracker.stats),
         "faces_written": faces,
         "faces_written_per_split": {sp: sum(s["faces"] for s in tracker.stats if s["split"] == sp) for sp in SPLITS},
         "rejects": {"total": len(rejects), "by_reason": dict(sorted(by_reason.items()))},
-        "devices": devices, "precision": precision, "bf16_agreement": tracker.agreement,
-        "seconds": round(seconds, 2), "faces_per_s": round((faces + len(rejects)) / encode_seconds, 2) if tracker.stats else None,
+        "devices": devices,
+        "precision": precision,
+        "bf16_agreement": tracker.agreement,
+        "seconds": round(seconds, 2),
+        "faces_per_s": round((faces + len(rejects)) / encode_seconds, 2) if tracker.stats else None,
         "index": str(index) if index else None,
     }
-

@@ -9,6 +9,7 @@ both encode faces with.
 Only taming's `Encoder`, `Decoder` and `VectorQuantizer2` are imported (see environment.md):
 `taming.models.vqgan` needs Lightning 1.x and torchvision.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,7 +21,16 @@ from torch import nn
 
 from common.errors import UserError
 
-DDCONFIG_KEYS = ("ch", "out_ch", "ch_mult", "num_res_blocks", "attn_resolutions", "in_channels", "resolution", "z_channels")
+DDCONFIG_KEYS = (
+    "ch",
+    "out_ch",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "in_channels",
+    "resolution",
+    "z_channels",
+)
 
 
 # ----------------------------------------------------------------------------- config
@@ -75,9 +85,21 @@ class VQGANConfig:
 FFHQ_CONFIG = VQGANConfig(
     embed_dim=256,
     n_embed=1024,
-    ddconfig={"double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-              "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16], "dropout": 0.0},
+    ddconfig={
+        "double_z": False,
+        "z_channels": 256,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 1, 2, 2, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [16],
+        "dropout": 0.0,
+    },
 )
+
+
 # ----------------------------------------------------------------------------- the model
 class VQGAN(nn.Module):
     """taming's VQModel without Lightning: encoder, quant_conv, codebook, post_quant_conv, decoder."""
@@ -115,7 +137,9 @@ class VQGAN(nn.Module):
         side = self.config.grid
         if codes.shape[1] != side * side:
             raise UserError(f"{codes.shape[1]} codes per face; this VQGAN decodes {side}x{side} = {side * side}")
-        z = self.quantize.get_codebook_entry(codes.reshape(-1).long(), (codes.shape[0], side, side, self.config.embed_dim))
+        z = self.quantize.get_codebook_entry(
+            codes.reshape(-1).long(), (codes.shape[0], side, side, self.config.embed_dim)
+        )
         x = self.decoder(self.post_quant_conv(z))
         return (x.clamp(-1, 1) + 1) / 2
 
@@ -126,7 +150,9 @@ def build_vqgan(config: VQGANConfig, weights: dict[str, torch.Tensor], *, with_d
     needed = {k: v for k, v in weights.items() if k in own}
     missing = sorted(set(own) - set(needed))
     if missing:
-        raise UserError(f"{where}: {len(missing)} VQGAN weights missing (first: {missing[0]}); is it the right checkpoint?")
+        raise UserError(
+            f"{where}: {len(missing)} VQGAN weights missing (first: {missing[0]}); is it the right checkpoint?"
+        )
     shapes = [k for k in needed if tuple(needed[k].shape) != tuple(own[k].shape)]
     if shapes:
         k = shapes[0]

@@ -14,6 +14,7 @@ Checkpoints are read without Lightning and without running pickled code:
      data-only libraries (Lightning, numpy, omegaconf...) become inert placeholders; any other
      global (os.system, builtins.eval, ...) is refused before anything runs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -100,21 +101,38 @@ class Ignored:
         return f"<ignored {self.qualname}>"
 
 
-IGNORED_MODULES = ("pytorch_lightning", "lightning", "lightning_fabric", "lightning_utilities", "torchmetrics",
-                   "omegaconf", "numpy", "pathlib", "argparse")
-EXTRA_ALLOWED = {"builtins.frozenset": frozenset, "builtins.slice": slice, "collections.defaultdict": collections.defaultdict}
+IGNORED_MODULES = (
+    "pytorch_lightning",
+    "lightning",
+    "lightning_fabric",
+    "lightning_utilities",
+    "torchmetrics",
+    "omegaconf",
+    "numpy",
+    "pathlib",
+    "argparse",
+)
+EXTRA_ALLOWED = {
+    "builtins.frozenset": frozenset,
+    "builtins.slice": slice,
+    "collections.defaultdict": collections.defaultdict,
+}
 _stub_cache: dict[str, type] = {}
 
 
 def _allowed_globals() -> dict[str, Any]:
-    """What torch's own weights-only loader allows (tensor rebuilders, dtypes, OrderedDict...), plus a few containers."""
+    """What torch's own weights-only loader allows (tensor rebuilders, dtypes, OrderedDict...), plus containers."""
     try:
         from torch._weights_only_unpickler import _get_allowed_globals
 
         allowed = dict(_get_allowed_globals())
     except ImportError:  # older/newer torch: the essentials
-        allowed = {"collections.OrderedDict": collections.OrderedDict, "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-                   "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter, "torch.Size": torch.Size}
+        allowed = {
+            "collections.OrderedDict": collections.OrderedDict,
+            "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+            "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
+            "torch.Size": torch.Size,
+        }
     return {**allowed, **EXTRA_ALLOWED}
 
 
@@ -190,7 +208,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], VQGANConfig 
         for key in f.keys():  # noqa: SIM118 - a safetensors handle, not a dict
             weights[key] = f.get_tensor(key)
     config = metadata.get(SAFETENSORS_CONFIG_KEY)
-    return first_stage_weights(weights, where=str(path)), (VQGANConfig.from_dict(json.loads(config), str(path)) if config else None)
+    return first_stage_weights(weights, where=str(path)), (
+        VQGANConfig.from_dict(json.loads(config), str(path)) if config else None
+    )
 
 
 def first_stage_weights(obj: Any, where: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -199,7 +219,7 @@ def first_stage_weights(obj: Any, where: str = "checkpoint") -> dict[str, torch.
     if not isinstance(state, dict):
         raise UserError(f"{where}: expected a state dict, found {type(state).__name__}")
     if any(isinstance(k, str) and k.startswith(FIRST_STAGE_PREFIX) for k in state):
-        state = {k[len(FIRST_STAGE_PREFIX):]: v for k, v in state.items() if k.startswith(FIRST_STAGE_PREFIX)}
+        state = {k[len(FIRST_STAGE_PREFIX) :]: v for k, v in state.items() if k.startswith(FIRST_STAGE_PREFIX)}
     weights = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith(VQGAN_PREFIXES)}
     if not weights:
         raise UserError(f"{where}: no VQGAN weights (encoder.*, quantize.*...) found")
@@ -220,7 +240,7 @@ def weights_digest(weights: dict[str, torch.Tensor], prefixes: tuple[str, ...] =
 
 
 def load_vqgan(config: Path | VQGANConfig | None, ckpt: Path, *, with_decoder: bool = True) -> VQGAN:
-    """Build the VQGAN from a config (path, object, or None = the one stored in a safetensors file) and load its weights."""
+    """Build the VQGAN from a config (path, object, or None = the one in a safetensors file) and load its weights."""
     weights, stored = read_checkpoint(ckpt)
     return build_vqgan(resolve_config(config, stored, ckpt), weights, with_decoder=with_decoder, where=str(ckpt))
 

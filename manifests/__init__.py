@@ -3,6 +3,7 @@
 One YAML file per registry name: homepage, citation, access, licence, expected files,
 official counts per split, the paper's Table 1 count and the label vocabularies.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,8 +1,9 @@
 """The README's dataset section, generated from the manifests so that it cannot drift from them.
 
-    python3 cli.py datasets --markdown      # print it
-    python3 scripts/update_readme.py        # rewrite the block between the markers in README.md
+python3 cli.py datasets --markdown      # print it
+python3 scripts/update_readme.py        # rewrite the block between the markers in README.md
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -18,8 +19,10 @@ def datasets_markdown(names: Iterable[str]) -> str:
     lines = ["| dataset | access | licence | official records | paper (Table 1) |", "|---|---|---|---:|---:|"]
     for name in names:
         m = load(name)
-        lines.append(f"| [{m['title']}]({m['homepage']}) `{name}` | {m['access']} | {_one_line(m['licence'])} | "
-                     f"{_official(m['counts'])} | {m['counts']['paper']:,} |")
+        lines.append(
+            f"| [{m['title']}]({m['homepage']}) `{name}` | {m['access']} | {_one_line(m['licence'])} | "
+            f"{_official(m['counts'])} | {m['counts']['paper']:,} |"
+        )
     for name in names:
         lines += ["", *_dataset_section(load(name))]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ For tests and benchmarks (nothing can be downloaded there): the network is the l
 are random (He-scaled, so that activations do not vanish through 90-odd layers and faces give different
 features). The file is ~96 MB, as the real one: write it once per test session.
 """
+
 from __future__ import annotations
 
 import io

@@ -5,6 +5,7 @@
 `TINY_CONFIG` has the FFHQ model's geometry (f=16, 1,024 codes: 16 x 16 codes a face); `TINY_F8_CONFIG`
 the OpenImages one of the paper's Table 5 (f=8, 8,192 codes: 32 x 32 = 1,024 codes a face).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,15 +20,35 @@ from facetokens.vqgan_files import FIRST_STAGE_PREFIX
 TINY_CONFIG = VQGANConfig(
     embed_dim=32,
     n_embed=1024,
-    ddconfig={"double_z": False, "z_channels": 32, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
-              "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 1, "attn_resolutions": [16], "dropout": 0.0},
+    ddconfig={
+        "double_z": False,
+        "z_channels": 32,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 2, 2, 4],
+        "num_res_blocks": 1,
+        "attn_resolutions": [16],
+        "dropout": 0.0,
+    },
 )
 
 TINY_F8_CONFIG = VQGANConfig(
     embed_dim=16,
     n_embed=8192,
-    ddconfig={"double_z": False, "z_channels": 32, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
-              "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0},
+    ddconfig={
+        "double_z": False,
+        "z_channels": 32,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 2, 2],
+        "num_res_blocks": 1,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    },
 )
 
 
@@ -57,13 +78,24 @@ def tiny_project_yaml(config: VQGANConfig = TINY_CONFIG) -> dict:
                 "cond_stage_config": "__is_unconditional__",
                 "first_stage_config": {
                     "target": "taming.models.vqgan.VQModel",
-                    "params": {"ckpt_path": "logs/tiny_vqgan/checkpoints/last.ckpt", "embed_dim": config.embed_dim,
-                               "n_embed": config.n_embed, "ddconfig": dict(config.ddconfig),
-                               "lossconfig": {"target": "taming.modules.losses.DummyLoss"}},
+                    "params": {
+                        "ckpt_path": "logs/tiny_vqgan/checkpoints/last.ckpt",
+                        "embed_dim": config.embed_dim,
+                        "n_embed": config.n_embed,
+                        "ddconfig": dict(config.ddconfig),
+                        "lossconfig": {"target": "taming.modules.losses.DummyLoss"},
+                    },
                 },
-                "transformer_config": {"target": "taming.modules.transformer.mingpt.GPT",
-                                       "params": {"block_size": config.codes_per_image, "n_embd": 64, "n_head": 2,
-                                                  "n_layer": 1, "vocab_size": config.n_embed}},
+                "transformer_config": {
+                    "target": "taming.modules.transformer.mingpt.GPT",
+                    "params": {
+                        "block_size": config.codes_per_image,
+                        "n_embd": 64,
+                        "n_head": 2,
+                        "n_layer": 1,
+                        "vocab_size": config.n_embed,
+                    },
+                },
             },
         },
         "data": {"target": "main.DataModuleFromConfig", "params": {"batch_size": 2, "num_workers": 8}},
@@ -75,9 +107,16 @@ def lightning_checkpoint(model: VQGAN) -> dict:
     state = {FIRST_STAGE_PREFIX + k: v for k, v in model.state_dict().items()}
     state["transformer.tok_emb.weight"] = torch.zeros(model.config.n_embed, 64)
     return {
-        "epoch": 12, "global_step": 123456, "pytorch-lightning_version": "1.0.8",
-        "callbacks": {"ModelCheckpoint{'monitor': 'val/loss'}": {"monitor": "val/loss", "best_model_score": torch.tensor(4.25),
-                                                                 "best_model_path": "logs/tiny/checkpoints/last.ckpt"}},
+        "epoch": 12,
+        "global_step": 123456,
+        "pytorch-lightning_version": "1.0.8",
+        "callbacks": {
+            "ModelCheckpoint{'monitor': 'val/loss'}": {
+                "monitor": "val/loss",
+                "best_model_score": torch.tensor(4.25),
+                "best_model_path": "logs/tiny/checkpoints/last.ckpt",
+            }
+        },
         "optimizer_states": [{"state": {}, "param_groups": [{"lr": 4.5e-6, "betas": (0.9, 0.95), "params": [0, 1]}]}],
         "lr_schedulers": [],
         "state_dict": state,

@@ -1,4 +1,5 @@
 """Rewrite README.md's dataset section from the manifests (tests/test_readme.py fails when it is stale)."""
+
 import sys
 from pathlib import Path
 

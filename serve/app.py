@@ -6,6 +6,7 @@ A user error (an upload that is not an image, a decompression bomb, 0 bytes; a s
 raised as `gr.Error`: one line in the page, and the server goes on. Gradio keeps its uploads and copies
 under the server's temporary folder (GRADIO_TEMP_DIR, set before Gradio is imported), removed at exit.
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,6 +67,7 @@ def in_page(fn: Callable) -> Callable:
             raise gr.Error(html.escape(first_line(e, limit=400)), print_exception=False) from None
         except OSError as e:
             raise gr.Error(html.escape(f"{e.filename or 'file'}: {e.strerror or e}"), print_exception=False) from None
+
     return wrapper
 
 
@@ -74,19 +76,23 @@ def _sampling_controls(samples: int, prefix: str) -> list:
 
     defaults = Sampling()
     with gr.Row():
-        return [gr.Slider(1, MAX_SAMPLES, value=samples, step=1, label="samples", elem_id=f"{prefix}-samples"),
-                gr.Number(defaults.top_k, label="top-k (0 = off)", precision=0, elem_id=f"{prefix}-top-k"),
-                gr.Slider(0.0, 1.0, value=defaults.top_p, step=0.01, label="top-p (0 = off)",
-                          elem_id=f"{prefix}-top-p"),
-                gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="temperature",
-                          elem_id=f"{prefix}-temperature"),
-                gr.Number(defaults.seed, label="seed", precision=0, elem_id=f"{prefix}-seed")]
+        return [
+            gr.Slider(1, MAX_SAMPLES, value=samples, step=1, label="samples", elem_id=f"{prefix}-samples"),
+            gr.Number(defaults.top_k, label="top-k (0 = off)", precision=0, elem_id=f"{prefix}-top-k"),
+            gr.Slider(0.0, 1.0, value=defaults.top_p, step=0.01, label="top-p (0 = off)", elem_id=f"{prefix}-top-p"),
+            gr.Slider(
+                0.05, 2.0, value=defaults.temperature, step=0.05, label="temperature", elem_id=f"{prefix}-temperature"
+            ),
+            gr.Number(defaults.seed, label="seed", precision=0, elem_id=f"{prefix}-seed"),
+        ]
 
 
 def _scored(answer, label: Callable[[dict], str]) -> list[tuple[int, str]]:
     """(sample index, its label with the CLIP score where ranked), best first."""
-    return [(k, label(answer.result["samples"][k]) + (f"  (CLIP {answer.clip[k]:.3f})" if answer.clip else ""))
-            for k in answer.ranked()]
+    return [
+        (k, label(answer.result["samples"][k]) + (f"  (CLIP {answer.clip[k]:.3f})" if answer.clip else ""))
+        for k in answer.ranked()
+    ]
 
 
 def _faces_tab(service: Service) -> None:
@@ -102,9 +108,12 @@ def _faces_tab(service: Service) -> None:
     @in_page
     def draw(words, *values):
         answer = service.faces(words, service.sampling(*values))
-        shown = [(str(answer.folder / answer.result["samples"][k]["image"]), caption)
-                 for k, caption in _scored(answer, lambda s: s["image"].split("/")[-1])]
+        shown = [
+            (str(answer.folder / answer.result["samples"][k]["image"]), caption)
+            for k, caption in _scored(answer, lambda s: s["image"].split("/")[-1])
+        ]
         return shown, describe(answer), gr.DownloadButton(value=str(service.bundle(answer)), visible=True)
+
     run.click(draw, [text, *settings], [gallery, status, download], **ONE_AT_A_TIME, api_name="faces")
 
 
@@ -126,8 +135,9 @@ def _caption_tab(service: Service, config: ServeConfig) -> None:
             settings = _sampling_controls(4, "caption")
             run = gr.Button("Write captions", variant="primary", elem_id="caption-run")
         with gr.Column():
-            seen = gr.Image(label="the face as the model reads it", interactive=False, format="png",
-                            elem_id="caption-seen")
+            seen = gr.Image(
+                label="the face as the model reads it", interactive=False, format="png", elem_id="caption-seen"
+            )
             captions = gr.Dataframe(headers=["caption"], label="captions", interactive=False, elem_id="caption-table")
             status = gr.Markdown(elem_id="caption-status")
 
@@ -136,6 +146,7 @@ def _caption_tab(service: Service, config: ServeConfig) -> None:
         answer = service.caption(upload, service.sampling(*values))
         rows = [[label] for _, label in _scored(answer, lambda s: s["text"] or "(empty: the model ended at once)")]
         return service.seen_face(upload), rows, describe(answer)
+
     run.click(write, [face, *settings], [seen, captions, status], **ONE_AT_A_TIME, api_name="caption")
 
 
@@ -149,20 +160,29 @@ def _attributes_tab(service: Service, config: ServeConfig) -> None:
         with gr.Column():
             face = _face_input(config, "attributes")
             dataset = gr.Dropdown(datasets, value=first, label="dataset", elem_id="attributes-dataset")
-            key = gr.Dropdown(service.keys(first), value=first_key, label="key", allow_custom_value=True,
-                              elem_id="attributes-key")
-            candidates = gr.Textbox(", ".join(service.candidates(first, first_key)),
-                                    label="candidates (comma-separated)", elem_id="attributes-candidates")
+            key = gr.Dropdown(
+                service.keys(first), value=first_key, label="key", allow_custom_value=True, elem_id="attributes-key"
+            )
+            candidates = gr.Textbox(
+                ", ".join(service.candidates(first, first_key)),
+                label="candidates (comma-separated)",
+                elem_id="attributes-candidates",
+            )
             run = gr.Button("Read the attribute", variant="primary", elem_id="attributes-run")
         with gr.Column():
             value = gr.Textbox(label="greedy value", interactive=False, elem_id="attributes-value")
-            table = gr.Dataframe(headers=["candidate", "log-likelihood", "share"],
-                                 label="candidates, most likely first", interactive=False, elem_id="attributes-table")
+            table = gr.Dataframe(
+                headers=["candidate", "log-likelihood", "share"],
+                label="candidates, most likely first",
+                interactive=False,
+                elem_id="attributes-table",
+            )
 
     def keys_of(name):
         keys = service.keys(name)
         chosen = keys[0] if keys else None
         return gr.Dropdown(choices=keys, value=chosen), ", ".join(service.candidates(name, chosen))
+
     dataset.change(keys_of, [dataset], [key, candidates], queue=False)
     key.change(lambda name, k: ", ".join(service.candidates(name, k)), [dataset, key], [candidates], queue=False)
 
@@ -170,6 +190,7 @@ def _attributes_tab(service: Service, config: ServeConfig) -> None:
     def read(upload, name, chosen, listed):
         answer = service.attributes(upload, name, chosen, listed)
         return answer.result["samples"][0]["value"], candidate_rows(answer.result.get("candidates") or {})
+
     run.click(read, [face, dataset, key, candidates], [value, table], **ONE_AT_A_TIME, api_name="attributes")
 
 
@@ -200,8 +221,9 @@ def build_app(service: Service, config: ServeConfig):
     return app
 
 
-def serve(load: Callable[[], object], config: ServeConfig, clip: Path | None = None,
-          echo: Callable[[str], None] = print) -> None:
+def serve(
+    load: Callable[[], object], config: ServeConfig, clip: Path | None = None, echo: Callable[[str], None] = print
+) -> None:
     """Load the model once (`load()` returns the session), start the page, block until interrupted; the
     temporary folder is removed at exit."""
     if importlib.util.find_spec("gradio") is None:
@@ -216,12 +238,20 @@ def serve(load: Callable[[], object], config: ServeConfig, clip: Path | None = N
         service = Service(session, workdir / "answers", clip=load_clip(clip, str(session.device)))
         app = build_app(service, config)
         try:
-            app.launch(server_name=config.host, server_port=config.port, show_error=True, max_file_size=MAX_UPLOAD,
-                       allowed_paths=[str(p) for p in config.examples], prevent_thread_lock=True,
-                       quiet=True)
+            app.launch(
+                server_name=config.host,
+                server_port=config.port,
+                show_error=True,
+                max_file_size=MAX_UPLOAD,
+                allowed_paths=[str(p) for p in config.examples],
+                prevent_thread_lock=True,
+                quiet=True,
+            )
         except OSError:
-            raise UserError(f"--host {config.host} --port {config.port}: cannot listen there (is another server "
-                            "on it?); choose another --port") from None
+            raise UserError(
+                f"--host {config.host} --port {config.port}: cannot listen there (is another server "
+                "on it?); choose another --port"
+            ) from None
         echo(f"serving {service.session.checkpoint} on http://{config.host}:{config.port} (temporary folder {workdir})")
         app.block_thread()
     finally:

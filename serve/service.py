@@ -11,6 +11,7 @@ key-value cache. Only the newest `KEEP_ANSWERS` folders are kept. With a CLIP sc
 are also ranked by CLIP similarity to their condition, by `run_requests` itself (as `generate --clip`, so
 results.jsonl is that command's line).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -81,10 +82,13 @@ class Service:
     @staticmethod
     def sampling(samples, top_k, top_p, temperature, seed) -> Sampling:
         """The page's settings as generate's Sampling; an out-of-range one is one UserError."""
-        return Sampling(samples=whole_number(samples, "samples", 1, MAX_SAMPLES),
-                        top_k=whole_number(top_k, "top-k", 0), top_p=real_number(top_p, "top-p"),
-                        temperature=real_number(temperature, "temperature"),
-                        seed=whole_number(seed, "seed", -(2 ** 63)))
+        return Sampling(
+            samples=whole_number(samples, "samples", 1, MAX_SAMPLES),
+            top_k=whole_number(top_k, "top-k", 0),
+            top_p=real_number(top_p, "top-p"),
+            temperature=real_number(temperature, "temperature"),
+            seed=whole_number(seed, "seed", -(2**63)),
+        )
 
     def faces(self, text: str, sampling: Sampling) -> Answer:
         text = " ".join((text or "").split())
@@ -95,13 +99,19 @@ class Service:
     def caption(self, face: str | Path | None, sampling: Sampling) -> Answer:
         return self._run(Request("to_caption", image=self._face(face)), sampling)
 
-    def attributes(self, face: str | Path | None, dataset: str | None, key: str | None,
-                   candidates: str | None) -> Answer:
+    def attributes(
+        self, face: str | Path | None, dataset: str | None, key: str | None, candidates: str | None
+    ) -> Answer:
         if not key or not str(key).strip():
             raise UserError("key: choose an attribute key")
         values = [c.strip() for c in (candidates or "").split(",") if c.strip()] or None
-        request = Request("to_attributes", image=self._face(face), attribute=str(key).strip(),
-                          dataset=(dataset or None), candidates=values)
+        request = Request(
+            "to_attributes",
+            image=self._face(face),
+            attribute=str(key).strip(),
+            dataset=(dataset or None),
+            candidates=values,
+        )
         return self._run(request, Sampling(samples=1, greedy=True))
 
     def keys(self, dataset: str | None) -> list[str]:
@@ -127,8 +137,10 @@ class Service:
         """A zip of the answer's results.jsonl and images (and CLIP scores where ranked), in its folder."""
         path = answer.folder / BUNDLE
         if answer.clip is not None:
-            write_json({"scores": answer.clip, "ranked": answer.order, "truncated": answer.clip_truncated},
-                       answer.folder / CLIP_FILE)
+            write_json(
+                {"scores": answer.clip, "ranked": answer.order, "truncated": answer.clip_truncated},
+                answer.folder / CLIP_FILE,
+            )
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(answer.folder.rglob("*")):
                 if file.is_file() and file.suffix in (".jsonl", ".png", ".json"):
@@ -179,4 +191,3 @@ def describe(answer: Answer) -> str:
     if answer.clip is not None:
         notes.append("ranked by CLIP" + (" (the text was cut to CLIP's 77 tokens)" if answer.clip_truncated else ""))
     return "; ".join(notes)
-

@@ -1,5 +1,6 @@
 """Open a local HTML page in headless Chromium (Debian's `chromium`, no browser download) and report
 every <img> that did not load, judged by the browser itself (naturalWidth == 0)."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,22 @@ def images_as_loaded(page: Path, browser: str) -> list[dict]:
     probe = page.with_name(f".probe-{page.name}")
     probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     try:
-        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                              "--virtual-time-budget=10000", "--dump-dom", probe.resolve().as_uri()],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
+        dom = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--allow-file-access-from-files",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                probe.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
     finally:
         probe.unlink()
     found = re.search(r'<pre id="browser-probe">(.*?)</pre>', dom, re.DOTALL)

@@ -4,6 +4,7 @@ The tokenizer is a real CLIP byte-level BPE (`CLIPTokenizer`) over a small vocab
 byte alone and at a word's end, plus a few merges; the processor is `CLIPProcessor` with a 32-pixel image
 processor. `save_tiny_clip(folder)` writes what `ClipScorer.load` reads.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,13 +47,29 @@ def save_tiny_clip(folder: Path, seed: int = 0, max_tokens: int = 77) -> Path:
 
     tokenizer = tiny_tokenizer()
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": max_tokens,
-                     "projection_dim": 16, "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8, "projection_dim": 16},
-        projection_dim=16)
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": max_tokens,
+            "projection_dim": 16,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+            "projection_dim": 16,
+        },
+        projection_dim=16,
+    )
     torch.manual_seed(seed)
     model = CLIPModel(config).eval()
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})

@@ -2,6 +2,7 @@
 
 Faces in every image mode and size, with boxes, plus corrupt, truncated, missing and out-of-image faces.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,12 @@ FACES = {
     "missing/0001": ("missing/0001.jpg", "missing", (0, 0), None, None),
 }
 GOOD = 9
-REJECT_REASONS = {"celeba/000003": "corrupt", "expw/photo.1_1": "bad_box", "junk/0001": "not_an_image", "missing/0001": "missing"}
+REJECT_REASONS = {
+    "celeba/000003": "corrupt",
+    "expw/photo.1_1": "bad_box",
+    "junk/0001": "not_an_image",
+    "missing/0001": "missing",
+}
 
 
 def write_file(path: Path, mode: str, size, fmt) -> None:
@@ -65,20 +71,37 @@ def write_corpus(folder: Path, faces: dict = FACES) -> Path:
     datasets = [i.split("/")[0] for i in ids]
     splits = ["test" if k % 5 == 4 else "train" for k in range(len(ids))]
     boxes = [faces[i][4] for i in ids]
-    images = pa.table({
-        "image_id": ids, "dataset": datasets, "image": [faces[i][0] for i in ids], "box": pa.array(boxes, BOX_TYPE),
-        "split": splits,
-    })
+    images = pa.table(
+        {
+            "image_id": ids,
+            "dataset": datasets,
+            "image": [faces[i][0] for i in ids],
+            "box": pa.array(boxes, BOX_TYPE),
+            "split": splits,
+        }
+    )
     write_build_files(corpus, images, {name: str(root.resolve()) for name in sorted(set(datasets))})  # `image`: in raw/
     n = 2 * len(ids)
-    attributes = [[{"key": "gender", "value": "female" if k % 2 else "male"}, {"key": "smiling", "value": "true"}] for k in range(len(ids))]
+    attributes = [
+        [{"key": "gender", "value": "female" if k % 2 else "male"}, {"key": "smiling", "value": "true"}]
+        for k in range(len(ids))
+    ]
     pairs = make_table(
         n,
-        dataset=[d for d in datasets for _ in (0, 1)], image=[faces[i][0] for i in ids for _ in (0, 1)],
-        image_id=[i for i in ids for _ in (0, 1)], box=pa.array([b for b in boxes for _ in (0, 1)], BOX_TYPE),
-        split=[s for s in splits for _ in (0, 1)], kind=["attributes", "caption"] * len(ids),
-        text=[t for k, d in enumerate(datasets) for t in (f"{d} gender: {attributes[k][0]['value']}; smiling: true",
-                                                           f"a smiling person, face {k} — «ünïcode»")],
+        dataset=[d for d in datasets for _ in (0, 1)],
+        image=[faces[i][0] for i in ids for _ in (0, 1)],
+        image_id=[i for i in ids for _ in (0, 1)],
+        box=pa.array([b for b in boxes for _ in (0, 1)], BOX_TYPE),
+        split=[s for s in splits for _ in (0, 1)],
+        kind=["attributes", "caption"] * len(ids),
+        text=[
+            t
+            for k, d in enumerate(datasets)
+            for t in (
+                f"{d} gender: {attributes[k][0]['value']}; smiling: true",
+                f"a smiling person, face {k} — «ünïcode»",
+            )
+        ],
         attributes=pa.array([a for k in range(len(ids)) for a in (attributes[k], None)], ATTRIBUTE_TYPE),
         source=[f"anno.txt:{k}" for k in range(n)],
     )

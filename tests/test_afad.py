@@ -6,9 +6,15 @@ from converters.fixtures import afad as fixture
 from converters.fixtures import write_image
 
 FULL_TEXTS = [
-    "afad age: 15; gender: male", "afad age: 15; gender: male", "afad age: 15; gender: female",
-    "afad age: 16; gender: male", "afad age: 22; gender: male", "afad age: 22; gender: female",
-    "afad age: 22; gender: female", "afad age: 38; gender: male", "afad age: 38; gender: female",
+    "afad age: 15; gender: male",
+    "afad age: 15; gender: male",
+    "afad age: 15; gender: female",
+    "afad age: 16; gender: male",
+    "afad age: 22; gender: male",
+    "afad age: 22; gender: female",
+    "afad age: 22; gender: female",
+    "afad age: 38; gender: male",
+    "afad age: 38; gender: female",
     "afad age: 72; gender: female",
 ]
 FULL_SPLITS = ["train"] * 5 + ["val", "val", "test", "train", "train"]  # by person: 100062 val, 100033 test
@@ -19,10 +25,17 @@ def test_sample_rows_exact(tmp_path, run_convert):
     got = run_convert("afad", tmp_path / "afad")
     assert len(got.rows) == len(fixture.SAMPLE_IMAGES) and not got.rejects
     assert got.rows[0] == {
-        "dataset": "afad", "image": "AFAD-Full/15/111/292943-1.jpg", "image_id": "afad/15/111/292943-1", "box": None,
-        "split": "train", "kind": "attributes", "text": "afad age: 15; gender: male",
+        "dataset": "afad",
+        "image": "AFAD-Full/15/111/292943-1.jpg",
+        "image_id": "afad/15/111/292943-1",
+        "box": None,
+        "split": "train",
+        "kind": "attributes",
+        "text": "afad age: 15; gender: male",
         "attributes": [{"key": "age", "value": "15"}, {"key": "gender", "value": "male"}],
-        "source": "AFAD-Full/AFAD-Full.txt:10", "person": "afad:292943", "origin_id": None,
+        "source": "AFAD-Full/AFAD-Full.txt:10",
+        "person": "afad:292943",
+        "origin_id": None,
     }
     assert [r["text"] for r in got.rows] == FULL_TEXTS
     assert [r["split"] for r in got.rows] == FULL_SPLITS
@@ -41,8 +54,12 @@ def test_lite_alone_is_converted(tmp_path, run_convert):
     fixture.write_sample(tmp_path / "afad", variant="lite")
     got = run_convert("afad", tmp_path / "afad")
     assert [r["image"] for r in got.rows] == [
-        "AFAD-Lite/22/111/638379-0.jpg", "AFAD-Lite/22/112/100062-0.jpg", "AFAD-Lite/22/112/100062-3.jpg",
-        "AFAD-Lite/38/111/100033-0.jpg", "AFAD-Lite/38/112/47520-1.jpg"]
+        "AFAD-Lite/22/111/638379-0.jpg",
+        "AFAD-Lite/22/112/100062-0.jpg",
+        "AFAD-Lite/22/112/100062-3.jpg",
+        "AFAD-Lite/38/111/100033-0.jpg",
+        "AFAD-Lite/38/112/47520-1.jpg",
+    ]
     assert [r["text"] for r in got.rows] == FULL_TEXTS[4:9]
     assert got.rows[1]["image_id"] == "afad/22/112/100062-0"  # the same id as the picture in AFAD-Full
     assert got.rows[0]["source"] == "AFAD-Lite/AFAD-Lite.txt:5"
@@ -174,7 +191,6 @@ def test_person_unknown_when_the_name_has_no_person_id(tmp_path, run_convert):
     odd = next(r for r in got.rows if r["image"].endswith("scan0001.jpg"))
     assert odd["person"] is None and odd["image_id"] == "afad/15/111/scan0001"
     assert odd["split"] in ("train", "val", "test")  # keyed by image_id instead
-
 
 
 def test_full_size_writer_shape(tmp_path, run_convert):

@@ -1,4 +1,5 @@
 """The converter contract, checked the same way for every dataset on its sample fixture."""
+
 import re
 from pathlib import Path
 

@@ -5,6 +5,7 @@ with its reason, or a note in the summary. Wherever something is written, record
 rejects still holds (`conftest.Converted` checks it). The output folder's own troubles (a file in
 its place, a second run, a killed run's leftovers) and `convert all` follow the table.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,15 +53,18 @@ def append(rel, text):
     def damage(root):
         with open(root / rel, "a", encoding="utf-8") as f:
             f.write(text)
+
     return damage
 
 
 def insert_line(rel, number, text):
     """Put `text` as line `number` (1-based) of the file."""
+
     def damage(root):
         lines = (root / rel).read_text(encoding="utf-8").splitlines(keepends=True)
         lines.insert(number - 1, text + "\n")
         (root / rel).write_text("".join(lines), encoding="utf-8")
+
     return damage
 
 
@@ -72,6 +76,7 @@ def image_in(folder, name="1-0.jpg"):
     def damage(root):
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / name).write_bytes((root / "AFAD-Full/15/111").glob("*.jpg").__next__().read_bytes())
+
     return damage
 
 
@@ -79,6 +84,7 @@ def folder_for_image(rel):
     def damage(root):
         (root / rel).unlink(missing_ok=True)
         (root / rel).mkdir(parents=True)
+
     return damage
 
 
@@ -108,49 +114,88 @@ def thumbs_listed(root):
 
 CASES = {
     # issue 9.1: empty (0-byte) table files
-    "celeba partition empty": ("celeba", empty("Eval/list_eval_partition.txt"), Error(r"list_eval_partition.txt: empty file")),
+    "celeba partition empty": (
+        "celeba",
+        empty("Eval/list_eval_partition.txt"),
+        Error(r"list_eval_partition.txt: empty file"),
+    ),
     "celeba identity empty": ("celeba", empty("Anno/identity_CelebA.txt"), Error(r"identity_CelebA.txt: empty file")),
-    "rafdb basic list empty": ("rafdb", empty("basic/EmoLabel/list_patition_label.txt"),
-                               Error(r"basic/EmoLabel/list_patition_label.txt: empty file")),
-    "rafdb compound list empty": ("rafdb", empty("compound/EmoLabel/list_patition_label.txt"),
-                                  Error(r"compound/EmoLabel/list_patition_label.txt: empty file")),
+    "rafdb basic list empty": (
+        "rafdb",
+        empty("basic/EmoLabel/list_patition_label.txt"),
+        Error(r"basic/EmoLabel/list_patition_label.txt: empty file"),
+    ),
+    "rafdb compound list empty": (
+        "rafdb",
+        empty("compound/EmoLabel/list_patition_label.txt"),
+        Error(r"compound/EmoLabel/list_patition_label.txt: empty file"),
+    ),
     "expw label.lst empty": ("expw", empty("label/label.lst"), Error(r"label.lst: empty file")),
     "afad list empty": ("afad", empty("AFAD-Full/AFAD-Full.txt"), Error(r"AFAD-Full.txt: empty file")),
-    "celeba_dialog partition empty": ("celeba_dialog", empty("Eval/list_eval_partition.txt"),
-                                      Error(r"list_eval_partition.txt: empty file")),
+    "celeba_dialog partition empty": (
+        "celeba_dialog",
+        empty("Eval/list_eval_partition.txt"),
+        Error(r"list_eval_partition.txt: empty file"),
+    ),
     "fairface csv empty": ("fairface", empty("fairface_label_val.csv"), Error(r"fairface_label_val.csv: empty file")),
     # 9.2: a stray quote in a CSV
-    "affectnet stray quote": ("affectnet", insert_line("Manually_Annotated_file_lists/training.csv", 3,
-                                                       '"1/x.jpg,1,1,5,5,,1,0.1,0.1'),
-                              Reject("malformed line", "Manually_Annotated_file_lists/training.csv:3")),
-    "fairface stray quote": ("fairface", insert_line("fairface_label_train.csv", 3, 'train/"x.jpg",20-29,"Male,White,True'),
-                             Reject("malformed line", "fairface_label_train.csv:3")),
+    "affectnet stray quote": (
+        "affectnet",
+        insert_line("Manually_Annotated_file_lists/training.csv", 3, '"1/x.jpg,1,1,5,5,,1,0.1,0.1'),
+        Reject("malformed line", "Manually_Annotated_file_lists/training.csv:3"),
+    ),
+    "fairface stray quote": (
+        "fairface",
+        insert_line("fairface_label_train.csv", 3, 'train/"x.jpg",20-29,"Male,White,True'),
+        Reject("malformed line", "fairface_label_train.csv:3"),
+    ),
     # 9.3: deeply nested JSON
     "fs2k nested json": ("fs2k", deep_json("anno_train.json"), Error(r"anno_train.json: JSON nested too deeply")),
-    "celeba_dialog nested json": ("celeba_dialog", deep_json("text/captions.json",
-                                                                    '{"000001.jpg": {"overall_caption": "a face", "x": ', "}}"), Error(r"JSON nested too deeply")),
+    "celeba_dialog nested json": (
+        "celeba_dialog",
+        deep_json("text/captions.json", '{"000001.jpg": {"overall_caption": "a face", "x": ', "}}"),
+        Error(r"JSON nested too deeply"),
+    ),
     # 9.4: a corrupt MATLAB v7.3 file
-    "cacd corrupt v7.3": ("cacd", corrupt_v73, Error(r"celebrity2000_meta.mat: not a readable MATLAB v7.3 \(HDF5\) file")),
+    "cacd corrupt v7.3": (
+        "cacd",
+        corrupt_v73,
+        Error(r"celebrity2000_meta.mat: not a readable MATLAB v7.3 \(HDF5\) file"),
+    ),
     # 9.6: binary bytes where a CSV header should be: not echoed
-    "affectnet binary header": ("affectnet", binary_header,
-                                Error(r"training.csv:1: expected a CSV header with .*found a line that is not text")),
+    "affectnet binary header": (
+        "affectnet",
+        binary_header,
+        Error(r"training.csv:1: expected a CSV header with .*found a line that is not text"),
+    ),
     # 9.7: age folders outside the manifest's range
     "afad age 999": ("afad", image_in("AFAD-Full/999/111"), Reject("age out of range", r"AFAD-Full/999/111/1-0.jpg")),
     "afad age 0": ("afad", image_in("AFAD-Full/0/112"), Reject("age out of range", r"AFAD-Full/0/112/1-0.jpg")),
     # 9.8: a folder named like an image is not an image
-    "afad folder named like an image": ("afad", folder_for_image("AFAD-Full/38/112/fake-9.jpg"),
-                                        Note("skipped 1 folders inside <age>/<gender> folders, not images "
-                                             "(AFAD-Full/38/112/fake-9.jpg)")),
-    "celeba folder named like an image": ("celeba", folder_for_image("img_align_celeba/000005.jpg"),
-                                          Reject("image missing", "Anno/list_attr_celeba.txt:7")),
+    "afad folder named like an image": (
+        "afad",
+        folder_for_image("AFAD-Full/38/112/fake-9.jpg"),
+        Note("skipped 1 folders inside <age>/<gender> folders, not images (AFAD-Full/38/112/fake-9.jpg)"),
+    ),
+    "celeba folder named like an image": (
+        "celeba",
+        folder_for_image("img_align_celeba/000005.jpg"),
+        Reject("image missing", "Anno/list_attr_celeba.txt:7"),
+    ),
     # 9.9: a malformed identity line is said, not swallowed
-    "celeba malformed identity line": ("celeba", insert_line("Anno/identity_CelebA.txt", 2, "000002.jpg 1 extra"),
-                                       Note("identity_CelebA.txt: 1 malformed lines ignored (e.g. Anno/identity_CelebA.txt:2)")),
+    "celeba malformed identity line": (
+        "celeba",
+        insert_line("Anno/identity_CelebA.txt", 2, "000002.jpg 1 extra"),
+        Note("identity_CelebA.txt: 1 malformed lines ignored (e.g. Anno/identity_CelebA.txt:2)"),
+    ),
     # 9.11: a skin point outside the photo spoils the skin colour only
     "fs2k skin point outside": ("fs2k", skin_point_outside, Note("skin point outside the photo in 1 records")),
     # 9.12: list lines naming no image are not records (never `image missing`)
-    "afad Thumbs.db listed": ("afad", thumbs_listed,
-                              Note("2 lines of AFAD-Full/AFAD-Full.txt name files that are not images (Thumbs.db 2)")),
+    "afad Thumbs.db listed": (
+        "afad",
+        thumbs_listed,
+        Note("2 lines of AFAD-Full/AFAD-Full.txt name files that are not images (Thumbs.db 2)"),
+    ),
 }
 
 
@@ -213,8 +258,10 @@ def test_a_second_run_on_the_same_out_is_refused(samples, tmp_path):
 
 
 def test_the_lock_dies_with_its_process(tmp_path):
-    code = ("import os, sys; sys.path.insert(0, os.getcwd()); from common.locks import folder_lock\n"
-            f"with folder_lock({str(tmp_path / 'out')!r}, 'convert'):\n    os.kill(os.getpid(), 9)")
+    code = (
+        "import os, sys; sys.path.insert(0, os.getcwd()); from common.locks import folder_lock\n"
+        f"with folder_lock({str(tmp_path / 'out')!r}, 'convert'):\n    os.kill(os.getpid(), 9)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == -9
     with folder_lock(tmp_path / "out", "convert"):
@@ -241,16 +288,21 @@ def test_convert_all_goes_on_after_a_failing_dataset(samples, tmp_path):
     sample(samples, "expw", roots)
     empty("Eval/list_eval_partition.txt")(roots / "celeba")
     results = {r["dataset"]: r for r in convert_all(roots, tmp_path / "out")}
-    assert results["celeba"]["status"].startswith("failed: ") and "list_eval_partition.txt: empty file" in \
-        results["celeba"]["status"]
+    assert (
+        results["celeba"]["status"].startswith("failed: ")
+        and "list_eval_partition.txt: empty file" in results["celeba"]["status"]
+    )
     assert results["expw"]["status"] == "converted"
     Converted("expw", tmp_path / "out")
 
 
-@pytest.mark.parametrize("text, match", [
-    ("celeba: nowhere\n", r"roots.yaml: not a folder: celeba: .*nowhere"),
-    ("celeba: [unclosed\n", r"roots.yaml:2: not a valid YAML mapping of dataset names to paths \("),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("celeba: nowhere\n", r"roots.yaml: not a folder: celeba: .*nowhere"),
+        ("celeba: [unclosed\n", r"roots.yaml:2: not a valid YAML mapping of dataset names to paths \("),
+    ],
+)
 def test_convert_all_with_a_bad_yaml_is_one_line(text, match, tmp_path):
     (tmp_path / "roots.yaml").write_text(text)
     with pytest.raises(UserError, match=match) as error:

@@ -1,5 +1,6 @@
 """The tokenizer stage's bad inputs, one table: each is one `error:` line with exit status 2, or a
 face rejected with its reason — never a traceback, never a face made up."""
+
 import io
 import subprocess
 import sys
@@ -25,26 +26,49 @@ def world(tmp_path_factory):
     (folder / "a_file").write_text("x")
     (folder / "not.safetensors").write_text("this is not a safetensors file")
     (folder / "shards").mkdir()
-    return {"folder": folder, "corpus": corpus, "config": vqgan["config"], "ckpt": vqgan["ckpt"],
-            "file": folder / "a_file", "fake": folder / "not.safetensors", "shards": folder / "shards"}
+    return {
+        "folder": folder,
+        "corpus": corpus,
+        "config": vqgan["config"],
+        "ckpt": vqgan["ckpt"],
+        "file": folder / "a_file",
+        "fake": folder / "not.safetensors",
+        "shards": folder / "shards",
+    }
 
 
 CASES = [  # (command line with {placeholders}, first words of the message)
-    ("tokenize-images --corpus {corpus} --out {file} --vqgan-config {config} --vqgan-ckpt {ckpt} --gpus 0",
-     "error: --out {file}: exists and is not a folder"),
-    ("tokenize-images --corpus {corpus} --out {folder}/s --vqgan-ckpt {fake} --gpus 0",
-     "error: {fake}: not a readable safetensors file"),
-    ("tokenize-images --corpus {folder} --out {folder}/s --vqgan-config {config} --vqgan-ckpt {ckpt} --gpus 0",
-     "error: {folder}: no images.parquet"),
-    ("tokenize-images --corpus {corpus} --out {folder}/s --vqgan-config {config} --vqgan-ckpt {ckpt} --gpus 0 --batch-size 0",
-     "error: --batch-size and --shard-size must be >= 1"),
-    ("convert-vqgan --vqgan-ckpt {fake} --out {folder}/v.safetensors", "error: {fake}: not a readable safetensors file"),
-    ("convert-vqgan --vqgan-config {config} --vqgan-ckpt {ckpt} --out {file}/v.safetensors",
-     "error: --out {file}/v.safetensors: its folder {file}: exists and is not a folder"),
+    (
+        "tokenize-images --corpus {corpus} --out {file} --vqgan-config {config} --vqgan-ckpt {ckpt} --gpus 0",
+        "error: --out {file}: exists and is not a folder",
+    ),
+    (
+        "tokenize-images --corpus {corpus} --out {folder}/s --vqgan-ckpt {fake} --gpus 0",
+        "error: {fake}: not a readable safetensors file",
+    ),
+    (
+        "tokenize-images --corpus {folder} --out {folder}/s --vqgan-config {config} --vqgan-ckpt {ckpt} --gpus 0",
+        "error: {folder}: no images.parquet",
+    ),
+    (
+        "tokenize-images --corpus {corpus} --out {folder}/s --vqgan-config {config} --vqgan-ckpt {ckpt} --gpus 0 "
+        "--batch-size 0",
+        "error: --batch-size and --shard-size must be >= 1",
+    ),
+    (
+        "convert-vqgan --vqgan-ckpt {fake} --out {folder}/v.safetensors",
+        "error: {fake}: not a readable safetensors file",
+    ),
+    (
+        "convert-vqgan --vqgan-config {config} --vqgan-ckpt {ckpt} --out {file}/v.safetensors",
+        "error: --out {file}/v.safetensors: its folder {file}: exists and is not a folder",
+    ),
     ("convert-vqgan --vqgan-config {config} --vqgan-ckpt {ckpt} --out {folder}", "error: --out {folder}: is a folder"),
     ("preview --shards {shards} --out {folder}/p --vqgan-ckpt {fake}", "error: {shards}: no shard-*.tar files"),
-    ("preview --shards {shards} --out {folder}/p --vqgan-config {config} --vqgan-ckpt {ckpt} --samples 0",
-     "error: --samples must be at least 1"),
+    (
+        "preview --shards {shards} --out {folder}/p --vqgan-config {config} --vqgan-ckpt {ckpt} --samples 0",
+        "error: --samples must be at least 1",
+    ),
     ("demo --out {file}", "error: --out {file}: exists and is not a folder"),
 ]
 
@@ -65,16 +89,19 @@ def jpeg_claiming(size: int, real: int = 250, progressive: bool = False) -> byte
     Image.fromarray(pixels).save(buffer, "JPEG", progressive=progressive)
     data = bytearray(buffer.getvalue())
     sof = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
-    data[sof + 5:sof + 9] = size.to_bytes(2, "big") * 2
+    data[sof + 5 : sof + 9] = size.to_bytes(2, "big") * 2
     return bytes(data)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (jpeg_claiming(12000), "corrupt"),  # header says 12000x12000, data holds 250x250: not a grey face
-    (jpeg_claiming(250), None),  # the same file with its true header is a face
-    (b"\xff\xd8\xff\xe0 this is not a jpeg", "corrupt"),
-    (b"plain text, not an image", "not_an_image"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (jpeg_claiming(12000), "corrupt"),  # header says 12000x12000, data holds 250x250: not a grey face
+        (jpeg_claiming(250), None),  # the same file with its true header is a face
+        (b"\xff\xd8\xff\xe0 this is not a jpeg", "corrupt"),
+        (b"plain text, not an image", "not_an_image"),
+    ],
+)
 def test_crafted_images(tmp_path, data, reason):
     path = tmp_path / "face.jpg"
     path.write_bytes(data)
@@ -85,11 +112,30 @@ def test_crafted_images(tmp_path, data, reason):
 
 def test_a_second_run_on_the_same_shards_is_refused(world):
     out = world["folder"] / "locked"
-    args = ["tokenize-images", "--corpus", str(world["corpus"]), "--out", str(out), "--vqgan-config", str(world["config"]),
-            "--vqgan-ckpt", str(world["ckpt"]), "--gpus", "0"]
+    args = [
+        "tokenize-images",
+        "--corpus",
+        str(world["corpus"]),
+        "--out",
+        str(out),
+        "--vqgan-config",
+        str(world["config"]),
+        "--vqgan-ckpt",
+        str(world["ckpt"]),
+        "--gpus",
+        "0",
+    ]
     with folder_lock(out, "tokenize-images", name=".lock-node-0"):  # a first run of machine 0 is under way
-        proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, check=False)
-        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {out}: another tokenize-images is writing there")
-        other_node = subprocess.run([sys.executable, str(REPO / "cli.py"), *args, "--num-nodes", "2", "--node-rank", "1"],
-                                    capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 2 and proc.stderr.startswith(
+            f"error: {out}: another tokenize-images is writing there"
+        )
+        other_node = subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), *args, "--num-nodes", "2", "--node-rank", "1"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert other_node.returncode == 0, other_node.stderr  # machine 1 of a multi-node run shares the folder

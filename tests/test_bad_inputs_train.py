@@ -5,6 +5,7 @@ rule says. Classes: model config values; training arguments; the files a --resum
 --resume; a NaN loss; two runs on one folder and a checkpoint write that fails; inspect-model's summary;
 the console and the CLI's defaults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,15 @@ from trainer.train import LossModel, train
 from trainer.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"model": "tiny", "batch_size": 8, "micro_batch_size": 8, "max_steps": 2, "save_every": 2, "val_every": 2,
-         "data": DataConfig(shuffle_buffer=16, pool=2, val_faces=4)}
+SMALL = {
+    "model": "tiny",
+    "batch_size": 8,
+    "micro_batch_size": 8,
+    "max_steps": 2,
+    "save_every": 2,
+    "val_every": 2,
+    "data": DataConfig(shuffle_buffer=16, pool=2, val_faces=4),
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +67,14 @@ def copy_run(base_run: Path, tmp_path: Path) -> Path:
 def cli(*args: str, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, check=False,
-                          preexec_fn=limit if limit_bytes else None)
+
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=limit if limit_bytes else None,
+    )
 
 
 def invoke(*args: str):
@@ -91,8 +105,11 @@ MODEL_CONFIGS = [
     ("float size", {**TINY, "heads": 4.0}, r"heads: expected int, got 4.0"),
     ("string dropout", {**TINY, "dropout": "0.1"}, r"dropout: expected float, got '0.1'"),
     ("not an object", [1, 2], r"expected a JSON object"),
-    ("released, no layers", {**json.loads((CONFIG_DIR / "released_base_config.json").read_text()), "layers_num": 0},
-     r"layers 0: must be at least 1"),
+    (
+        "released, no layers",
+        {**json.loads((CONFIG_DIR / "released_base_config.json").read_text()), "layers_num": 0},
+        r"layers 0: must be at least 1",
+    ),
 ]
 
 
@@ -168,6 +185,7 @@ def edit_json(name, change):
         values = json.loads((folder / name).read_text())
         change(values)
         (folder / name).write_text(json.dumps(values))
+
     return damage
 
 
@@ -176,29 +194,51 @@ def edit_state(change):
         state = torch.load(folder / checkpoint.STATE_FILE, weights_only=True)
         change(state)
         torch.save(state, folder / checkpoint.STATE_FILE)
+
     return damage
 
 
 RESUME_FILES = [
-    ("train config: unknown key", edit_json("train-config.json", lambda v: v.update(speed=3)),
-     r"train-config.json: unknown train config key speed"),
-    ("train config: wrong type", edit_json("train-config.json", lambda v: v.update(max_steps="2")),
-     r"train-config.json: max_steps: expected int, got '2'"),
-    ("train config: missing entry", edit_json("train-config.json", lambda v: v.pop("optim")),
-     r"train-config.json: the train config misses optim"),
-    ("train config: optim missing lr", edit_json("train-config.json", lambda v: v["optim"].pop("lr")),
-     r"train-config.json: the optim config misses lr"),
+    (
+        "train config: unknown key",
+        edit_json("train-config.json", lambda v: v.update(speed=3)),
+        r"train-config.json: unknown train config key speed",
+    ),
+    (
+        "train config: wrong type",
+        edit_json("train-config.json", lambda v: v.update(max_steps="2")),
+        r"train-config.json: max_steps: expected int, got '2'",
+    ),
+    (
+        "train config: missing entry",
+        edit_json("train-config.json", lambda v: v.pop("optim")),
+        r"train-config.json: the train config misses optim",
+    ),
+    (
+        "train config: optim missing lr",
+        edit_json("train-config.json", lambda v: v["optim"].pop("lr")),
+        r"train-config.json: the optim config misses lr",
+    ),
     ("train config: not JSON", lambda f: (f / "train-config.json").write_text("{"), r"train-config.json: unreadable"),
     ("train config: absent", lambda f: (f / "train-config.json").unlink(), r"train-config.json missing"),
-    ("trainer state: missing entry", edit_state(lambda s: s.pop("schedule")),
-     r"trainer-state.pt: the entry 'schedule' is missing"),
+    (
+        "trainer state: missing entry",
+        edit_state(lambda s: s.pop("schedule")),
+        r"trainer-state.pt: the entry 'schedule' is missing",
+    ),
     ("trainer state: wrong type", edit_state(lambda s: s.update(step="2")), r"trainer-state.pt: step must be int"),
     ("trainer state: unknown entry", edit_state(lambda s: s.update(extra=1)), r"trainer-state.pt: unknown entry extra"),
     ("trainer state: wrong step", edit_state(lambda s: s.update(step=5)), r"trainer-state.pt: step 5, .* step-0000002"),
-    ("trainer state: truncated", lambda f: (f / checkpoint.STATE_FILE).write_bytes(b"PK\x03"),
-     r"trainer-state.pt: unreadable"),
-    ("model config: wrong type", edit_json("config.json", lambda v: v.update(layers="2")),
-     r"config.json: model config: layers: expected int"),
+    (
+        "trainer state: truncated",
+        lambda f: (f / checkpoint.STATE_FILE).write_bytes(b"PK\x03"),
+        r"trainer-state.pt: unreadable",
+    ),
+    (
+        "model config: wrong type",
+        edit_json("config.json", lambda v: v.update(layers="2")),
+        r"config.json: model config: layers: expected int",
+    ),
 ]
 
 
@@ -236,8 +276,18 @@ def test_resume_refuses_what_the_run_fixed_at_its_start(base_run, shards, tmp_pa
 
 def test_resume_with_reschedule_follows_the_new_schedule_and_free_settings_may_change(base_run, shards, tmp_path):
     run = copy_run(base_run, tmp_path)
-    summary = train(shards, run, resume=True, reschedule=True, max_steps=4, save_every=1, log_every=1,
-                    skip_bad_shards=True, datasets=[], progress=False)  # the run's datasets (all), given again
+    summary = train(
+        shards,
+        run,
+        resume=True,
+        reschedule=True,
+        max_steps=4,
+        save_every=1,
+        log_every=1,
+        skip_bad_shards=True,
+        datasets=[],
+        progress=False,
+    )  # the run's datasets (all), given again
     assert summary["resumed_from"] == 2 and checkpoint.all_steps(run)[-1] == 4
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     # 4 steps, warm-up 1: step k (0-based) runs at lr (4 - k) / 3 of the peak
@@ -272,8 +322,11 @@ def test_a_nan_loss_stops_the_run_and_never_overwrites_the_good_checkpoint(base_
     good = load_model(checkpoint.latest(run)).state_dict()
     real = LossModel.forward
     monkeypatch.setattr(LossModel, "forward", lambda self, *a: real(self, *a) * math.nan)
-    with pytest.raises(UserError, match=r"step 3: the training loss is nan .* the last checkpoint \(step-0000002\) is "
-                                        r"untouched"):
+    with pytest.raises(
+        UserError,
+        match=r"step 3: the training loss is nan .* the last checkpoint \(step-0000002\) is "
+        r"untouched",
+    ):
         train(shards, run, resume=True, reschedule=True, max_steps=4, save_every=1, progress=False)
     assert checkpoint.all_steps(run) == [2]
     after = load_model(checkpoint.latest(run)).state_dict()
@@ -290,8 +343,18 @@ def test_a_second_train_on_the_same_folder_is_refused(shards, tmp_path):
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_previous_stays(base_run, shards, tmp_path):
     run = copy_run(base_run, tmp_path)
     limit = (checkpoint.latest(run) / "model.safetensors").stat().st_size // 2  # the model file cannot fit
-    proc = cli("train", "--shards", str(shards), "--out", str(run), "--resume", "--reschedule", "--max-steps", "3",
-               limit_bytes=limit)
+    proc = cli(
+        "train",
+        "--shards",
+        str(shards),
+        "--out",
+        str(run),
+        "--resume",
+        "--reschedule",
+        "--max-steps",
+        "3",
+        limit_bytes=limit,
+    )
     line = one_line_error(proc)
     assert "step-0000003: the checkpoint could not be written" in line and "step-0000002 stays" in line
     assert checkpoint.all_steps(run) == [2] and not list((run / "checkpoints").glob(".step-*"))
@@ -311,8 +374,25 @@ def test_inspect_model_summarises_a_mismatch_and_lists_every_key_on_request(tmp_
 
 # ----------------------------------------------------------------------------- 7-8. the console and the defaults
 def test_the_console_off_a_terminal_is_plain_lines_with_lr_grad_norm_and_validation(shards, tmp_path):
-    proc = invoke("train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--config", "tiny", "--batch-size",
-               "8", "--micro-batch-size", "8", "--max-steps", "4", "--log-every", "2", "--val-every", "4")
+    proc = invoke(
+        "train",
+        "--shards",
+        str(shards),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--micro-batch-size",
+        "8",
+        "--max-steps",
+        "4",
+        "--log-every",
+        "2",
+        "--val-every",
+        "4",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr
     lines = proc.stderr.splitlines()
@@ -333,7 +413,11 @@ def test_the_cli_shows_the_dataclass_defaults_and_one_name_per_idea():
         text = invoke(command, "--help").stdout
         assert "--precision" in text and "--dtype" not in text
     assert "--split-seed" in invoke("build-corpus", "--help").stdout
-    written = [(name, p.name) for name, command in cli_module.main.commands.items() for p in command.params
-               if "[default" in (getattr(p, "help", None) or "")]
+    written = [
+        (name, p.name)
+        for name, command in cli_module.main.commands.items()
+        for p in command.params
+        if "[default" in (getattr(p, "help", None) or "")
+    ]
     assert written == []  # click shows every default, from the dataclasses or show_default
     assert invoke("--version").stdout.startswith("talk2face, version ")

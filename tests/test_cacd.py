@@ -24,14 +24,36 @@ def test_sample_rows_exact(tmp_path, run_convert):
     got = run_convert("cacd", tmp_path / "cacd")
     assert len(got.rows) == fixture.SAMPLE_RECORDS and not got.rejects
     assert got.rows[0] == {
-        "dataset": "cacd", "image": "CACD2000/57_Robin_Williams_0001.jpg", "image_id": "cacd/57_Robin_Williams_0001",
-        "box": None, "split": "val", "kind": "attributes", "text": "cacd age: 57",
+        "dataset": "cacd",
+        "image": "CACD2000/57_Robin_Williams_0001.jpg",
+        "image_id": "cacd/57_Robin_Williams_0001",
+        "box": None,
+        "split": "val",
+        "kind": "attributes",
+        "text": "cacd age: 57",
         "attributes": [{"key": "age", "value": "57"}],
-        "source": "celebrity2000_meta.mat:celebrityImageData(1)", "person": "cacd:1", "origin_id": None,
+        "source": "celebrity2000_meta.mat:celebrityImageData(1)",
+        "person": "cacd:1",
+        "origin_id": None,
     }
-    assert [r["text"] for r in got.rows] == expected(records, "text") == [
-        "cacd age: 57", "cacd age: 60", "cacd age: 40", "cacd age: 43", "cacd age: 50", "cacd age: 53",
-        "cacd age: 36", "cacd age: 29", "cacd age: 33", "cacd age: 26", "cacd age: 23", "cacd age: 16"]
+    assert (
+        [r["text"] for r in got.rows]
+        == expected(records, "text")
+        == [
+            "cacd age: 57",
+            "cacd age: 60",
+            "cacd age: 40",
+            "cacd age: 43",
+            "cacd age: 50",
+            "cacd age: 53",
+            "cacd age: 36",
+            "cacd age: 29",
+            "cacd age: 33",
+            "cacd age: 26",
+            "cacd age: 23",
+            "cacd age: 16",
+        ]
+    )
     assert [r["split"] for r in got.rows] == ["val"] * 4 + ["test"] * 4 + ["train"] * 4
     assert [r["person"] for r in got.rows] == expected(records, "person")
     assert [r["source"] for r in got.rows][-1] == "celebrity2000_meta.mat:celebrityImageData(12)"
@@ -43,7 +65,10 @@ def test_v73_file_alone_gives_the_same_rows(tmp_path, run_convert):
     fixture.write_sample(tmp_path / "meta")
     fixture.write_sample(tmp_path / "v73", meta=False, v73=True)
     meta, v73 = run_convert("cacd", tmp_path / "meta"), run_convert("cacd", tmp_path / "v73")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "source"} for r in rows]
+
     assert strip(v73.rows) == strip(meta.rows)
     assert v73.rows[3]["source"] == "celebrity2000.mat:celebrityImageData(4)"
     assert v73.summary["notes"] == ["read 12 entries of celebrityImageData from celebrity2000.mat (MATLAB v7.3 (HDF5))"]
@@ -112,8 +137,12 @@ def test_bad_entries_in_v73_file(tmp_path, run_convert):
     got = run_convert("cacd", root)
     src = "celebrity2000.mat:celebrityImageData({})".format
     assert got.reasons() == {
-        "malformed record": [src(2)], "missing value": [src(3), src(4)], "unknown label value": [src(5), src(7)],
-        "duplicate line": [src(11)], "path escapes root": [src(9)], "image missing": [src(12)],
+        "malformed record": [src(2)],
+        "missing value": [src(3), src(4)],
+        "unknown label value": [src(5), src(7)],
+        "duplicate line": [src(11)],
+        "path escapes root": [src(9)],
+        "image missing": [src(12)],
     }
     assert [r["text"] for r in got.rows] == [expected(records, "text")[i] for i in (0, 5, 7, 9)]
 
@@ -150,8 +179,11 @@ def test_struct_without_a_needed_field_names_file_and_field(tmp_path):
     fixture.write_sample(root)
     cols = fixture.as_columns(fixture.sample_records())
     fixture.write_meta(root / "celebrity2000_meta.mat", cols, fields=("age", "identity", "year", "name"))
-    with pytest.raises(UserError, match=r"celebrity2000_meta.mat: struct celebrityImageData has no field 'rank' "
-                                        r"\(fields: age, identity, year, name\)"):
+    with pytest.raises(
+        UserError,
+        match=r"celebrity2000_meta.mat: struct celebrityImageData has no field 'rank' "
+        r"\(fields: age, identity, year, name\)",
+    ):
         convert("cacd", root, tmp_path / "out")
 
 
@@ -167,10 +199,13 @@ def test_fields_of_different_length_are_a_user_error(tmp_path):
         convert("cacd", root, tmp_path / "out")
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"not a mat file at all" * 10, r"celebrity2000_meta.mat: not a readable MATLAB .mat file"),
-    (None, r"celebrity2000_meta.mat: expected a struct variable 'celebrityImageData', found variables: something"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a mat file at all" * 10, r"celebrity2000_meta.mat: not a readable MATLAB .mat file"),
+        (None, r"celebrity2000_meta.mat: expected a struct variable 'celebrityImageData', found variables: something"),
+    ],
+)
 def test_unreadable_or_wrong_mat_file(tmp_path, content, message):
     import scipy.io
 
@@ -183,7 +218,6 @@ def test_unreadable_or_wrong_mat_file(tmp_path, content, message):
         path.write_bytes(content)
     with pytest.raises(UserError, match=message):
         convert("cacd", root, tmp_path / "out")
-
 
 
 def test_full_size_writer_shape(tmp_path, run_convert):

@@ -1,5 +1,6 @@
 """trainer.metrics against pycocoevalcap (a test-only oracle): BLEU-4, ROUGE-L and CIDEr-D to 1e-12; METEOR is
 pycocoevalcap's own Java METEOR 1.5, or None (printed `n/a (needs Java)`) where Java is missing."""
+
 import random
 
 import pytest
@@ -8,8 +9,27 @@ from trainer import metrics
 
 pycocoevalcap = pytest.importorskip("pycocoevalcap")
 
-WORDS = ["the", "a", "man", "woman", "has", "black", "brown", "blond", "hair", "eyes", "smiling", "young", "old",
-         "wears", "glasses", "beard", "nose", "big", "small"]
+WORDS = [
+    "the",
+    "a",
+    "man",
+    "woman",
+    "has",
+    "black",
+    "brown",
+    "blond",
+    "hair",
+    "eyes",
+    "smiling",
+    "young",
+    "old",
+    "wears",
+    "glasses",
+    "beard",
+    "nose",
+    "big",
+    "small",
+]
 
 
 def corpus(seed: int, copy_every: int):

@@ -1,4 +1,5 @@
 """The shared caption-file policy (converters.helpers.captions) and the pickle safety of the caption datasets."""
+
 import os
 import pickle
 
@@ -26,10 +27,13 @@ def read(tmp_path, files: dict, per_file: int = 3):
 
 
 def test_a_record_is_a_non_empty_line_with_whitespace_normalised(tmp_path):
-    conv, caps, texts = read(tmp_path, {
-        "1.txt": b"\xef\xbb\xbfA  woman\twith\xc2\xa0bangs.  \r\n\r\n  \r\nShe smiles.\rNo final newline",
-        "0.txt": b"\n\nA man.\n\n",
-    })
+    conv, caps, texts = read(
+        tmp_path,
+        {
+            "1.txt": b"\xef\xbb\xbfA  woman\twith\xc2\xa0bangs.  \r\n\r\n  \r\nShe smiles.\rNo final newline",
+            "0.txt": b"\n\nA man.\n\n",
+        },
+    )
     assert texts == {
         "text/0.txt:3": "A man.",
         "text/1.txt:1": "A woman with\xa0bangs.",  # a no-break space is not collapsed, as in rows.normalise_text
@@ -43,17 +47,25 @@ def test_a_record_is_a_non_empty_line_with_whitespace_normalised(tmp_path):
 
 
 def test_replacement_characters_kept_when_readable_rejected_when_not(tmp_path):
-    conv, _, texts = read(tmp_path, {
-        "0.txt": "The woman has long hair\ufffd\ufffdshe is smiling.\n".encode()
-                 + b"A man with a beard\xa3\xacglasses.\n"  # GBK bytes: not UTF-8
-                 + "\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd ab\n".encode()
-                 + b"\xc4\xe3\xba\xc3\xca\xc0\xbd\xe7\n"  # a whole GBK sentence
-                 + b" . \n",
-    })
-    assert texts == {"text/0.txt:1": "The woman has long hair she is smiling.",
-                     "text/0.txt:2": "A man with a beard glasses."}
+    conv, _, texts = read(
+        tmp_path,
+        {
+            "0.txt": "The woman has long hair\ufffd\ufffdshe is smiling.\n".encode()
+            + b"A man with a beard\xa3\xacglasses.\n"  # GBK bytes: not UTF-8
+            + "\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd ab\n".encode()
+            + b"\xc4\xe3\xba\xc3\xca\xc0\xbd\xe7\n"  # a whole GBK sentence
+            + b" . \n",
+        },
+    )
+    assert texts == {
+        "text/0.txt:1": "The woman has long hair she is smiling.",
+        "text/0.txt:2": "A man with a beard glasses.",
+    }
     assert [(r["source"], r["reason"]) for r in conv.rejects] == [
-        ("text/0.txt:3", "undecodable text"), ("text/0.txt:4", "undecodable text"), ("text/0.txt:5", "empty caption")]
+        ("text/0.txt:3", "undecodable text"),
+        ("text/0.txt:4", "undecodable text"),
+        ("text/0.txt:5", "empty caption"),
+    ]
     assert conv.records_in == 5
 
 

@@ -21,9 +21,17 @@ def test_sample_rows_exact(tmp_path, run_convert):
     assert len(got.rows) == fixture.SAMPLE_IMAGES and not got.rejects
     first = got.rows[0]
     assert first == {
-        "dataset": "celeba", "image": "img_align_celeba/000001.jpg", "image_id": "celeba/000001", "box": None,
-        "split": "train", "kind": "attributes", "text": expected_text(1), "attributes": first["attributes"],
-        "source": "Anno/list_attr_celeba.txt:3", "person": "celeba:1", "origin_id": None,
+        "dataset": "celeba",
+        "image": "img_align_celeba/000001.jpg",
+        "image_id": "celeba/000001",
+        "box": None,
+        "split": "train",
+        "kind": "attributes",
+        "text": expected_text(1),
+        "attributes": first["attributes"],
+        "source": "Anno/list_attr_celeba.txt:3",
+        "person": "celeba:1",
+        "origin_id": None,
     }
     assert [a["key"] for a in first["attributes"]][:3] == ["gender", "5 o clock shadow", "arched eyebrows"]
     assert first["text"] == "celeba " + "; ".join(f"{a['key']}: {a['value']}" for a in first["attributes"])

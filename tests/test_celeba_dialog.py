@@ -11,8 +11,14 @@ NAMES = [f"{i:06d}.jpg" for i in range(1, 13)]
 # The degree words, spelled out here so that a wrong manifest or a shifted code table fails the test.
 WORDS = {
     "bangs": ["none", "very short", "short", "medium", "long", "extremely long"],
-    "eyeglasses": ["none", "rimless eyeglasses", "thin-frame eyeglasses", "thick-frame eyeglasses",
-                   "thin-frame sunglasses", "thick-frame sunglasses"],
+    "eyeglasses": [
+        "none",
+        "rimless eyeglasses",
+        "thin-frame eyeglasses",
+        "thick-frame eyeglasses",
+        "thin-frame sunglasses",
+        "thick-frame sunglasses",
+    ],
     "no beard": ["clean shaven", "stubble", "short beard", "medium beard", "bushy beard", "full beard"],
     "smiling": ["not smiling", "slight smile", "smile showing teeth", "beaming smile", "big smile", "laughing"],
     "young": ["child", "teenager", "young adult", "middle-aged", "elderly", "very old"],
@@ -33,21 +39,38 @@ def test_sample_rows_exact(tmp_path, run_convert):
     got = run_convert("celeba_dialog", tmp_path / "dialog")
     assert not got.rejects and len(got.rows) == 24
     assert got.rows[0] == {
-        "dataset": "celeba_dialog", "image": "img_align_celeba/000001.jpg", "image_id": "celeba/000001", "box": None,
-        "split": "train", "kind": "caption",
-        "text": "The celebrity smiles broadly showing some teeth. The celebrity has extremely long bangs. The celebrity "
-                "wears thin-framed sunglasses. The celebrity has a bushy beard. The celebrity looks elderly.",
-        "attributes": None, "source": "text/captions.json:000001.jpg", "person": None, "origin_id": None,
+        "dataset": "celeba_dialog",
+        "image": "img_align_celeba/000001.jpg",
+        "image_id": "celeba/000001",
+        "box": None,
+        "split": "train",
+        "kind": "caption",
+        "text": "The celebrity smiles broadly showing some teeth. The celebrity has extremely long bangs. "
+        "The celebrity wears thin-framed sunglasses. The celebrity has a bushy beard. The celebrity looks elderly.",
+        "attributes": None,
+        "source": "text/captions.json:000001.jpg",
+        "person": None,
+        "origin_id": None,
     }
     assert got.rows[12] == {
-        "dataset": "celeba_dialog", "image": "img_align_celeba/000001.jpg", "image_id": "celeba/000001", "box": None,
-        "split": "train", "kind": "attributes",
+        "dataset": "celeba_dialog",
+        "image": "img_align_celeba/000001.jpg",
+        "image_id": "celeba/000001",
+        "box": None,
+        "split": "train",
+        "kind": "attributes",
         "text": "celeba_dialog bangs: extremely long; eyeglasses: thin-frame sunglasses; no beard: bushy beard; "
-                "smiling: smile showing teeth; young: elderly",
-        "attributes": [{"key": "bangs", "value": "extremely long"}, {"key": "eyeglasses", "value": "thin-frame sunglasses"},
-                       {"key": "no beard", "value": "bushy beard"}, {"key": "smiling", "value": "smile showing teeth"},
-                       {"key": "young", "value": "elderly"}],
-        "source": "combined_annotation.txt:2", "person": None, "origin_id": None,
+        "smiling: smile showing teeth; young: elderly",
+        "attributes": [
+            {"key": "bangs", "value": "extremely long"},
+            {"key": "eyeglasses", "value": "thin-frame sunglasses"},
+            {"key": "no beard", "value": "bushy beard"},
+            {"key": "smiling", "value": "smile showing teeth"},
+            {"key": "young", "value": "elderly"},
+        ],
+        "source": "combined_annotation.txt:2",
+        "person": None,
+        "origin_id": None,
     }
     # caption 000002 has runs of spaces, leading spaces and a trailing newline in the file: normalised
     assert [r["text"] for r in captions(got)] == [fixture.entry(n)["overall_caption"] for n in NAMES]
@@ -73,12 +96,26 @@ def test_hq_version_with_mapping_partition_and_missing_caption(tmp_path, run_con
     fixture.write_sample(tmp_path / "hq", version="hq")
     got = run_convert("celeba_dialog", tmp_path / "hq", "version=hq")
     assert got.rows[0] == {
-        "dataset": "celeba_dialog", "image": "image/0.jpg", "image_id": "celeba_hq/0", "box": None, "split": "train",
-        "kind": "caption", "text": fixture.entry("0.jpg")["overall_caption"], "attributes": None,
-        "source": "text/captions_hq.json:0.jpg", "person": None, "origin_id": "celeba/119614",
+        "dataset": "celeba_dialog",
+        "image": "image/0.jpg",
+        "image_id": "celeba_hq/0",
+        "box": None,
+        "split": "train",
+        "kind": "caption",
+        "text": fixture.entry("0.jpg")["overall_caption"],
+        "attributes": None,
+        "source": "text/captions_hq.json:0.jpg",
+        "person": None,
+        "origin_id": "celeba/119614",
     }
     caps, attrs = captions(got), captions(got, "attributes")
-    assert [r["image_id"] for r in caps] == ["celeba_hq/0", "celeba_hq/1", "celeba_hq/2", "celeba_hq/3", "celeba_hq/5381"]
+    assert [r["image_id"] for r in caps] == [
+        "celeba_hq/0",
+        "celeba_hq/1",
+        "celeba_hq/2",
+        "celeba_hq/3",
+        "celeba_hq/5381",
+    ]
     assert [r["split"] for r in caps] == ["train", "train", "test", "train", "test"]
     # 5380.jpg has no caption, but its labels come from the label table (not CelebAMask-HQ's 40-attribute file)
     assert [(r["image_id"], r["origin_id"], r["split"]) for r in attrs][4] == ("celeba_hq/5380", "celeba/170001", "val")
@@ -118,8 +155,12 @@ def test_images_and_partition_outside_the_root(tmp_path, run_convert):
     root = tmp_path / "dialog"
     root.mkdir()
     shutil.move(tmp_path / "celeba" / "text", root / "text")
-    got = run_convert("celeba_dialog", root, f"images={tmp_path / 'celeba' / 'img_align_celeba'}",
-                      f"partition={tmp_path / 'celeba' / 'Eval' / 'list_eval_partition.txt'}")
+    got = run_convert(
+        "celeba_dialog",
+        root,
+        f"images={tmp_path / 'celeba' / 'img_align_celeba'}",
+        f"partition={tmp_path / 'celeba' / 'Eval' / 'list_eval_partition.txt'}",
+    )
     assert got.rows[0]["image"] == "../celeba/img_align_celeba/000001.jpg"
     assert (root / got.rows[0]["image"]).is_file()
     assert [r["split"] for r in got.rows] == ["train"] * 8 + ["val"] * 2 + ["test"] * 2
@@ -134,7 +175,9 @@ def test_kaggle_nested_images_and_csv_partition(tmp_path, run_convert):
     (root / "img_align_celeba").mkdir()
     (tmp_path / "inner").rename(root / "img_align_celeba" / "img_align_celeba")
     partition = root / "Eval" / "list_eval_partition.txt"
-    csv = "image_id,partition\n" + "".join(line.replace(" ", ",") + "\n" for line in partition.read_text().split("\n") if line)
+    csv = "image_id,partition\n" + "".join(
+        line.replace(" ", ",") + "\n" for line in partition.read_text().split("\n") if line
+    )
     partition.unlink()
     (root / "list_eval_partition.csv").write_text(csv)
     got = run_convert("celeba_dialog", root)
@@ -178,8 +221,12 @@ def test_bad_records_are_rejected_with_reasons(tmp_path, run_convert):
         "malformed entry": ["text/captions.json:000002.jpg"],
         "empty caption": ["text/captions.json:000003.jpg", "text/captions.json:000005.jpg"],
         "path escapes root": ["text/captions.json:../../etc/x.jpg", "combined_annotation.txt:14"],
-        "image missing": ["text/captions.json:000004.jpg", "text/captions.json:000099.jpg",
-                          "combined_annotation.txt:5", "combined_annotation.txt:15"],
+        "image missing": [
+            "text/captions.json:000004.jpg",
+            "text/captions.json:000099.jpg",
+            "combined_annotation.txt:5",
+            "combined_annotation.txt:15",
+        ],
         "malformed line": ["combined_annotation.txt:3"],
         "duplicate line": ["combined_annotation.txt:16"],
         "unknown label value": ["combined_annotation.txt:4"],
@@ -205,7 +252,9 @@ def test_bad_files_and_options_name_the_problem(tmp_path):
     root = tmp_path / "dialog"
     fixture.write_sample(root)
     captions_file = root / "text" / "captions.json"
-    with pytest.raises(UserError, match=r"captions.json: holds the other version's captions, not hq; pass version=standard"):
+    with pytest.raises(
+        UserError, match=r"captions.json: holds the other version's captions, not hq; pass version=standard"
+    ):
         convert("celeba_dialog", root, tmp_path / "out", ["version=hq"])
     with pytest.raises(UserError, match=r"option version='HQ'; expected one of standard, hq"):
         convert("celeba_dialog", root, tmp_path / "out", ["version=HQ"])

@@ -25,9 +25,17 @@ def test_sample_rows_exact(tmp_path, run_convert):
     got = run_convert("celeba_text_hq", tmp_path / "cthq")
     assert len(got.rows) == 97 and not got.rejects  # 9 files of 10 captions, one of 7
     assert got.rows[0] == {
-        "dataset": "celeba_text_hq", "image": "CelebAimg/2.jpg", "image_id": "celeba_hq/2", "box": None,
-        "split": "train", "kind": "caption", "text": FIRST_TEXT, "attributes": None, "source": "captions/2.txt:1",
-        "person": None, "origin_id": None,
+        "dataset": "celeba_text_hq",
+        "image": "CelebAimg/2.jpg",
+        "image_id": "celeba_hq/2",
+        "box": None,
+        "split": "train",
+        "kind": "caption",
+        "text": FIRST_TEXT,
+        "attributes": None,
+        "source": "captions/2.txt:1",
+        "person": None,
+        "origin_id": None,
     }
     by_source = {r["source"]: r["text"] for r in got.rows}
     assert by_source["captions/8.txt:2"] == "The man has short brown hair a big nose and thick lips."  # U+FFFD U+FFFD
@@ -39,8 +47,10 @@ def test_sample_rows_exact(tmp_path, run_convert):
     assert got.summary["splits"] == {"train": 77, "val": 0, "test": 20}
     assert got.summary["expected"]["paper"] == 150000
     assert got.summary["notes"] == [
-        ("origin_id is null: no CelebA-HQ-to-CelebA-mapping.txt found (pass mapping=PATH from CelebAMask-HQ to link "
-         "these faces to CelebA)"),
+        (
+            "origin_id is null: no CelebA-HQ-to-CelebA-mapping.txt found (pass mapping=PATH from CelebAMask-HQ to link "
+            "these faces to CelebA)"
+        ),
         "1 caption files in captions hold fewer than 10 captions (e.g. 5.txt)",
     ]
 
@@ -52,12 +62,17 @@ def test_images_outside_the_root_share_its_common_parent(tmp_path, run_convert):
     assert got.summary["root"] == str(tmp_path / "data")
     row = got.rows[0]
     assert (row["image"], row["source"], row["origin_id"]) == (
-        "CelebAMask-HQ/CelebA-HQ-img/2.jpg", "CelebAText-HQ/captions/2.txt:1", "celeba/100015")
+        "CelebAMask-HQ/CelebA-HQ-img/2.jpg",
+        "CelebAText-HQ/captions/2.txt:1",
+        "celeba/100015",
+    )
     assert (tmp_path / "data" / row["image"]).is_file()
     assert [r["text"] for r in got.rows] == expected_texts()
     data = tmp_path / "data"
-    assert got.summary["notes"][0] == (f"the images lie outside the dataset folder {data / 'CelebAText-HQ'}: "
-                                       f"image and source paths are relative to their common parent {data}")
+    assert got.summary["notes"][0] == (
+        f"the images lie outside the dataset folder {data / 'CelebAText-HQ'}: "
+        f"image and source paths are relative to their common parent {data}"
+    )
     assert got.summary["notes"][-1] == f"origin_id from {images.parent / 'CelebA-HQ-to-CelebA-mapping.txt'}"
 
 

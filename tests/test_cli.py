@@ -27,16 +27,27 @@ def test_convert_prints_summary(tmp_path):
     assert (tmp_path / "out" / "celeba.parquet").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["convert", "nosuch", "--root", "."], "error: unknown dataset 'nosuch'; expected one of: celeba"),
-    (["convert", "celeba", "--root", "/nonexistent/celeba"], "error: celeba: dataset root /nonexistent/celeba is not a directory"),
-    (["convert", "celeba"], "error: convert celeba needs --root DIR"),
-    (["convert", "all"], "error: convert all needs --roots DIR"),
-    (["convert", "celeba", "--root", ".", "--opt", "x=1"], "error: celeba: bad option 'x=1'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["convert", "nosuch", "--root", "."], "error: unknown dataset 'nosuch'; expected one of: celeba"),
+        (
+            ["convert", "celeba", "--root", "/nonexistent/celeba"],
+            "error: celeba: dataset root /nonexistent/celeba is not a directory",
+        ),
+        (["convert", "celeba"], "error: convert celeba needs --root DIR"),
+        (["convert", "all"], "error: convert all needs --roots DIR"),
+        (["convert", "celeba", "--root", ".", "--opt", "x=1"], "error: celeba: bad option 'x=1'"),
+    ],
+)
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *args, "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, cwd=tmp_path, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *args, "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith(message), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -81,7 +92,9 @@ def test_option_parsing_is_typed():
         name = "fake"
 
     Fake.Options = Options
-    assert parse_options(Fake, ["filtered=true", "padding=1.25", "mapping=/x/map.txt"]) == Options(True, "1.25", Path("/x/map.txt"))
+    assert parse_options(Fake, ["filtered=true", "padding=1.25", "mapping=/x/map.txt"]) == Options(
+        True, "1.25", Path("/x/map.txt")
+    )
     with pytest.raises(UserError, match=r"fake: option padding='2'; expected one of 0.25, 1.25"):
         parse_options(Fake, ["padding=2"])
     with pytest.raises(UserError, match=r"fake: option filtered='maybe' is not a valid bool"):
@@ -89,8 +102,23 @@ def test_option_parsing_is_typed():
 
 
 def test_tokenize_images_reports_missing_checkpoint_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), "tokenize-images", "--corpus", str(tmp_path / "c"),
-                           "--out", str(tmp_path / "s"), "--vqgan-ckpt", str(tmp_path / "last.ckpt"), "--gpus", "0"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "cli.py"),
+            "tokenize-images",
+            "--corpus",
+            str(tmp_path / "c"),
+            "--out",
+            str(tmp_path / "s"),
+            "--vqgan-ckpt",
+            str(tmp_path / "last.ckpt"),
+            "--gpus",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

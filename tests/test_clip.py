@@ -1,4 +1,5 @@
 """trainer.clip: a tiny random CLIP saved with save_pretrained and loaded back; scores, truncation, ranking."""
+
 import numpy as np
 import pytest
 import torch
@@ -45,12 +46,15 @@ def test_a_text_past_77_tokens_is_cut_and_said(clip_dir):
     assert cut == pytest.approx(scorer.text_to_images("the man " * 60 + "the woman", faces(1)).scores, abs=1e-5)
 
 
-@pytest.mark.parametrize("scores, keep, expected", [
-    ([0.1, 0.9, 0.5], 2, [1, 2]),
-    ([0.5, 0.5, 0.9, 0.5], 3, [2, 0, 1]),  # ties keep the original order
-    ([0.3], 5, [0]),
-    ([], 1, []),
-])
+@pytest.mark.parametrize(
+    "scores, keep, expected",
+    [
+        ([0.1, 0.9, 0.5], 2, [1, 2]),
+        ([0.5, 0.5, 0.9, 0.5], 3, [2, 0, 1]),  # ties keep the original order
+        ([0.3], 5, [0]),
+        ([], 1, []),
+    ],
+)
 def test_rank(scores, keep, expected):
     assert rank(scores, keep) == expected
 
@@ -86,7 +90,10 @@ def test_another_model_or_missing_weights_are_refused(clip_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
     weights = load_file(partial / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if "visual_projection" not in k}, partial / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in weights.items() if "visual_projection" not in k},
+        partial / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     with pytest.raises(UserError, match="weights missing from the checkpoint .first visual_projection"):
         ClipScorer.load(partial)

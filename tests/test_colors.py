@@ -19,18 +19,40 @@ def test_palette_has_the_138_distinct_colours():
 
 
 def test_known_colours_and_multi_word_names():
-    got = colors.nearest_names([[188, 143, 142], [250, 250, 210], [199.5, 21.0, 133.0], [156.98, 82.51, 79.0],
-                                [222, 184, 135], [100.0, 149.0, 237.0]])
-    assert got.to_pylist() == ["rosy brown", "light goldenrod yellow", "medium violet red", "sienna",
-                               "burly wood", "cornflower blue"]
+    got = colors.nearest_names(
+        [
+            [188, 143, 142],
+            [250, 250, 210],
+            [199.5, 21.0, 133.0],
+            [156.98, 82.51, 79.0],
+            [222, 184, 135],
+            [100.0, 149.0, 237.0],
+        ]
+    )
+    assert got.to_pylist() == [
+        "rosy brown",
+        "light goldenrod yellow",
+        "medium violet red",
+        "sienna",
+        "burly wood",
+        "cornflower blue",
+    ]
     assert colors.nearest_name((188, 143, 142)) == "rosy brown"
 
 
 def test_duplicate_names_resolve_to_the_alphabetically_first():
-    got = colors.nearest_names([[0, 255, 255], [255, 0, 255], [128, 128, 128], [47, 79, 79], [105, 105, 105],
-                                [211, 211, 211], [119, 136, 153]])
-    assert got.to_pylist() == ["aqua", "fuchsia", "gray", "dark slate gray", "dim gray", "light gray",
-                               "light slate gray"]
+    got = colors.nearest_names(
+        [[0, 255, 255], [255, 0, 255], [128, 128, 128], [47, 79, 79], [105, 105, 105], [211, 211, 211], [119, 136, 153]]
+    )
+    assert got.to_pylist() == [
+        "aqua",
+        "fuchsia",
+        "gray",
+        "dark slate gray",
+        "dim gray",
+        "light gray",
+        "light slate gray",
+    ]
 
 
 def test_equidistant_colours_resolve_to_the_alphabetically_first():

@@ -7,6 +7,7 @@ The family fixture (faces by CelebA id; HQ = a CelebA-HQ index and its origin):
     mm_celeba_hq  hq0->000002 test, hq1->000009 train, hq2->000005 train, hq3->000007 train, hq4->000100 test
     celeba_text_hq hq0 train, hq2 test, hq3 train with no origin_id (found through mm_celeba_hq)
 """
+
 import hashlib
 import json
 import signal
@@ -31,7 +32,9 @@ from converters.helpers.schema import RECORD_SCHEMA
 from corpus import build, layout
 from corpus.build import BuildConfig, build_corpus
 
-ROOTS = {name: f"/data/{name}" for name in ("celeba", "celeba_dialog", "mm_celeba_hq", "celeba_text_hq", "afad", "expw")}
+ROOTS = {
+    name: f"/data/{name}" for name in ("celeba", "celeba_dialog", "mm_celeba_hq", "celeba_text_hq", "afad", "expw")
+}
 
 
 def write_converted(folder: Path, name: str, rows: list[dict], root: str | None = None) -> None:
@@ -41,34 +44,64 @@ def write_converted(folder: Path, name: str, rows: list[dict], root: str | None 
     table = make_table(len(rows), dataset=name, **columns)
     pq.write_table(table, folder / f"{name}.parquet")
     counts = manifests.load(name)["counts"]
-    summary = {"dataset": name, "root": root or ROOTS[name], "options": {}, "records_in": len(rows), "rows": len(rows),
-               "images": len({r["image_id"] for r in rows}), "rejects": {"total": 0, "by_reason": {}},
-               "splits": {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")},
-               "kinds": {}, "expected": {"official": counts["official"], "paper": counts["paper"]}, "notes": []}
+    summary = {
+        "dataset": name,
+        "root": root or ROOTS[name],
+        "options": {},
+        "records_in": len(rows),
+        "rows": len(rows),
+        "images": len({r["image_id"] for r in rows}),
+        "rejects": {"total": 0, "by_reason": {}},
+        "splits": {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")},
+        "kinds": {},
+        "expected": {"official": counts["official"], "paper": counts["paper"]},
+        "notes": [],
+    }
     (folder / f"{name}.summary.json").write_text(json.dumps(summary))
 
 
 def row(image_id: str, split: str, text: str, kind: str = "caption", **extra) -> dict:
     image = extra.pop("image", image_id.split("/")[1] + ".jpg")
-    return {"image": image, "image_id": image_id, "split": split, "kind": kind, "text": text,
-            "source": f"ann.txt:{image_id}", **extra}
+    return {
+        "image": image,
+        "image_id": image_id,
+        "split": split,
+        "kind": kind,
+        "text": text,
+        "source": f"ann.txt:{image_id}",
+        **extra,
+    }
 
 
 def celeba_rows() -> list[dict]:
     splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
     persons = [1, 1, 1, 2, 2, 2, 3, 3, 4, 4]
-    return [row(f"celeba/{i:06d}", s, f"celeba smiling: {'true' if i % 2 else 'false'}; id: {i}", "attributes",
-                image=f"img_align_celeba/{i:06d}.jpg", person=f"celeba:{p}")
-            for i, s, p in zip(range(1, 11), splits, persons)]
+    return [
+        row(
+            f"celeba/{i:06d}",
+            s,
+            f"celeba smiling: {'true' if i % 2 else 'false'}; id: {i}",
+            "attributes",
+            image=f"img_align_celeba/{i:06d}.jpg",
+            person=f"celeba:{p}",
+        )
+        for i, s, p in zip(range(1, 11), splits, persons)
+    ]
 
 
 def dialog_rows() -> list[dict]:
     splits = ["train"] * 6 + ["val"] * 2 + ["test"] * 2 + ["train"]
-    rows = [row(f"celeba/{i:06d}", s, f"The person {i} smiles.", image=f"img_align_celeba/{i:06d}.jpg")
-            for i, s in zip(range(1, 12), splits)]
-    rows.insert(1, row("celeba/000001", "train", "The person 1 smiles.", image="img_align_celeba/000001.jpg"))  # duplicate
+    rows = [
+        row(f"celeba/{i:06d}", s, f"The person {i} smiles.", image=f"img_align_celeba/{i:06d}.jpg")
+        for i, s in zip(range(1, 12), splits)
+    ]
+    rows.insert(
+        1, row("celeba/000001", "train", "The person 1 smiles.", image="img_align_celeba/000001.jpg")
+    )  # duplicate
     rows.insert(2, row("celeba/000001", "train", " \t ", image="img_align_celeba/000001.jpg"))  # empty
-    rows.append(row("celeba/000003", "train", "  Two\n spaces  here ", image="img_align_celeba/000003.jpg"))  # normalised
+    rows.append(
+        row("celeba/000003", "train", "  Two\n spaces  here ", image="img_align_celeba/000003.jpg")
+    )  # normalised
     return rows
 
 
@@ -77,14 +110,21 @@ HQ_ORIGINS = {0: "celeba/000002", 1: "celeba/000009", 2: "celeba/000005", 3: "ce
 
 def mm_rows() -> list[dict]:
     splits = {0: "test", 1: "train", 2: "train", 3: "train", 4: "test"}
-    return [row(f"celeba_hq/{k}", splits[k], f"Caption {c} of face {k}.", image=f"image/{k}.jpg", origin_id=HQ_ORIGINS[k])
-            for k in range(5) for c in range(2)]
+    return [
+        row(f"celeba_hq/{k}", splits[k], f"Caption {c} of face {k}.", image=f"image/{k}.jpg", origin_id=HQ_ORIGINS[k])
+        for k in range(5)
+        for c in range(2)
+    ]
 
 
 def text_hq_rows() -> list[dict]:
     return [
-        row("celeba_hq/0", "train", "Caption 0 of face 0.", image="CelebA-HQ-img/0.jpg", origin_id=HQ_ORIGINS[0]),  # = mm's
-        row("celeba_hq/0", "train", "A manual caption of face 0.", image="CelebA-HQ-img/0.jpg", origin_id=HQ_ORIGINS[0]),
+        row(
+            "celeba_hq/0", "train", "Caption 0 of face 0.", image="CelebA-HQ-img/0.jpg", origin_id=HQ_ORIGINS[0]
+        ),  # = mm's
+        row(
+            "celeba_hq/0", "train", "A manual caption of face 0.", image="CelebA-HQ-img/0.jpg", origin_id=HQ_ORIGINS[0]
+        ),
         row("celeba_hq/2", "test", "A manual caption of face 2.", image="CelebA-HQ-img/2.jpg", origin_id=HQ_ORIGINS[2]),
         row("celeba_hq/3", "train", "A manual caption of face 3.", image="CelebA-HQ-img/3.jpg"),  # no origin_id
     ]
@@ -133,8 +173,9 @@ def test_no_face_is_train_where_it_is_held_out_anywhere(family, tmp_path):
     pairs = read_pairs(tmp_path / "corpus")
     by_face = {}
     for p in pairs:
-        key = p["origin_id"] or (HQ_ORIGINS[int(p["image_id"].split("/")[1])] if p["image_id"].startswith("celeba_hq/")
-                                 else p["image_id"])
+        key = p["origin_id"] or (
+            HQ_ORIGINS[int(p["image_id"].split("/")[1])] if p["image_id"].startswith("celeba_hq/") else p["image_id"]
+        )
         by_face.setdefault(key, set()).add(p["split"])
     assert all(len(splits) == 1 for splits in by_face.values()), by_face
 
@@ -148,12 +189,24 @@ def test_dedupe_empty_and_whitespace(family, tmp_path):
     assert stats["datasets"]["celeba_dialog"]["empty_texts_rejected"] == 1
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert rejects == [  # corpus order: registry order (celeba_text_hq before celeba_dialog), then row order
-        {"dataset": "celeba_text_hq", "source": "ann.txt:celeba_hq/0", "reason": "duplicate pair",
-         "detail": "same image_id, kind and text as mm_celeba_hq ann.txt:celeba_hq/0"},
-        {"dataset": "celeba_dialog", "source": "ann.txt:celeba/000001", "reason": "duplicate pair",
-         "detail": "same image_id, kind and text as celeba_dialog ann.txt:celeba/000001"},
-        {"dataset": "celeba_dialog", "source": "ann.txt:celeba/000001", "reason": "empty text",
-         "detail": "no text left after normalising whitespace"},
+        {
+            "dataset": "celeba_text_hq",
+            "source": "ann.txt:celeba_hq/0",
+            "reason": "duplicate pair",
+            "detail": "same image_id, kind and text as mm_celeba_hq ann.txt:celeba_hq/0",
+        },
+        {
+            "dataset": "celeba_dialog",
+            "source": "ann.txt:celeba/000001",
+            "reason": "duplicate pair",
+            "detail": "same image_id, kind and text as celeba_dialog ann.txt:celeba/000001",
+        },
+        {
+            "dataset": "celeba_dialog",
+            "source": "ann.txt:celeba/000001",
+            "reason": "empty text",
+            "detail": "no text left after normalising whitespace",
+        },
     ]
     pairs = read_pairs(out)
     assert "Two spaces here" in [p["text"] for p in pairs]
@@ -167,8 +220,14 @@ def test_pairs_order_schema_and_parts(family, tmp_path):
     files = [p.name for p in layout.pair_files(out)]
     counts = {s: sum(p["split"] == s for p in read_pairs(out)) for s in ("train", "val", "test")}
     assert counts == {"train": 10, "val": 7, "test": 18}  # one file per 7 pairs of a split, train first
-    assert files == ["train-00000.parquet", "train-00001.parquet", "val-00000.parquet",
-                     "test-00000.parquet", "test-00001.parquet", "test-00002.parquet"]
+    assert files == [
+        "train-00000.parquet",
+        "train-00001.parquet",
+        "val-00000.parquet",
+        "test-00000.parquet",
+        "test-00001.parquet",
+        "test-00002.parquet",
+    ]
     for f in files:
         assert pq.read_schema(out / "pairs" / f).equals(RECORD_SCHEMA)
         assert len(set(pq.read_table(out / "pairs" / f).column("split").to_pylist())) == 1
@@ -212,8 +271,11 @@ def test_image_table_prefers_higher_resolution_source(family, tmp_path):
 
 def test_person_split_for_datasets_without_one(tmp_path):
     folder = tmp_path / "converted"
-    afad = [row(f"afad/{p}-{k}", "train", f"afad age: {20 + k}; gender: male", "attributes", person=f"afad:{p}")
-            for p in range(40) for k in range(3)]
+    afad = [
+        row(f"afad/{p}-{k}", "train", f"afad age: {20 + k}; gender: male", "attributes", person=f"afad:{p}")
+        for p in range(40)
+        for k in range(3)
+    ]
     expw = [row(f"expw/img{i}_0", "train", "expw expression: happy", "attributes") for i in range(30)]
     write_converted(folder, "afad", afad)
     write_converted(folder, "expw", expw)
@@ -240,8 +302,19 @@ def test_byte_identical_rebuilds(family, tmp_path):
         files = sorted(p for p in (tmp_path / name).rglob("*") if p.is_file())
         digests.append({str(p.relative_to(tmp_path / name)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
     assert digests[0] == digests[1]
-    assert {"README.md", "build-config.json", "STATS.md", "stats.json", "images.parquet", "rejects.jsonl", "pairs_per_dataset.png",
-            "roots.yaml", "pairs/train-00000.parquet", "pairs/val-00000.parquet", "pairs/test-00000.parquet"} == set(digests[0])
+    assert {
+        "README.md",
+        "build-config.json",
+        "STATS.md",
+        "stats.json",
+        "images.parquet",
+        "rejects.jsonl",
+        "pairs_per_dataset.png",
+        "roots.yaml",
+        "pairs/train-00000.parquet",
+        "pairs/val-00000.parquet",
+        "pairs/test-00000.parquet",
+    } == set(digests[0])
 
 
 def test_stats_explain_differences_and_card(family, tmp_path):
@@ -262,8 +335,10 @@ def test_stats_explain_differences_and_card(family, tmp_path):
     card = (out / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["license"] == "other" and meta["configs"][0]["data_files"] == [
-        {"split": "train", "path": "pairs/train-*.parquet"}, {"split": "validation", "path": "pairs/val-*.parquet"},
-        {"split": "test", "path": "pairs/test-*.parquet"}]
+        {"split": "train", "path": "pairs/train-*.parquet"},
+        {"split": "validation", "path": "pairs/val-*.parquet"},
+        {"split": "test", "path": "pairs/test-*.parquet"},
+    ]
     assert "@inproceedings{liu2015faceattributes" in card and "Talk2Face" in card
     assert "Non-commercial research purposes only" in card
 
@@ -312,7 +387,9 @@ def test_unreadable_parquet(family, tmp_path):
 def test_wrong_schema(family, tmp_path):
     table = pq.read_table(family / "celeba.parquet")
     pq.write_table(table.drop_columns(["person"]), family / "celeba.parquet")
-    assert "celeba.parquet: not a converted-records file: missing column(s) person" in one_line_error(family, tmp_path / "o")
+    assert "celeba.parquet: not a converted-records file: missing column(s) person" in one_line_error(
+        family, tmp_path / "o"
+    )
     boxes = table.set_column(3, "box", pa.nulls(table.num_rows, pa.list_(pa.int64())))
     pq.write_table(boxes, family / "celeba.parquet")
     message = one_line_error(family, tmp_path / "o")
@@ -321,19 +398,28 @@ def test_wrong_schema(family, tmp_path):
 
 def test_rows_claiming_another_dataset(family, tmp_path):
     table = pq.read_table(family / "celeba.parquet")
-    pq.write_table(table.set_column(0, "dataset", pa.array(["celeba_dialog"] * table.num_rows)), family / "celeba.parquet")
+    pq.write_table(
+        table.set_column(0, "dataset", pa.array(["celeba_dialog"] * table.num_rows)), family / "celeba.parquet"
+    )
     assert "celeba.parquet: rows claim dataset 'celeba_dialog'" in one_line_error(family, tmp_path / "out")
 
 
 def test_two_files_claiming_one_dataset(family, tmp_path):
     (family / "celeba_old.parquet").write_bytes((family / "celeba.parquet").read_bytes())
     message = one_line_error(family, tmp_path / "out")
-    assert message == f"two files claim dataset 'celeba': celeba.parquet and celeba_old.parquet; keep one of them in {family}"
+    assert (
+        message
+        == f"two files claim dataset 'celeba': celeba.parquet and celeba_old.parquet; keep one of them in {family}"
+    )
 
 
 def test_unknown_file_name(family, tmp_path):
-    pq.write_table(make_table(1, dataset="mystery", image="a", image_id="m/1", split="train", kind="caption",
-                              text="t", source="s"), family / "mystery.parquet")
+    pq.write_table(
+        make_table(
+            1, dataset="mystery", image="a", image_id="m/1", split="train", kind="caption", text="t", source="s"
+        ),
+        family / "mystery.parquet",
+    )
     assert "mystery.parquet: 'mystery' is not a dataset name" in one_line_error(family, tmp_path / "out")
 
 
@@ -399,7 +485,9 @@ build.build_corpus({converted!r}, {out!r})
 
 def test_killed_build_leaves_nothing_that_looks_complete(family, tmp_path):
     out = tmp_path / "corpus"
-    script = KILL_DURING_STATS.format(repo=str(Path(__file__).resolve().parents[1]), converted=str(family), out=str(out))
+    script = KILL_DURING_STATS.format(
+        repo=str(Path(__file__).resolve().parents[1]), converted=str(family), out=str(out)
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)
     assert result.returncode == -signal.SIGKILL
     assert not out.exists()
@@ -479,4 +567,7 @@ def test_token_lengths_count_the_token_pattern():
 def test_empty_converted_files_give_an_empty_corpus(tmp_path):
     write_converted(tmp_path / "converted", "celeba", [])
     stats = build_corpus(tmp_path / "converted", tmp_path / "corpus")
-    assert stats["corpus"]["pairs"] == 0 and pq.read_table(tmp_path / "corpus" / "pairs" / "train-00000.parquet").num_rows == 0
+    assert (
+        stats["corpus"]["pairs"] == 0
+        and pq.read_table(tmp_path / "corpus" / "pairs" / "train-00000.parquet").num_rows == 0
+    )

@@ -1,4 +1,5 @@
 """The training stream on uneven shards (issue 18.1), one dataset or no captions (19.5), damaged shards (18.4)."""
+
 import json
 import logging
 import subprocess
@@ -27,8 +28,12 @@ CAPTION = {"dataset": "ffhq_text", "kind": "caption", "text": "a face with a smi
 
 
 def attributes(dataset: str = "fairface", value: str = "male") -> dict:
-    return {"dataset": dataset, "kind": "attributes", "text": f"{dataset} gender: {value}",
-            "attributes": [{"key": "gender", "value": value}]}
+    return {
+        "dataset": dataset,
+        "kind": "attributes",
+        "text": f"{dataset} gender: {value}",
+        "attributes": [{"key": "gender", "value": value}],
+    }
 
 
 def write_split(out: Path, split: str, spec: list[list[list[dict]]]) -> Path:
@@ -52,8 +57,11 @@ def stream(out: Path, total: int, config: DataConfig = DATA, micro: int = 4) -> 
 
 # ----------------------------------------------------------------------------- 18.1 every task in every stream
 UNEVEN = {
-    "captions in one face of the first shard": [[[CAPTION, attributes()]] + [[attributes()]] * 4, [[attributes()]],
-                                                [[attributes()]] * 9],
+    "captions in one face of the first shard": [
+        [[CAPTION, attributes()]] + [[attributes()]] * 4,
+        [[attributes()]],
+        [[attributes()]] * 9,
+    ],
     "captions only in the last shard, attributes only in the first": [[[attributes()]] * 3, [[]] * 2, [[CAPTION]] * 2],
     "one shard, one face of each": [[[CAPTION], [attributes()]]],
     "more streams than shards, shards of one face": [[[CAPTION, attributes()]], [[attributes()]]],
@@ -88,8 +96,9 @@ def test_streams_share_a_shard_of_few_caption_faces_without_overlap(tmp_path):
 
 def test_accumulation_trains_on_captions_in_one_shard(tmp_path):
     out = write_split(tmp_path, "train", UNEVEN["captions in one face of the first shard"])
-    config = TrainConfig(model="tiny", batch_size=8, micro_batch_size=4, max_steps=2, save_every=2, val_every=2,
-                         data=DATA)
+    config = TrainConfig(
+        model="tiny", batch_size=8, micro_batch_size=4, max_steps=2, save_every=2, val_every=2, data=DATA
+    )
     assert train(out, tmp_path / "run", config, progress=False)["accumulation"] == 2
 
 
@@ -102,10 +111,15 @@ def test_a_corpus_without_captions_trains_the_attribute_tasks_and_says_why(tmp_p
     assert s.tasks == ["attributes_to_face", "face_to_attributes"]
     assert "the caption_to_face task is off: no train face in 2 shard(s) has a caption" in caplog.text
     assert torch.bincount(s.next_batch(1)["tasks"], minlength=4).tolist() == [0, 0, 2, 2]
-    assert tasks_with_data(out) == {"caption_to_face": 0, "face_to_caption": 0, "attributes_to_face": 5,
-                                    "face_to_attributes": 5}
-    config = TrainConfig(model="tiny", batch_size=4, micro_batch_size=4, max_steps=2, save_every=2, val_every=2,
-                         data=DATA)
+    assert tasks_with_data(out) == {
+        "caption_to_face": 0,
+        "face_to_caption": 0,
+        "attributes_to_face": 5,
+        "face_to_attributes": 5,
+    }
+    config = TrainConfig(
+        model="tiny", batch_size=4, micro_batch_size=4, max_steps=2, save_every=2, val_every=2, data=DATA
+    )
     train(out, tmp_path / "run", config, progress=False)
     val = [json.loads(line)["val_loss"] for line in (tmp_path / "run" / "val.jsonl").read_text().splitlines()]
     assert set(val[0]) == {"attributes_to_face", "face_to_attributes"}
@@ -117,8 +131,10 @@ def test_captions_only_train_the_caption_tasks(tmp_path):
 
 
 def test_datasets_chooses_the_texts_and_names_what_is_there(tmp_path):
-    spec = [[[attributes("cacd"), CAPTION], [attributes("celeba")], [attributes("cacd")]],
-            [[CAPTION, attributes("afad")]]]
+    spec = [
+        [[attributes("cacd"), CAPTION], [attributes("celeba")], [attributes("cacd")]],
+        [[CAPTION, attributes("afad")]],
+    ]
     out = write_split(tmp_path, "train", spec)
     write_split(tmp_path, "val", [[[attributes("celeba")], [attributes("cacd")]]])
     cacd = DataConfig(shuffle_buffer=3, pool=2, val_faces=4, datasets=("cacd",))
@@ -133,8 +149,11 @@ def test_datasets_chooses_the_texts_and_names_what_is_there(tmp_path):
     assert tasks_with_data(out, datasets=("cacd",))["face_to_attributes"] == 2
     validation = ValidationSet(out, LAYOUTS, cacd, seed=0)
     assert len(validation.rows["face_to_attributes"]) == 1 and not validation.rows["face_to_caption"]
-    with pytest.raises(UserError, match=r"^--datasets celeba_hq, imdb: not in the train shards of .*, whose faces have "
-                                        r"texts of afad, cacd, celeba, ffhq_text$"):
+    with pytest.raises(
+        UserError,
+        match=r"^--datasets celeba_hq, imdb: not in the train shards of .*, whose faces have "
+        r"texts of afad, cacd, celeba, ffhq_text$",
+    ):
         stream(out, 1, DataConfig(datasets=("imdb", "celeba_hq", "cacd")))
     with pytest.raises(UserError, match=r"no train face in 1 shard\(s\) of .* has a caption or attributes: nothing to"):
         stream(write_split(tmp_path / "none", "train", [[[]]]), 1)
@@ -142,18 +161,34 @@ def test_datasets_chooses_the_texts_and_names_what_is_there(tmp_path):
 
 def test_a_run_resumes_only_with_its_datasets(tmp_path):
     out = write_split(tmp_path, "train", [[[attributes("cacd"), CAPTION], [attributes("celeba")]] * 2])
-    config = TrainConfig(model="tiny", batch_size=4, micro_batch_size=4, max_steps=2, save_every=1, val_every=9,
-                         data=DataConfig(shuffle_buffer=2, pool=1, datasets=("cacd",)))
+    config = TrainConfig(
+        model="tiny",
+        batch_size=4,
+        micro_batch_size=4,
+        max_steps=2,
+        save_every=1,
+        val_every=9,
+        data=DataConfig(shuffle_buffer=2, pool=1, datasets=("cacd",)),
+    )
     train(out, tmp_path / "run", config, stop_at=1, progress=False)
     other = TrainConfig(**{**config.__dict__, "data": DataConfig(shuffle_buffer=2, pool=1, datasets=("celeba",))})
     with pytest.raises(UserError, match=r"--datasets celeba cannot change on --resume \(the run has cacd and its data"):
         train(out, tmp_path / "run", other, resume=True, progress=False)
     with pytest.raises(UserError, match=r"--datasets cacd,celeba cannot change on --resume"):
         train(out, tmp_path / "run", resume=True, datasets="cacd,celeba", progress=False)
-    assert train(out, tmp_path / "run", resume=True, datasets="cacd", skip_bad_shards=True, progress=False)["steps"] == 2
+    assert (
+        train(out, tmp_path / "run", resume=True, datasets="cacd", skip_bad_shards=True, progress=False)["steps"] == 2
+    )
     # the stream itself refuses a state saved on other datasets (a run folder edited by hand)
-    streamed = TrainStream(out, Layouts(load_config("tiny"), TextTokenizer.for_config(load_config("tiny"))),
-                           other.data, 4, range(1), 1, config.seed)
+    streamed = TrainStream(
+        out,
+        Layouts(load_config("tiny"), TextTokenizer.for_config(load_config("tiny"))),
+        other.data,
+        4,
+        range(1),
+        1,
+        config.seed,
+    )
     saved = torch.load(checkpoint.latest(tmp_path / "run") / checkpoint.STATE_FILE, weights_only=True)["data"]
     with pytest.raises(UserError, match="trained tasks attributes_to_face, face_to_attributes on datasets cacd"):
         streamed.load_state(saved["streams"])
@@ -197,18 +232,29 @@ def _flip_in_json(tar: Path) -> None:
 
 DAMAGE = {  # name: (what to do to SHARDS/train/shard-000001.*, the message)
     "zero-byte tar": (lambda f: (f / "shard-000001.tar").write_bytes(b""), "0 bytes where its writer recorded"),
-    "cut at a member boundary": (lambda f: (f / "shard-000001.tar").write_bytes(
-        _cut((f / "shard-000001.tar").read_bytes(), _members(f / "shard-000001.tar")[2][0])),
-        "bytes where its writer recorded"),
-    "cut inside a header": (lambda f: (f / "shard-000001.tar").write_bytes(
-        _cut((f / "shard-000001.tar").read_bytes(), _members(f / "shard-000001.tar")[3][0] + 100)),
-        "bytes where its writer recorded"),
+    "cut at a member boundary": (
+        lambda f: (f / "shard-000001.tar").write_bytes(
+            _cut((f / "shard-000001.tar").read_bytes(), _members(f / "shard-000001.tar")[2][0])
+        ),
+        "bytes where its writer recorded",
+    ),
+    "cut inside a header": (
+        lambda f: (f / "shard-000001.tar").write_bytes(
+            _cut((f / "shard-000001.tar").read_bytes(), _members(f / "shard-000001.tar")[3][0] + 100)
+        ),
+        "bytes where its writer recorded",
+    ),
     "a face with 15 codes": (lambda f: _rewrite_face_codes(f, 15), "face 2 has 15 codes, not 16"),
-    "fewer faces than recorded": (lambda f: (f / "shard-000001.stats.json").write_text(
-        (f / "shard-000001.stats.json").read_text().replace('"faces": 3', '"faces": 4')),
-        "3 whole face(s) where its writer recorded 4"),
-    "half-written stats": (lambda f: (f / "shard-000001.stats.json").write_text('{"shard": "shard-000001", "fa'),
-                           "not a readable shard stats"),
+    "fewer faces than recorded": (
+        lambda f: (f / "shard-000001.stats.json").write_text(
+            (f / "shard-000001.stats.json").read_text().replace('"faces": 3', '"faces": 4')
+        ),
+        "3 whole face(s) where its writer recorded 4",
+    ),
+    "half-written stats": (
+        lambda f: (f / "shard-000001.stats.json").write_text('{"shard": "shard-000001", "fa'),
+        "not a readable shard stats",
+    ),
     "no stats": (lambda f: (f / "shard-000001.stats.json").unlink(), "no stats file beside it"),
     "a face's JSON changed": (lambda f: _flip_in_json(f / "shard-000001.tar"), "a face's JSON is unreadable"),
 }
@@ -241,7 +287,9 @@ def test_a_damaged_shard_is_named_and_refused_or_skipped_and_counted(tmp_path, n
 def test_half_written_index_and_plan_are_one_line(tmp_path):
     out = write_split(tmp_path, "train", [[[CAPTION, attributes()]] * 3])
     (out / shards.INDEX_FILE).write_text('{"format": 2, "shar')
-    with pytest.raises(UserError, match=r"index.json: not a readable shard index \(.*\); half-written\? re-run tokenize"):
+    with pytest.raises(
+        UserError, match=r"index.json: not a readable shard index \(.*\); half-written\? re-run tokenize"
+    ):
         stream(out, 1)
     (out / shards.INDEX_FILE).unlink()
     (out / shards.PLAN_FILE).write_text("[1, 2")
@@ -251,16 +299,32 @@ def test_half_written_index_and_plan_are_one_line(tmp_path):
 
 def test_index_names_a_missing_shard(tmp_path):
     out = write_split(tmp_path, "train", [[[CAPTION, attributes()]] * 3] * 2)
-    (out / shards.INDEX_FILE).write_text(json.dumps({"shards": [{"split": "train", "tar": f"train/shard-00000{i}.tar"}
-                                                               for i in range(3)]}))
+    (out / shards.INDEX_FILE).write_text(
+        json.dumps({"shards": [{"split": "train", "tar": f"train/shard-00000{i}.tar"} for i in range(3)]})
+    )
     with pytest.raises(UserError, match=r"shard-000002.tar: listed in .*index.json but missing \(1 missing in all\)"):
         stream(out, 1)
 
 
 def test_the_train_command_refuses_a_damaged_shard_in_one_line(tmp_path):
     out = damaged(tmp_path, "cut at a member boundary")
-    command = [sys.executable, str(REPO / "cli.py"), "train", "--shards", str(out), "--out", str(tmp_path / "run"),
-               "--config", "tiny", "--batch-size", "4", "--micro-batch-size", "4", "--max-steps", "1"]
+    command = [
+        sys.executable,
+        str(REPO / "cli.py"),
+        "train",
+        "--shards",
+        str(out),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "4",
+        "--max-steps",
+        "1",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "damaged shard" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -271,11 +335,13 @@ def test_the_train_command_refuses_a_damaged_shard_in_one_line(tmp_path):
 def _ddp_worker(rank: int, world: int, port: int, shards_dir: str, run: str) -> None:
     import os
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
-    config = TrainConfig(model="tiny", batch_size=8, micro_batch_size=4, max_steps=2, save_every=2, val_every=2,
-                         data=DATA)
+    config = TrainConfig(
+        model="tiny", batch_size=8, micro_batch_size=4, max_steps=2, save_every=2, val_every=2, data=DATA
+    )
     train(Path(shards_dir), Path(run), config, progress=False)
     import torch.distributed as dist
 

@@ -1,4 +1,5 @@
 """The demo end to end at its smallest size, and its report opened in a real browser."""
+
 import json
 
 import numpy as np
@@ -11,7 +12,16 @@ import cli
 from pipeline_demo import run_demo
 from pipeline_demo.report import REPORT_FILE
 
-STAGES = ["sample datasets", "convert all", "build-corpus", "tokenize-images", "preview", "train", "generate", "evaluate"]
+STAGES = [
+    "sample datasets",
+    "convert all",
+    "build-corpus",
+    "tokenize-images",
+    "preview",
+    "train",
+    "generate",
+    "evaluate",
+]
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +88,11 @@ def test_report_in_a_browser(demo):
     if browser is None:  # install.sh installs Debian's chromium; without it, check that every picture decodes
         for target in local_links(page):
             Image.open(out / target).verify()
-        pytest.skip("no Chromium on this machine (scripts/install.sh installs Debian's `chromium` when run as root "
-                    "with apt): every picture and link of the report was checked to exist and decode, but the page "
-                    "was not opened in a browser")
+        pytest.skip(
+            "no Chromium on this machine (scripts/install.sh installs Debian's `chromium` when run as root "
+            "with apt): every picture and link of the report was checked to exist and decode, but the page "
+            "was not opened in a browser"
+        )
     images = images_as_loaded(page, browser)
     assert len(images) >= 20
     assert [i["src"] for i in images if i["width"] == 0] == []

@@ -1,4 +1,5 @@
 """Evaluation: the caption metrics against hand-computed values, vocabularies, and `evaluate` end to end."""
+
 import json
 import math
 
@@ -59,19 +60,33 @@ def test_vocabularies_come_from_the_manifests():
 
 
 def test_attribute_head_and_numbers():
-    text = {"dataset": "imdb_wiki", "text": "wiki age: 10; gender: female",
-            "attributes": [{"key": "age", "value": "10"}, {"key": "gender", "value": "female"}]}
+    text = {
+        "dataset": "imdb_wiki",
+        "text": "wiki age: 10; gender: female",
+        "attributes": [{"key": "age", "value": "10"}, {"key": "gender", "value": "female"}],
+    }
     assert attribute_head(text) == "wiki"
     assert number("2 5") == 25.0 and number("10 - 19") is None and number("nan") is None
 
 
 # ---------------------------------------------------------------------- end to end
 def face(n: int, split: str) -> Face:
-    texts = [{"dataset": "celeba", "kind": "attributes", "text": "celeba gender: male; smiling: true",
-              "attributes": [{"key": "gender", "value": "male"}, {"key": "smiling", "value": "true"}]},
-             {"dataset": "cacd", "kind": "attributes", "text": "cacd age: 25", "attributes": [{"key": "age", "value": "25"}]},
-             {"dataset": "celeba_text_hq", "kind": "caption", "text": "the man has short black hair.", "attributes": None},
-             {"dataset": "celeba_text_hq", "kind": "caption", "text": "he is smiling.", "attributes": None}]
+    texts = [
+        {
+            "dataset": "celeba",
+            "kind": "attributes",
+            "text": "celeba gender: male; smiling: true",
+            "attributes": [{"key": "gender", "value": "male"}, {"key": "smiling", "value": "true"}],
+        },
+        {
+            "dataset": "cacd",
+            "kind": "attributes",
+            "text": "cacd age: 25",
+            "attributes": [{"key": "age", "value": "25"}],
+        },
+        {"dataset": "celeba_text_hq", "kind": "caption", "text": "the man has short black hair.", "attributes": None},
+        {"dataset": "celeba_text_hq", "kind": "caption", "text": "he is smiling.", "attributes": None},
+    ]
     return Face(f"celeba/{n:06d}", "celeba", "/nowhere.jpg", f"{n:06d}.jpg", None, split, texts)
 
 
@@ -99,9 +114,21 @@ def test_evaluate_through_the_cli_writes_table_and_json(tmp_path):
     write_shards(tmp_path / "shards", per_split=True)
     torch.manual_seed(0)
     export(Talk2Face(TINY), tmp_path / "model")
-    result = CliRunner().invoke(cli.main, ["evaluate", "--checkpoint", str(tmp_path / "model"), "--shards",
-                                           str(tmp_path / "shards"), "--split", "val", "--out", str(tmp_path / "eval")],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli.main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "model"),
+            "--shards",
+            str(tmp_path / "shards"),
+            "--split",
+            "val",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "## The paper's tasks" in result.output and "AffectNet expression" in result.output
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
@@ -138,8 +165,9 @@ def test_evaluate_skips_what_has_no_data_and_leaves_damaged_shards_out_only_when
     args = ["evaluate", "--checkpoint", str(tmp_path / "model"), "--shards", str(tmp_path / "shards"), "--no-meteor"]
     refused = CliRunner().invoke(cli.main, args)
     assert refused.exit_code != 0 and "shard-000001.tar" in refused.output and "Traceback" not in refused.output
-    result = CliRunner().invoke(cli.main, args + ["--skip-bad-shards", "--out", str(tmp_path / "eval")],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli.main, args + ["--skip-bad-shards", "--out", str(tmp_path / "eval")], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert report["faces"] == 2 and report["captions"] == {}

@@ -14,10 +14,17 @@ def test_sample_rows_exact(tmp_path, run_convert):
     fixture.write_sample(tmp_path / "expw")
     got = run_convert("expw", tmp_path / "expw")
     assert got.rows[0] == {
-        "dataset": "expw", "image": "image/origin/afraid_African_214.jpg", "image_id": "expw/afraid_African_214_0",
-        "box": [275, 33, 342, 100], "split": "train", "kind": "attributes", "text": "expw expression: fear",
-        "attributes": [{"key": "expression", "value": "fear"}], "source": "label/label.lst:1",
-        "person": None, "origin_id": None,
+        "dataset": "expw",
+        "image": "image/origin/afraid_African_214.jpg",
+        "image_id": "expw/afraid_African_214_0",
+        "box": [275, 33, 342, 100],
+        "split": "train",
+        "kind": "attributes",
+        "text": "expw expression: fear",
+        "attributes": [{"key": "expression", "value": "fear"}],
+        "source": "label/label.lst:1",
+        "person": None,
+        "origin_id": None,
     }
     assert [(r["image_id"], r["text"], r["box"], r["split"]) for r in got.rows] == [
         ("expw/afraid_African_214_0", "expw expression: fear", [275, 33, 342, 100], "train"),
@@ -30,7 +37,9 @@ def test_sample_rows_exact(tmp_path, run_convert):
         ("expw/sad_bride_14_0", "expw expression: sad", [140, 44, 230, 134], "test"),
         ("expw/disgusted_woman_27_0", "expw expression: disgust", [160, 35, 250, 125], "val"),
     ]
-    assert got.rejects == [{"source": "label/label.lst:10", "reason": "duplicate line", "detail": "same as label/label.lst:4"}]
+    assert got.rejects == [
+        {"source": "label/label.lst:10", "reason": "duplicate line", "detail": "same as label/label.lst:4"}
+    ]
     assert got.summary["splits"] == {"train": 5, "val": 2, "test": 2}
     assert got.summary["expected"] == {"official": {"total": 91793}, "paper": 92000}
 
@@ -46,7 +55,9 @@ def test_extra_folder_level_and_no_image_level(tmp_path, run_convert):
     assert nested.rows[0]["source"] == "ExpW/label/label.lst:1"
     assert flat_rows.rows[0]["image"] == "origin/afraid_African_214.jpg"
     for got in (nested, flat_rows):
-        assert [r["text"] for r in got.rows] == [r["text"] for r in run_convert("expw", tmp_path / "nested" / "ExpW").rows]
+        assert [r["text"] for r in got.rows] == [
+            r["text"] for r in run_convert("expw", tmp_path / "nested" / "ExpW").rows
+        ]
         assert [r["image_id"] for r in got.rows][:2] == ["expw/afraid_African_214_0", "expw/afraid_African_214_1"]
 
 

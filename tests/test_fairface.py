@@ -50,11 +50,21 @@ def sample(written, tmp_path):
 def test_sample_rows_exact(sample, run_convert):
     got = run_convert("fairface", sample)
     assert got.rows[0] == {
-        "dataset": "fairface", "image": f"{PAD025}/train/1.jpg", "image_id": "fairface/train/1", "box": None,
-        "split": "train", "kind": "attributes", "text": "fairface age: 50-59; gender: male; race: east asian",
-        "attributes": [{"key": "age", "value": "50-59"}, {"key": "gender", "value": "male"},
-                       {"key": "race", "value": "east asian"}],
-        "source": "fairface_label_train.csv:2", "person": None, "origin_id": None,
+        "dataset": "fairface",
+        "image": f"{PAD025}/train/1.jpg",
+        "image_id": "fairface/train/1",
+        "box": None,
+        "split": "train",
+        "kind": "attributes",
+        "text": "fairface age: 50-59; gender: male; race: east asian",
+        "attributes": [
+            {"key": "age", "value": "50-59"},
+            {"key": "gender", "value": "male"},
+            {"key": "race", "value": "east asian"},
+        ],
+        "source": "fairface_label_train.csv:2",
+        "person": None,
+        "origin_id": None,
     }
     assert [r["text"] for r in got.rows] == TEXTS
     assert [r["image_id"] for r in got.rows] == IDS
@@ -70,7 +80,9 @@ def test_sample_rows_exact(sample, run_convert):
 def test_both_paddings_default_and_option(written, run_convert):
     default = run_convert("fairface", written)
     assert default.rows[0]["image"] == f"{PAD025}/train/1.jpg"
-    assert default.summary["notes"] == [f"images: padding 0.25 ({PAD025}); padding 1.25 also present (option padding=1.25)"]
+    assert default.summary["notes"] == [
+        f"images: padding 0.25 ({PAD025}); padding 1.25 also present (option padding=1.25)"
+    ]
     wide = run_convert("fairface", written, "padding=1.25")
     assert [r["image"] for r in wide.rows][:2] == [f"{PAD125}/train/1.jpg", f"{PAD125}/train/2.jpg"]
     assert [r["image_id"] for r in wide.rows] == IDS  # the same faces: the same ids
@@ -103,20 +115,43 @@ def test_spreadsheet_dates_are_repaired_or_rejected(tmp_path, run_convert):
     assert "val/1.jpg,9-Mar,Male" in (root / "fairface_label_val.csv").read_text()
     repaired = run_convert("fairface", root)
     assert [r["text"] for r in repaired.rows] == TEXTS
-    assert repaired.summary["notes"][0] == ("repaired 4 age values a spreadsheet had turned into dates: "
-                                            "'19-Oct' -> 10-19 (2), '9-Mar' -> 3-9 (2)")
+    assert repaired.summary["notes"][0] == (
+        "repaired 4 age values a spreadsheet had turned into dates: '19-Oct' -> 10-19 (2), '9-Mar' -> 3-9 (2)"
+    )
     rejected = run_convert("fairface", root, "repair_ages=false")
-    assert rejected.reasons() == {"spreadsheet date": ["fairface_label_train.csv:4", "fairface_label_train.csv:8",
-                                                       "fairface_label_val.csv:2", "fairface_label_val.csv:7"]}
+    assert rejected.reasons() == {
+        "spreadsheet date": [
+            "fairface_label_train.csv:4",
+            "fairface_label_train.csv:8",
+            "fairface_label_val.csv:2",
+            "fairface_label_val.csv:7",
+        ]
+    }
     assert rejected.rejects[0]["detail"] == "age='9-Mar' is bin 3-9 turned into a date"
     assert len(rejected.rows) == 12
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("9-Mar", "3-9"), ("Mar-09", "3-9"), ("3-Sep", "3-9"), ("19-Oct", "10-19"), ("Oct-19", "10-19"),
-    ("2019-03-09", "3-9"), ("09.03.2019", "3-9"), ("3/9/2019", "3-9"), ("43533", "3-9"), ("Feb-00", "0-2"),
-    ("19-October", "10-19"), ("2-Jan", None), ("70+", None), ("Martian", None), ("9-Foo", None), ("20-29-30", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("9-Mar", "3-9"),
+        ("Mar-09", "3-9"),
+        ("3-Sep", "3-9"),
+        ("19-Oct", "10-19"),
+        ("Oct-19", "10-19"),
+        ("2019-03-09", "3-9"),
+        ("09.03.2019", "3-9"),
+        ("3/9/2019", "3-9"),
+        ("43533", "3-9"),
+        ("Feb-00", "0-2"),
+        ("19-October", "10-19"),
+        ("2-Jan", None),
+        ("70+", None),
+        ("Martian", None),
+        ("9-Foo", None),
+        ("20-29-30", None),
+    ],
+)
 def test_spreadsheet_date_forms(value, expected):
     labels = fixture.LABELS
     assert bin_from_date(value, labels["age"], labels["spreadsheet_months"]) == expected
@@ -128,11 +163,13 @@ def test_bad_rows_are_rejected_with_reasons(sample, run_convert):
     lines[2] = "train/2.jpg,30-39,Female"  # malformed: too few fields
     lines[3] = "train/3.jpg,3-9,Female,Martian,False"  # unknown race
     lines[4] = "train/4.jpg,70+,Female,Indian,True"  # unknown age bin
-    lines += ["../../etc/passwd.jpg,20-29,Male,White,True",  # escapes the root
-              "train/../../../x.jpg,20-29,Male,White,True",  # escapes the root behind the prefix
-              "test/1.jpg,20-29,Male,White,True",  # no train/ or val/ prefix
-              "train/99.jpg,20-29,Male,White,True",  # image not on disk
-              lines[1]]  # duplicate of train/1.jpg
+    lines += [
+        "../../etc/passwd.jpg,20-29,Male,White,True",  # escapes the root
+        "train/../../../x.jpg,20-29,Male,White,True",  # escapes the root behind the prefix
+        "test/1.jpg,20-29,Male,White,True",  # no train/ or val/ prefix
+        "train/99.jpg,20-29,Male,White,True",  # image not on disk
+        lines[1],
+    ]  # duplicate of train/1.jpg
     train.write_text("\n".join(lines) + "\n\n")
     (sample / PAD025 / "val" / "2.jpg").unlink()
     got = run_convert("fairface", sample)

@@ -15,14 +15,23 @@ def test_sample_rows_exact(tmp_path, run_convert):
     got = run_convert("ffhq_text", tmp_path / "ffhq")
     assert len(got.rows) == 8 * 9 and not got.rejects
     assert got.rows[0] == {
-        "dataset": "ffhq_text", "image": "Image/00012.png", "image_id": "ffhq/00012", "box": None, "split": "train",
-        "kind": "caption", "text": FIRST_TEXT, "attributes": None, "source": "Text/00012.txt:1", "person": None,
+        "dataset": "ffhq_text",
+        "image": "Image/00012.png",
+        "image_id": "ffhq/00012",
+        "box": None,
+        "split": "train",
+        "kind": "caption",
+        "text": FIRST_TEXT,
+        "attributes": None,
+        "source": "Text/00012.txt:1",
+        "person": None,
         "origin_id": None,
     }
     assert [r["text"] for r in got.rows] == [c for name in NAMES for c in fixture.captions_for(name)]
     # written as "  The teenage woman has  shoulder-length ...": stray spaces normalised
-    assert got.rows[2]["text"] == ("The teenage woman has shoulder-length brown hair and narrow brown eyes. "
-                                   "She wears red lipstick and earrings.")
+    assert got.rows[2]["text"] == (
+        "The teenage woman has shoulder-length brown hair and narrow brown eyes. She wears red lipstick and earrings."
+    )
     assert [r["source"] for r in got.rows[9:18]] == [f"Text/00037.txt:{i}" for i in range(1, 10)]  # a CRLF file
     assert [r["split"] for r in got.rows] == ["train"] * 45 + ["test"] * 27
     assert [r["image_id"] for r in got.rows[::9]] == [f"ffhq/{name}" for name in NAMES]
@@ -36,6 +45,7 @@ def test_cub_layout_with_an_extra_level(tmp_path, run_convert):
     fixture.write_sample(tmp_path / "cub" / "FFHQ-Text", cub=True)
     readme = run_convert("ffhq_text", tmp_path / "readme")
     cub = run_convert("ffhq_text", tmp_path / "cub")
+
     def essence(rows):
         return [(r["text"], r["split"], r["image_id"]) for r in rows]
 

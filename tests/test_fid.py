@@ -1,6 +1,7 @@
 """trainer.fid: torchmetrics' FID/IS over given features against the reference formulas, and the refusals
 (missing file, another file). The library's InceptionV3 with random weights in the real file format runs in
 tests/test_evaluate_fid.py only (~96 MB of weights, seconds per face on a CPU)."""
+
 import numpy as np
 import pytest
 import scipy.linalg

@@ -8,24 +8,44 @@ from converters import convert
 from converters.fixtures import fs2k as fixture
 
 TEXTS = [
-    ("fs2k hair: with hair; hair color: brown; gender: female; earring: false; smile: true; frontal face: true; "
-     "style: sketch style 1; lip color: rosy brown; eye color: dim gray; skin color: burly wood"),
-    ("fs2k hair: with hair; hair color: red; gender: male; earring: false; smile: false; frontal face: false; "
-     "style: sketch style 1; lip color: sienna; eye color: sienna; skin color: peru"),
-    ("fs2k hair: without hair; hair color: none; gender: male; earring: false; smile: true; frontal face: true; "
-     "style: sketch style 2; skin color: sandy brown"),
-    ("fs2k hair: with hair; hair color: golden; gender: female; earring: true; smile: true; frontal face: true; "
-     "style: sketch style 3; lip color: crimson; eye color: steel blue; skin color: wheat"),
-    ("fs2k hair: with hair; hair color: black; gender: male; earring: false; smile: true; frontal face: true; "
-     "style: sketch style 1; lip color: medium violet red; eye color: dark slate gray"),
-    ("fs2k hair: with hair; hair color: black; gender: male; earring: false; smile: false; frontal face: true; "
-     "style: sketch style 3; lip color: firebrick; eye color: saddle brown; skin color: rosy brown"),
-    ("fs2k hair: with hair; hair color: brown; gender: female; earring: true; smile: false; frontal face: false; "
-     "style: sketch style 2; lip color: indian red; eye color: slate gray; skin color: tan"),
+    (
+        "fs2k hair: with hair; hair color: brown; gender: female; earring: false; smile: true; frontal face: true; "
+        "style: sketch style 1; lip color: rosy brown; eye color: dim gray; skin color: burly wood"
+    ),
+    (
+        "fs2k hair: with hair; hair color: red; gender: male; earring: false; smile: false; frontal face: false; "
+        "style: sketch style 1; lip color: sienna; eye color: sienna; skin color: peru"
+    ),
+    (
+        "fs2k hair: without hair; hair color: none; gender: male; earring: false; smile: true; frontal face: true; "
+        "style: sketch style 2; skin color: sandy brown"
+    ),
+    (
+        "fs2k hair: with hair; hair color: golden; gender: female; earring: true; smile: true; frontal face: true; "
+        "style: sketch style 3; lip color: crimson; eye color: steel blue; skin color: wheat"
+    ),
+    (
+        "fs2k hair: with hair; hair color: black; gender: male; earring: false; smile: true; frontal face: true; "
+        "style: sketch style 1; lip color: medium violet red; eye color: dark slate gray"
+    ),
+    (
+        "fs2k hair: with hair; hair color: black; gender: male; earring: false; smile: false; frontal face: true; "
+        "style: sketch style 3; lip color: firebrick; eye color: saddle brown; skin color: rosy brown"
+    ),
+    (
+        "fs2k hair: with hair; hair color: brown; gender: female; earring: true; smile: false; frontal face: false; "
+        "style: sketch style 2; lip color: indian red; eye color: slate gray; skin color: tan"
+    ),
 ]
-IMAGES = ["photo/photo1/image0001.jpg", "photo/photo1/image0003.jpg", "photo/photo2/image0002.JPG",
-          "photo/photo3/image0005.jpg", "photo/photo1/image0007.jpg", "photo/photo3/image0012.png",
-          "photo/photo2/image0009.jpg"]
+IMAGES = [
+    "photo/photo1/image0001.jpg",
+    "photo/photo1/image0003.jpg",
+    "photo/photo2/image0002.JPG",
+    "photo/photo3/image0005.jpg",
+    "photo/photo1/image0007.jpg",
+    "photo/photo3/image0012.png",
+    "photo/photo2/image0009.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +73,23 @@ def test_sample_rows_exact(sample, run_convert):
     assert not got.rejects
     first = got.rows[0]
     assert first == {
-        "dataset": "fs2k", "image": "photo/photo1/image0001.jpg", "image_id": "fs2k/photo1/image0001", "box": None,
-        "split": "train", "kind": "attributes", "text": TEXTS[0], "attributes": first["attributes"],
-        "source": "anno_train.json:0", "person": None, "origin_id": None,
+        "dataset": "fs2k",
+        "image": "photo/photo1/image0001.jpg",
+        "image_id": "fs2k/photo1/image0001",
+        "box": None,
+        "split": "train",
+        "kind": "attributes",
+        "text": TEXTS[0],
+        "attributes": first["attributes"],
+        "source": "anno_train.json:0",
+        "person": None,
+        "origin_id": None,
     }
-    assert first["attributes"][-3:] == [{"key": "lip color", "value": "rosy brown"},
-                                        {"key": "eye color", "value": "dim gray"},
-                                        {"key": "skin color", "value": "burly wood"}]
+    assert first["attributes"][-3:] == [
+        {"key": "lip color", "value": "rosy brown"},
+        {"key": "eye color", "value": "dim gray"},
+        {"key": "skin color", "value": "burly wood"},
+    ]
     assert [r["text"] for r in got.rows] == TEXTS
     assert [r["image"] for r in got.rows] == IMAGES
     assert [r["split"] for r in got.rows] == ["train"] * 4 + ["test"] * 3
@@ -88,8 +118,12 @@ def test_image_names_match_whatever_the_case_or_extension(sample, run_convert):
     edit_records(sample, "anno_train.json", lambda r: r[0].update(image_name="photo1/image0001.jpg"))
     got = run_convert("fs2k", sample)
     assert [r["text"] for r in got.rows] == TEXTS
-    assert [r["image"] for r in got.rows][:4] == ["photo/photo1/image0001.jpg", "photo/photo1/IMAGE0003.jpeg",
-                                                   "photo/photo2/image0002.JPG", "photo/Photo3/image0005.jpg"]
+    assert [r["image"] for r in got.rows][:4] == [
+        "photo/photo1/image0001.jpg",
+        "photo/photo1/IMAGE0003.jpeg",
+        "photo/photo2/image0002.JPG",
+        "photo/Photo3/image0005.jpg",
+    ]
 
 
 def test_without_skin_sampling_no_photo_is_opened(sample, run_convert):
@@ -112,6 +146,7 @@ def test_bad_records_are_rejected_with_reasons(sample, run_convert):
         records.append({**good, "image_name": "../../../etc/passwd"})  # escapes the root
         records.append(dict(good))  # duplicate of record 0
         records.append({**good, "image_name": "photo3/image0012", "skin_color": [299, 399]})  # corner pixel: kept
+
     edit_records(sample, "anno_train.json", change)
     edit_records(sample, "anno_test.json", lambda r: r.__delitem__(1))  # frees photo3/image0012
     (sample / "photo" / "photo2" / "image0009.jpg").write_bytes(b"\xff\xd8 truncated")
@@ -129,12 +164,18 @@ def test_bad_records_are_rejected_with_reasons(sample, run_convert):
     assert details["unknown label value"] == "hair='7'"
     assert details["missing value"] == "no value for gender"
     assert details["unreadable image"].startswith("photo/photo2/image0009.jpg: ")
-    assert [r["source"] for r in got.rows] == ["anno_train.json:0", "anno_train.json:3", "anno_train.json:8",
-                                              "anno_test.json:0"]
+    assert [r["source"] for r in got.rows] == [
+        "anno_train.json:0",
+        "anno_train.json:3",
+        "anno_train.json:8",
+        "anno_test.json:0",
+    ]
     assert "skin color" not in got.rows[1]["text"] and "lip color: " in got.rows[1]["text"]
-    assert ("skin point outside the photo in 1 records (e.g. anno_train.json:3: skin point [800, 10] outside the "
-            "800x600 photo image0005.jpg): their skin colour is left out of their texts, their other labels kept"
-            in got.summary["notes"])
+    assert (
+        "skin point outside the photo in 1 records (e.g. anno_train.json:3: skin point [800, 10] outside the "
+        "800x600 photo image0005.jpg): their skin colour is left out of their texts, their other labels kept"
+        in got.summary["notes"]
+    )
     assert got.rows[2]["image"] == "photo/photo3/image0012.png" and "skin color: " in got.rows[2]["text"]
 
 

@@ -1,4 +1,5 @@
 """Generation: decoding with and without the cache, constraints, sampling filters, and every mode through the CLI."""
+
 import json
 from pathlib import Path
 
@@ -43,9 +44,12 @@ def tiny_model():
 
 
 def prompts_of_every_kind(lay):
-    return [lay.to_caption_prompt(random_codes(16, 1)), lay.to_attributes_prompt(random_codes(16, 2), "gender"),
-            lay.to_attributes_prompt(random_codes(16, 3), "age", dataset="cacd"),
-            lay.to_caption_prompt(random_codes(16, 4))]
+    return [
+        lay.to_caption_prompt(random_codes(16, 1)),
+        lay.to_attributes_prompt(random_codes(16, 2), "gender"),
+        lay.to_attributes_prompt(random_codes(16, 3), "age", dataset="cacd"),
+        lay.to_caption_prompt(random_codes(16, 4)),
+    ]
 
 
 def test_cached_and_uncached_greedy_decoding_give_identical_tokens(tiny_model):
@@ -75,7 +79,7 @@ def test_a_cached_step_computes_the_full_forward_logits_over_the_allowed_span(ti
         full = tiny_model(row, torch.cat([segments, torch.tensor([[2]])], 1))
     for ours, expected in ((first, full[:, -2]), (second, full[:, -1])):
         assert torch.allclose(ours[:, allowed], expected[:, allowed], atol=1e-5)
-        assert bool((ours[:, :TINY.text_vocab_size] == float("-inf")).all())
+        assert bool((ours[:, : TINY.text_vocab_size] == float("-inf")).all())
 
 
 def rigged(favourite: int, second: int | None = None) -> Talk2Face:
@@ -104,8 +108,13 @@ def test_an_image_target_is_exactly_the_image_tokens_even_when_text_is_likelier(
 def test_a_text_target_never_holds_image_tokens_and_stops_at_sep():
     lay = layouts()
     prompt = lay.to_caption_prompt(random_codes(16, 0))
-    [out] = decode(rigged(favourite=TINY.text_vocab_size + 5, second=lay.tok.sep_id), [prompt], TEXT, lay.tok,
-                   Sampling(greedy=True))
+    [out] = decode(
+        rigged(favourite=TINY.text_vocab_size + 5, second=lay.tok.sep_id),
+        [prompt],
+        TEXT,
+        lay.tok,
+        Sampling(greedy=True),
+    )
     assert out == {"tokens": [], "stopped": True}
     [out] = decode(rigged(favourite=TINY.text_vocab_size + 5), [prompt], TEXT, lay.tok, Sampling(samples=1, top_k=5))
     assert out["tokens"] and all(0 < t < TINY.text_vocab_size and t != lay.tok.cls_id for t in out["tokens"])
@@ -158,8 +167,15 @@ def files(tmp_path_factory):
     torch.save(state, root / "talk2face.bin")
     torch.save({({v: k for k, v in UER_NAMES.items()}).get(k, k): v for k, v in state.items()}, root / "uer.bin")
     released = json.loads((CONFIG_DIR / "released_base_config.json").read_text())
-    released |= {"layers_num": 2, "hidden_size": 32, "emb_size": 32, "heads_num": 4, "feedforward_size": 64,
-                 "max_seq_length": 340, "seq_length": 330}
+    released |= {
+        "layers_num": 2,
+        "hidden_size": 32,
+        "emb_size": 32,
+        "heads_num": 4,
+        "feedforward_size": 64,
+        "max_seq_length": 340,
+        "seq_length": 330,
+    }
     (root / "base_config.json").write_text(json.dumps(released))
     face = (np.random.default_rng(0).random((300, 240, 3)) * 255).astype(np.uint8)
     Image.fromarray(face).save(root / "face.png")
@@ -176,8 +192,20 @@ def read_results(out: Path) -> list[dict]:
 
 
 def test_to_image_writes_the_samples_as_png_and_their_tokens(files, tmp_path):
-    result = run_cli("generate", "--checkpoint", files["root"] / "export", *vqgan_args(files), "--prompt", "to_image",
-                     "--text", "This man has black hair. smiling: true", "--samples", 3, "--out", tmp_path / "out")
+    result = run_cli(
+        "generate",
+        "--checkpoint",
+        files["root"] / "export",
+        *vqgan_args(files),
+        "--prompt",
+        "to_image",
+        "--text",
+        "This man has black hair. smiling: true",
+        "--samples",
+        3,
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     [line] = read_results(tmp_path / "out")
     assert line["prompt"] == "to_image" and line["text"].startswith("This man") and len(line["samples"]) == 3
@@ -195,8 +223,17 @@ def test_to_caption_and_to_attributes_with_candidates(files, tmp_path):
     [line] = read_results(tmp_path / "cap")
     assert len(line["samples"]) == 2 and all("##" not in s["text"] for s in line["samples"])
     assert all(max(s["tokens"], default=0) < TINY256.text_vocab_size for s in line["samples"])
-    result = run_cli(*base, "--prompt", "to_attributes", "--attribute", "gender", "--candidates", "male,female",
-                     "--out", tmp_path / "attr")
+    result = run_cli(
+        *base,
+        "--prompt",
+        "to_attributes",
+        "--attribute",
+        "gender",
+        "--candidates",
+        "male,female",
+        "--out",
+        tmp_path / "attr",
+    )
     assert result.exit_code == 0, result.output
     [line] = read_results(tmp_path / "attr")
     assert len(line["samples"]) == 1 and "value" in line["samples"][0]  # greedy, one sample
@@ -206,12 +243,24 @@ def test_to_caption_and_to_attributes_with_candidates(files, tmp_path):
 
 
 def test_requests_file_batches_every_mode(files, tmp_path):
-    lines = [{"prompt": "to_image", "text": "a smiling woman", "id": "a"},
-             {"prompt": "to_caption", "image": str(files["face"])},
-             {"prompt": "to_attributes", "image": str(files["face"]), "attribute": "age", "dataset": "cacd"}]
+    lines = [
+        {"prompt": "to_image", "text": "a smiling woman", "id": "a"},
+        {"prompt": "to_caption", "image": str(files["face"])},
+        {"prompt": "to_attributes", "image": str(files["face"]), "attribute": "age", "dataset": "cacd"},
+    ]
     (tmp_path / "req.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    result = run_cli("generate", "--checkpoint", files["root"] / "export", *vqgan_args(files),
-                     "--requests", tmp_path / "req.jsonl", "--samples", 2, "--out", tmp_path / "out")
+    result = run_cli(
+        "generate",
+        "--checkpoint",
+        files["root"] / "export",
+        *vqgan_args(files),
+        "--requests",
+        tmp_path / "req.jsonl",
+        "--samples",
+        2,
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     got = read_results(tmp_path / "out")
     assert [r["prompt"] for r in got] == ["to_image", "to_caption", "to_attributes"] and got[0]["id"] == "a"
@@ -223,10 +272,22 @@ def test_released_state_dict_with_released_config_generates_greedy_like_our_expo
     """New and old key names load strictly; the same weights give the same greedy tokens (digits vs whole aside)."""
     root = files["root"]
     outs = {}
-    for label, args in (("released", ["--checkpoint", root / name, "--config", root / "base_config.json"]),
-                        ("export", ["--checkpoint", root / "export"])):
-        result = run_cli("generate", *args, *vqgan_args(files), "--image", files["face"], "--prompt", "to_caption",
-                         "--greedy", "--out", tmp_path / label)
+    for label, args in (
+        ("released", ["--checkpoint", root / name, "--config", root / "base_config.json"]),
+        ("export", ["--checkpoint", root / "export"]),
+    ):
+        result = run_cli(
+            "generate",
+            *args,
+            *vqgan_args(files),
+            "--image",
+            files["face"],
+            "--prompt",
+            "to_caption",
+            "--greedy",
+            "--out",
+            tmp_path / label,
+        )
         assert result.exit_code == 0, result.output
         outs[label] = read_results(tmp_path / label)[0]["samples"][0]["tokens"]
     assert outs["released"] == outs["export"]
@@ -236,8 +297,20 @@ def test_released_prefix_is_cut_at_64_tokens_as_the_released_script_does(files, 
     long_text = " ".join(["this person has black hair and a big smile"] * 10)
     for label, checkpoint in (("released", files["root"] / "talk2face.bin"), ("ours", files["root"] / "export")):
         extra = ["--config", files["root"] / "base_config.json"] if label == "released" else []
-        result = run_cli("generate", "--checkpoint", checkpoint, *extra, *vqgan_args(files), "--prompt", "to_image",
-                         "--text", long_text, "--greedy", "--out", tmp_path / label)
+        result = run_cli(
+            "generate",
+            "--checkpoint",
+            checkpoint,
+            *extra,
+            *vqgan_args(files),
+            "--prompt",
+            "to_image",
+            "--text",
+            long_text,
+            "--greedy",
+            "--out",
+            tmp_path / label,
+        )
         assert result.exit_code == 0, result.output
     released, ours = read_results(tmp_path / "released")[0], read_results(tmp_path / "ours")[0]
     assert len(released["prompt_tokens"]) == 64 and released["prompt_truncated"]
@@ -264,22 +337,35 @@ def one_line_error(result, message):
 def test_user_errors_are_one_line(files, tmp_path):
     root = files["root"]
     base = ["generate", "--out", tmp_path / "o", "--prompt", "to_caption", "--image"]
-    one_line_error(run_cli(*base, root / "broken.jpg", "--checkpoint", root / "export", *vqgan_args(files)),
-                   "cannot read the face")
-    one_line_error(run_cli(*base, root / "nothing.png", "--checkpoint", root / "export", *vqgan_args(files)),
-                   "cannot read the face")
-    one_line_error(run_cli(*base, files["face"], "--checkpoint", root / "talk2face.bin", "--config", "tiny"),
-                   "340 positions, the config has max_positions 64")
+    one_line_error(
+        run_cli(*base, root / "broken.jpg", "--checkpoint", root / "export", *vqgan_args(files)), "cannot read the face"
+    )
+    one_line_error(
+        run_cli(*base, root / "nothing.png", "--checkpoint", root / "export", *vqgan_args(files)),
+        "cannot read the face",
+    )
+    one_line_error(
+        run_cli(*base, files["face"], "--checkpoint", root / "talk2face.bin", "--config", "tiny"),
+        "340 positions, the config has max_positions 64",
+    )
     export(Talk2Face(TINY), tmp_path / "tiny16")
-    one_line_error(run_cli(*base, files["face"], "--checkpoint", tmp_path / "tiny16", *vqgan_args(files)),
-                   "256 codes per face, the model expects 16")
+    one_line_error(
+        run_cli(*base, files["face"], "--checkpoint", tmp_path / "tiny16", *vqgan_args(files)),
+        "256 codes per face, the model expects 16",
+    )
     (tmp_path / "vocab.txt").write_text("[PAD]\nhello\n")
-    one_line_error(run_cli(*base, files["face"], "--checkpoint", root / "export", "--vocab", tmp_path / "vocab.txt"),
-                   "2 tokens and not the shipped BERT uncased vocabulary")
+    one_line_error(
+        run_cli(*base, files["face"], "--checkpoint", root / "export", "--vocab", tmp_path / "vocab.txt"),
+        "2 tokens and not the shipped BERT uncased vocabulary",
+    )
     one_line_error(run_cli(*base[:-1], "--checkpoint", root / "export"), "to_caption needs --image")
     (tmp_path / "bad.jsonl").write_text('{"prompt": "to_image"}\n{"prompt": "to_image", "text": 5}\n')
-    one_line_error(run_cli("generate", "--checkpoint", root / "export", "--requests", tmp_path / "bad.jsonl", "--out",
-                           tmp_path / "o"), "bad.jsonl:1: to_image needs --text")
+    one_line_error(
+        run_cli(
+            "generate", "--checkpoint", root / "export", "--requests", tmp_path / "bad.jsonl", "--out", tmp_path / "o"
+        ),
+        "bad.jsonl:1: to_image needs --text",
+    )
 
 
 def test_mixed_prompt_lengths_decode_when_positions_equal_seq_length():
@@ -289,7 +375,9 @@ def test_mixed_prompt_lengths_decode_when_positions_equal_seq_length():
     lay = Layouts(config, TextTokenizer.for_config(config))
     prompts = prompts_of_every_kind(lay)
     greedy = Sampling(greedy=True)
-    assert decode(model, prompts, TEXT, lay.tok, greedy) == decode(model, prompts, TEXT, lay.tok, greedy, use_cache=False)
+    assert decode(model, prompts, TEXT, lay.tok, greedy) == decode(
+        model, prompts, TEXT, lay.tok, greedy, use_cache=False
+    )
 
 
 def test_candidate_score_ends_the_value_at_semicolon_or_sep(tiny_model):

@@ -1,4 +1,5 @@
 """generate --clip/--keep with a tiny random CLIP, and generation input checked before any model work (a table)."""
+
 import json
 from dataclasses import dataclass
 
@@ -43,8 +44,20 @@ def generate(files, out, *args):
 
 def test_to_image_samples_ranked_by_clip_best_kept_and_every_score_recorded(files, clip_dir, tmp_path):
     long_text = "This man has black hair. " * 30  # > 77 CLIP tokens; the model's own prompt is cut as usual
-    result = generate(files, tmp_path / "o", "--prompt", "to_image", "--text", long_text, "--samples", 3,
-                      "--clip", clip_dir, "--keep", 2)
+    result = generate(
+        files,
+        tmp_path / "o",
+        "--prompt",
+        "to_image",
+        "--text",
+        long_text,
+        "--samples",
+        3,
+        "--clip",
+        clip_dir,
+        "--keep",
+        2,
+    )
     assert result.exit_code == 0, result.output
     [line] = read_results(tmp_path / "o")
     scores = [s["clip_score"] for s in line["samples"]]
@@ -58,9 +71,11 @@ def test_to_image_samples_ranked_by_clip_best_kept_and_every_score_recorded(file
 
 
 def test_requests_carry_their_own_keep_and_captions_are_ranked_against_the_face(files, clip_dir, tmp_path):
-    lines = [{"prompt": "to_caption", "image": str(files["face"]), "keep": 1},
-             {"prompt": "to_image", "text": "a smiling woman"},
-             {"prompt": "to_attributes", "image": str(files["face"]), "attribute": "gender"}]
+    lines = [
+        {"prompt": "to_caption", "image": str(files["face"]), "keep": 1},
+        {"prompt": "to_image", "text": "a smiling woman"},
+        {"prompt": "to_attributes", "image": str(files["face"]), "attribute": "gender"},
+    ]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     result = generate(files, tmp_path / "o", "--requests", tmp_path / "r.jsonl", "--samples", 2, "--clip", clip_dir)
     assert result.exit_code == 0, result.output
@@ -83,22 +98,34 @@ CASES = {
     "top-p nan": Case(["--prompt", "to_image", "--text", "x", "--top-p", "nan"], "--top-p nan"),
     "bad device name": Case(["--prompt", "to_image", "--text", "x", "--device", "gpu0"], "--device 'gpu0'"),
     "cuda without CUDA": Case(["--prompt", "to_image", "--text", "x", "--device", "cuda"], "use --device cpu"),
-    "samples past the ceiling": Case(["--prompt", "to_image", "--text", "x", "--samples", MAX_ROWS + 1],
-                                     f"at most {MAX_ROWS:,}"),
+    "samples past the ceiling": Case(
+        ["--prompt", "to_image", "--text", "x", "--samples", MAX_ROWS + 1], f"at most {MAX_ROWS:,}"
+    ),
     "keep without clip": Case(["--prompt", "to_image", "--text", "x", "--keep", 2], "keep 2 needs --clip"),
     "keep zero": Case(["--prompt", "to_image", "--text", "x", "--keep", 0], "--keep 0"),
     "no prompt on a line": Case([], ":2: no prompt", [{"prompt": "to_image", "text": "x"}, {"text": "y"}]),
-    "candidates a number": Case([], ":1: candidates must be a list",
-                                [{"prompt": "to_attributes", "image": "f.png", "attribute": "a", "candidates": 5}]),
-    "candidates an object": Case([], ":1: candidates must be a list",
-                                 [{"prompt": "to_attributes", "image": "f.png", "attribute": "a",
-                                   "candidates": {"a": "b"}}]),
+    "candidates a number": Case(
+        [],
+        ":1: candidates must be a list",
+        [{"prompt": "to_attributes", "image": "f.png", "attribute": "a", "candidates": 5}],
+    ),
+    "candidates an object": Case(
+        [],
+        ":1: candidates must be a list",
+        [{"prompt": "to_attributes", "image": "f.png", "attribute": "a", "candidates": {"a": "b"}}],
+    ),
     "keep text": Case([], ":1: keep '2'", [{"prompt": "to_image", "text": "x", "keep": "2"}]),
-    "keep on attributes": Case([], "keep applies to to_image and to_caption",
-                               [{"prompt": "to_attributes", "image": "FACE", "attribute": "a", "keep": 1}]),
+    "keep on attributes": Case(
+        [],
+        "keep applies to to_image and to_caption",
+        [{"prompt": "to_attributes", "image": "FACE", "attribute": "a", "keep": 1}],
+    ),
     "missing face": Case([], ":1: cannot read the face", [{"prompt": "to_caption", "image": "nowhere.png"}]),
-    "too many rows": Case(["--samples", MAX_ROWS // 2 + 1], "rows: at most",
-                          [{"prompt": "to_image", "text": "x"}, {"prompt": "to_image", "text": "y"}]),
+    "too many rows": Case(
+        ["--samples", MAX_ROWS // 2 + 1],
+        "rows: at most",
+        [{"prompt": "to_image", "text": "x"}, {"prompt": "to_image", "text": "y"}],
+    ),
 }
 
 

@@ -1,6 +1,7 @@
 """Another VQGAN geometry end to end (the paper's Table 5a): a tiny random f=8 VQGAN with 8,192 codes in the real
 checkpoint format -> 32 x 32 = 1,024 codes a face in the shards, recorded there; preview, train and the session
 (generation and evaluation's encoder and decoder) with it."""
+
 import json
 
 import pytest
@@ -28,8 +29,14 @@ def tokenized(tmp_path_factory):
     folder = tmp_path_factory.mktemp("f8")
     corpus = write_corpus(folder, SOME)
     vqgan = write_tiny_vqgan(folder / "vqgan", seed=1, config=TINY_F8_CONFIG)
-    tokenize_images(corpus, folder / "shards", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                    config=TokenizeConfig(gpus=0, batch_size=4, loader_workers=0, shard_size=4), progress=False)
+    tokenize_images(
+        corpus,
+        folder / "shards",
+        vqgan_config=vqgan["config"],
+        vqgan_ckpt=vqgan["ckpt"],
+        config=TokenizeConfig(gpus=0, batch_size=4, loader_workers=0, shard_size=4),
+        progress=False,
+    )
     return folder, vqgan
 
 
@@ -46,8 +53,9 @@ def test_the_shards_record_the_geometry(tokenized):
 
 def test_preview_decodes_the_f8_codes_and_refuses_another_vqgan(tokenized, tmp_path):
     folder, vqgan = tokenized
-    summary = preview(folder / "shards", tmp_path / "p", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                      samples=2)
+    summary = preview(
+        folder / "shards", tmp_path / "p", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], samples=2
+    )
     assert summary["faces"] == 2 and summary["mean_psnr"] is not None
     other = write_tiny_vqgan(tmp_path / "f16")
     with pytest.raises(UserError, match=r"codes_per_face 256 \(the shards: 1024\); codebook_size 1024 \(the shards: "):
@@ -56,8 +64,15 @@ def test_preview_decodes_the_f8_codes_and_refuses_another_vqgan(tokenized, tmp_p
 
 def test_train_fits_a_preset_to_the_shards_and_checks_a_config_file(tokenized, tmp_path):
     folder, vqgan = tokenized
-    config = TrainConfig(model="tiny", batch_size=4, micro_batch_size=4, max_steps=2, save_every=2, val_every=2,
-                         data=DataConfig(shuffle_buffer=4, pool=1))
+    config = TrainConfig(
+        model="tiny",
+        batch_size=4,
+        micro_batch_size=4,
+        max_steps=2,
+        save_every=2,
+        val_every=2,
+        data=DataConfig(shuffle_buffer=4, pool=1),
+    )
     train(folder / "shards", tmp_path / "run", config, progress=False)
     fitted = load_model(checkpoint.latest(tmp_path / "run")).config
     tiny = load_config("tiny")
@@ -67,8 +82,11 @@ def test_train_fits_a_preset_to_the_shards_and_checks_a_config_file(tokenized, t
     summary = train(folder / "shards", tmp_path / "run", longer, resume=True, reschedule=True, progress=False)
     assert summary["resumed_from"] == 2  # the fitted preset is the run's config on resume too
     save_config(tiny, tmp_path / "tiny.json")
-    with pytest.raises(UserError, match="made with a VQGAN of 8192 codes and 1024 codes per face .32x32.; the model "
-                                        "config has image_vocab_size 1024 and image_tokens 16"):
+    with pytest.raises(
+        UserError,
+        match="made with a VQGAN of 8192 codes and 1024 codes per face .32x32.; the model "
+        "config has image_vocab_size 1024 and image_tokens 16",
+    ):
         file_config = TrainConfig(**{**config.__dict__, "model": str(tmp_path / "tiny.json")})
         train(folder / "shards", tmp_path / "run2", file_config, progress=False)
 
@@ -80,5 +98,8 @@ def test_train_fits_a_preset_to_the_shards_and_checks_a_config_file(tokenized, t
     prompt = session.layouts.to_image_prompt("a smiling man")
     assert len(prompt.tokens) + 1024 + 1 <= session.config.seq_length  # room for the image and its closing [SEP]
     with pytest.raises(UserError, match="not match the model: codebook of 1024 codes, the model has 8192 image tokens"):
-        load_session(tmp_path / "run", vqgan_config=write_tiny_vqgan(tmp_path / "f16")["config"],
-                     vqgan_ckpt=tmp_path / "f16" / "last.ckpt")
+        load_session(
+            tmp_path / "run",
+            vqgan_config=write_tiny_vqgan(tmp_path / "f16")["config"],
+            vqgan_ckpt=tmp_path / "f16" / "last.ckpt",
+        )

@@ -4,6 +4,7 @@ Tolerances, stated once: the VQGAN's fp32 codes on CUDA (TF32 off) equal the CPU
 (convolution algorithms sum in other orders, so a code whose two nearest entries are almost tied may flip); in bf16
 the encoder's activations carry ~3 significant digits, so at least 90% of codes equal the fp32 CPU codes.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,10 @@ from trainer.sequences import IGNORE, Layouts
 from trainer.text import TextTokenizer
 from trainer.train import LossModel
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                  reason="needs a CUDA device: run benchmarks/gpu_proof.py on one")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: run benchmarks/gpu_proof.py on one"),
+]
 FP32_AGREEMENT, BF16_AGREEMENT = 0.99, 0.90
 TINY = load_config("tiny")
 
@@ -79,8 +82,10 @@ def test_cached_and_uncached_greedy_decoding_give_identical_tokens_on_cuda(dtype
     lay = Layouts(TINY, TextTokenizer.for_config(TINY))
     greedy = Sampling(greedy=True, batch_size=3)
     codes = torch.randint(0, 1024, (16,), generator=torch.Generator().manual_seed(1)).tolist()
-    for prompts, target in (([lay.to_caption_prompt(codes)] * 2, TEXT),
-                            ([lay.to_image_prompt("this man has black hair."), lay.to_image_prompt("cacd age: 25")], IMAGE)):
+    for prompts, target in (
+        ([lay.to_caption_prompt(codes)] * 2, TEXT),
+        ([lay.to_image_prompt("this man has black hair."), lay.to_image_prompt("cacd age: 25")], IMAGE),
+    ):
         cached = decode(model, prompts, target, lay.tok, greedy)
         uncached = decode(model, prompts, target, lay.tok, greedy, use_cache=False)
         assert cached == uncached

@@ -47,17 +47,34 @@ def sample(written, tmp_path):
 def test_sample_rows_exact(written, run_convert):
     got = run_convert("imdb_wiki", written)
     assert got.rows[0] == {
-        "dataset": "imdb_wiki", "image": "imdb_crop/01/nm0000001_rm124825600_1899-5-10_1968.jpg",
-        "image_id": "imdb/01/nm0000001_rm124825600_1899-5-10_1968", "box": None, "split": "train",
-        "kind": "attributes", "text": "imdb age: 69; gender: male",
+        "dataset": "imdb_wiki",
+        "image": "imdb_crop/01/nm0000001_rm124825600_1899-5-10_1968.jpg",
+        "image_id": "imdb/01/nm0000001_rm124825600_1899-5-10_1968",
+        "box": None,
+        "split": "train",
+        "kind": "attributes",
+        "text": "imdb age: 69; gender: male",
         "attributes": [{"key": "age", "value": "69"}, {"key": "gender", "value": "male"}],
-        "source": "imdb_crop/imdb.mat:1", "person": "imdb_wiki:imdb:1", "origin_id": None,
+        "source": "imdb_crop/imdb.mat:1",
+        "person": "imdb_wiki:imdb:1",
+        "origin_id": None,
     }
     assert [(r["source"], r["text"]) for r in got.rows] == UNFILTERED
     assert [r["person"] for r in got.rows] == [
-        "imdb_wiki:imdb:1", "imdb_wiki:imdb:1", "imdb_wiki:imdb:2", "imdb_wiki:imdb:2", "imdb_wiki:imdb:3",
-        "imdb_wiki:imdb:5", "imdb_wiki:imdb:8", "imdb_wiki:wiki:Sami Jauhojärvi", "imdb_wiki:wiki:Dettmar Cramer",
-        "imdb_wiki:wiki:Marc Okrand", None, "imdb_wiki:wiki:Diana Damrau", None]
+        "imdb_wiki:imdb:1",
+        "imdb_wiki:imdb:1",
+        "imdb_wiki:imdb:2",
+        "imdb_wiki:imdb:2",
+        "imdb_wiki:imdb:3",
+        "imdb_wiki:imdb:5",
+        "imdb_wiki:imdb:8",
+        "imdb_wiki:wiki:Sami Jauhojärvi",
+        "imdb_wiki:wiki:Dettmar Cramer",
+        "imdb_wiki:wiki:Marc Okrand",
+        None,
+        "imdb_wiki:wiki:Diana Damrau",
+        None,
+    ]
     assert got.rows[7]["image"] == "wiki_crop/17/10000217_1981-05-05_2009.jpg"
     assert got.rows[7]["image_id"] == "wiki/17/10000217_1981-05-05_2009"
     assert all(r["box"] is None for r in got.rows)
@@ -75,8 +92,13 @@ def test_split_is_hashed_by_person_else_image(written, run_convert):
 def test_filtered_drops_are_rejects_by_reason(written, run_convert):
     got = run_convert("imdb_wiki", written, "filtered=true")
     assert [r["text"] for r in got.rows] == [
-        "imdb age: 69; gender: male", "imdb age: 82; gender: female", "imdb age: 37; gender: male",
-        "wiki age: 28; gender: male", "wiki age: 39; gender: male", "wiki age: 59; gender: male"]
+        "imdb age: 69; gender: male",
+        "imdb age: 82; gender: female",
+        "imdb age: 37; gender: male",
+        "wiki age: 28; gender: male",
+        "wiki age: 39; gender: male",
+        "wiki age: 59; gender: male",
+    ]
     assert got.reasons() == {
         "no face": ["imdb_crop/imdb.mat:2", "wiki_crop/wiki.mat:5"],
         "second face": ["imdb_crop/imdb.mat:3"],
@@ -84,10 +106,16 @@ def test_filtered_drops_are_rejects_by_reason(written, run_convert):
         "unknown gender": ["imdb_crop/imdb.mat:5", "wiki_crop/wiki.mat:4"],
         "image missing": ["imdb_crop/imdb.mat:8"],
     }
-    assert got.summary["notes"][0] == "usual filter applied: face_score >= 1.0, no second face, age 0..100, known gender"
+    assert (
+        got.summary["notes"][0] == "usual filter applied: face_score >= 1.0, no second face, age 0..100, known gender"
+    )
     stricter = run_convert("imdb_wiki", written, "filtered=true", "min_face_score=2.5")
-    assert [r["source"] for r in stricter.rows] == ["imdb_crop/imdb.mat:9", "wiki_crop/wiki.mat:1", "wiki_crop/wiki.mat:2",
-                                                    "wiki_crop/wiki.mat:3"]
+    assert [r["source"] for r in stricter.rows] == [
+        "imdb_crop/imdb.mat:9",
+        "wiki_crop/wiki.mat:1",
+        "wiki_crop/wiki.mat:2",
+        "wiki_crop/wiki.mat:3",
+    ]
 
 
 def test_one_source_alone(tmp_path, run_convert):
@@ -125,7 +153,9 @@ def test_bad_records_are_rejected_with_reasons(sample, run_convert):
         "image missing": ["imdb_crop/imdb.mat:8"],
     }
     assert next(r for r in got.rejects if r["reason"] == "unknown label value")["detail"] == "gender=2"
-    assert [r["source"] for r in got.rows] == ["imdb_crop/imdb.mat:1", "imdb_crop/imdb.mat:6"] + [s for s, _ in UNFILTERED[7:]]
+    assert [r["source"] for r in got.rows] == ["imdb_crop/imdb.mat:1", "imdb_crop/imdb.mat:6"] + [
+        s for s, _ in UNFILTERED[7:]
+    ]
 
 
 def test_no_mat_file_is_a_clear_error(sample):

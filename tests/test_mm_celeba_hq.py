@@ -7,10 +7,13 @@ from converters import convert
 from converters.fixtures import mm_celeba_hq as fixture
 
 SAMPLE = fixture.SAMPLE_INDICES
-NO_MAPPING = ("origin_id is null: no CelebA-HQ-to-CelebA-mapping.txt found (pass mapping=PATH from CelebAMask-HQ "
-              "to link these faces to CelebA)")
-FIRST_TEXT = ("The man has high cheekbones and arched eyebrows. He has straight hair which is black in colour. "
-              "He is young.")
+NO_MAPPING = (
+    "origin_id is null: no CelebA-HQ-to-CelebA-mapping.txt found (pass mapping=PATH from CelebAMask-HQ "
+    "to link these faces to CelebA)"
+)
+FIRST_TEXT = (
+    "The man has high cheekbones and arched eyebrows. He has straight hair which is black in colour. He is young."
+)
 
 
 def expected_texts(indices=SAMPLE):
@@ -22,8 +25,16 @@ def test_sample_rows_exact(tmp_path, run_convert):
     got = run_convert("mm_celeba_hq", tmp_path / "mm")
     assert len(got.rows) == 120 and not got.rejects
     assert got.rows[0] == {
-        "dataset": "mm_celeba_hq", "image": "image/0.jpg", "image_id": "celeba_hq/0", "box": None, "split": "train",
-        "kind": "caption", "text": FIRST_TEXT, "attributes": None, "source": "text/0.txt:1", "person": None,
+        "dataset": "mm_celeba_hq",
+        "image": "image/0.jpg",
+        "image_id": "celeba_hq/0",
+        "box": None,
+        "split": "train",
+        "kind": "caption",
+        "text": FIRST_TEXT,
+        "attributes": None,
+        "source": "text/0.txt:1",
+        "person": None,
         "origin_id": None,
     }
     assert [r["text"] for r in got.rows] == expected_texts()
@@ -43,9 +54,13 @@ def test_swapped_pickles_are_corrected_and_noted(tmp_path, run_convert):
     normal = run_convert("mm_celeba_hq", tmp_path / "normal")
     swapped = run_convert("mm_celeba_hq", tmp_path / "swapped")
     assert swapped.rows == normal.rows
-    assert swapped.summary["notes"] == [NO_MAPPING, (
-        "the split pickles are swapped (train/filenames.pickle holds 4 names, mostly indices >= 24000): corrected, "
-        "train = indices < 24000")]
+    assert swapped.summary["notes"] == [
+        NO_MAPPING,
+        (
+            "the split pickles are swapped (train/filenames.pickle holds 4 names, mostly indices >= 24000): corrected, "
+            "train = indices < 24000"
+        ),
+    ]
     assert not any("swapped" in note for note in normal.summary["notes"])
 
 
@@ -58,8 +73,10 @@ def test_pickles_off_the_official_rule_are_kept_and_noted(tmp_path, run_convert)
         pickle.dump([str(k) for k in range(7)], f, protocol=2)
     got = run_convert("mm_celeba_hq", root)
     assert {r["split"] for r in got.rows if r["image_id"] == "celeba_hq/7"} == {"test"}
-    assert ("the split pickles do not follow the official rule (train < 24000 <= test) for every name; kept as released"
-            in got.summary["notes"])
+    assert (
+        "the split pickles do not follow the official rule (train < 24000 <= test) for every name; kept as released"
+        in got.summary["notes"]
+    )
 
 
 def test_drive_layout_with_extra_levels(tmp_path, run_convert):

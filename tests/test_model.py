@@ -22,19 +22,30 @@ TINY = load_config("tiny")
 def released_keys(c) -> dict[str, tuple[int, ...]]:
     """The key table of talk2face.md at the config's size."""
     h, f, v = c.hidden_size, c.feedforward_size, c.vocab_size
-    keys = {"embedding.word.embedding.weight": (v, h), "embedding.pos.embedding.weight": (c.max_positions, h),
-            "embedding.seg.embedding.weight": (3, h)}
+    keys = {
+        "embedding.word.embedding.weight": (v, h),
+        "embedding.pos.embedding.weight": (c.max_positions, h),
+        "embedding.seg.embedding.weight": (3, h),
+    }
     for i in range(c.layers):
         p = f"encoder.transformer.{i}."
         for j in range(3):
             keys |= {f"{p}self_attn.linear_layers.{j}.weight": (h, h), f"{p}self_attn.linear_layers.{j}.bias": (h,)}
-        keys |= {f"{p}self_attn.final_linear.weight": (h, h), f"{p}self_attn.final_linear.bias": (h,),
-                 f"{p}feed_forward.linear_1.weight": (f, h), f"{p}feed_forward.linear_1.bias": (f,),
-                 f"{p}feed_forward.linear_2.weight": (h, f), f"{p}feed_forward.linear_2.bias": (h,)}
+        keys |= {
+            f"{p}self_attn.final_linear.weight": (h, h),
+            f"{p}self_attn.final_linear.bias": (h,),
+            f"{p}feed_forward.linear_1.weight": (f, h),
+            f"{p}feed_forward.linear_1.bias": (f,),
+            f"{p}feed_forward.linear_2.weight": (h, f),
+            f"{p}feed_forward.linear_2.bias": (h,),
+        }
         for n in (1, 2):
             keys |= {f"{p}layer_norm_{n}.gamma": (h,), f"{p}layer_norm_{n}.beta": (h,)}
-    return keys | {"encoder.layer_norm.gamma": (h,), "encoder.layer_norm.beta": (h,),
-                   "target.lm.output_layer.weight": (v, h)}
+    return keys | {
+        "encoder.layer_norm.gamma": (h,),
+        "encoder.layer_norm.beta": (h,),
+        "target.lm.output_layer.weight": (v, h),
+    }
 
 
 def random_state(c, seed=0) -> dict[str, torch.Tensor]:
@@ -51,18 +62,23 @@ def reference_logits(state, c, tokens, segments):
     s = {k: v.double() for k, v in state.items()}
 
     def ln(x, name):
-        return s[f"{name}.gamma"] * (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=True, keepdim=True) + 1e-6) \
+        return (
+            s[f"{name}.gamma"] * (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=True, keepdim=True) + 1e-6)
             + s[f"{name}.beta"]
+        )
 
     def linear(x, name):
         return x @ s[f"{name}.weight"].T + s[f"{name}.bias"]
 
     def gelu_tanh(x):
-        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
     batch, length = tokens.shape
-    h = s["embedding.word.embedding.weight"][tokens] + s["embedding.pos.embedding.weight"][torch.arange(length)] \
+    h = (
+        s["embedding.word.embedding.weight"][tokens]
+        + s["embedding.pos.embedding.weight"][torch.arange(length)]
         + s["embedding.seg.embedding.weight"][segments]
+    )
     allowed = torch.zeros(batch, length, length, dtype=torch.bool)
     for b in range(batch):
         for i in range(length):
@@ -73,8 +89,10 @@ def reference_logits(state, c, tokens, segments):
     for i in range(c.layers):
         p = f"encoder.transformer.{i}."
         x = ln(h, p + "layer_norm_1")
-        q, k, v = (linear(x, f"{p}self_attn.linear_layers.{j}").view(batch, length, c.heads, d).transpose(1, 2)
-                   for j in range(3))
+        q, k, v = (
+            linear(x, f"{p}self_attn.linear_layers.{j}").view(batch, length, c.heads, d).transpose(1, 2)
+            for j in range(3)
+        )
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d) + additive, dim=-1)
         attn = (probs @ v).transpose(1, 2).reshape(batch, length, -1)
         h = h + linear(attn, p + "self_attn.final_linear")
@@ -84,8 +102,12 @@ def reference_logits(state, c, tokens, segments):
 
 
 def padded_batch():
-    tokens = torch.tensor([[101, 2000, 3746, 102, 2402, 102, 30522, 30600, 31000, 31545],
-                           [101, 2000, 14408, 3258, 102, 30523, 102, 2158, 0, 0]])
+    tokens = torch.tensor(
+        [
+            [101, 2000, 3746, 102, 2402, 102, 30522, 30600, 31000, 31545],
+            [101, 2000, 14408, 3258, 102, 30523, 102, 2158, 0, 0],
+        ]
+    )
     segments = torch.tensor([[1, 1, 1, 1, 1, 1, 2, 2, 2, 2], [1, 1, 1, 1, 1, 1, 1, 2, 0, 0]])
     return tokens, segments
 
@@ -119,7 +141,9 @@ def test_older_uer_names_load_too(tmp_path, released_file):
     model = load_model(tmp_path / "uer.bin", TINY).eval()
     tokens, segments = padded_batch()
     with torch.no_grad():
-        assert torch.allclose(model(tokens, segments).double(), reference_logits(state, TINY, tokens, segments), atol=1e-5)
+        assert torch.allclose(
+            model(tokens, segments).double(), reference_logits(state, TINY, tokens, segments), atol=1e-5
+        )
 
 
 def broken(state, change):
@@ -128,20 +152,42 @@ def broken(state, change):
     return state
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s.update({"encoder.transformer.0.self_attn.final_linear.wieght":
-                         s.pop("encoder.transformer.0.self_attn.final_linear.weight")}),
-     ("missing 1: encoder.transformer.0.self_attn.final_linear.weight; "
-      "unexpected 1: encoder.transformer.0.self_attn.final_linear.wieght")),
-    (lambda s: s.pop("encoder.layer_norm.beta"), "missing 1: encoder.layer_norm.beta"),
-    (lambda s: s.update({"encoder.transformer.1.feed_forward.linear_1.bias": torch.zeros(7)}),
-     "wrong shape 1: encoder.transformer.1.feed_forward.linear_1.bias [7] (expected [64])"),
-    (lambda s: s.update({"embedding.word.embedding.weight": torch.zeros(31500, 32),
-                         "target.lm.output_layer.weight": torch.zeros(31500, 32)}),
-     "vocabulary of 31500 tokens, the config has 31546 (30522 text + 1024 image)"),
-    (lambda s: s.update({"embedding.pos.embedding.weight": torch.zeros(512, 32)}),
-     "512 positions, the config has max_positions 64"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda s: s.update(
+                {
+                    "encoder.transformer.0.self_attn.final_linear.wieght": s.pop(
+                        "encoder.transformer.0.self_attn.final_linear.weight"
+                    )
+                }
+            ),
+            (
+                "missing 1: encoder.transformer.0.self_attn.final_linear.weight; "
+                "unexpected 1: encoder.transformer.0.self_attn.final_linear.wieght"
+            ),
+        ),
+        (lambda s: s.pop("encoder.layer_norm.beta"), "missing 1: encoder.layer_norm.beta"),
+        (
+            lambda s: s.update({"encoder.transformer.1.feed_forward.linear_1.bias": torch.zeros(7)}),
+            "wrong shape 1: encoder.transformer.1.feed_forward.linear_1.bias [7] (expected [64])",
+        ),
+        (
+            lambda s: s.update(
+                {
+                    "embedding.word.embedding.weight": torch.zeros(31500, 32),
+                    "target.lm.output_layer.weight": torch.zeros(31500, 32),
+                }
+            ),
+            "vocabulary of 31500 tokens, the config has 31546 (30522 text + 1024 image)",
+        ),
+        (
+            lambda s: s.update({"embedding.pos.embedding.weight": torch.zeros(512, 32)}),
+            "512 positions, the config has max_positions 64",
+        ),
+    ],
+)
 def test_mismatches_are_one_clear_error(tmp_path, released_file, change, message):
     torch.save(broken(released_file[1], change), tmp_path / "bad.bin")
     with pytest.raises(UserError) as e:
@@ -168,7 +214,9 @@ def test_export_folder_round_trips_with_config_and_tokenizer_settings(tmp_path, 
         assert torch.equal(model(tokens, segments), back(tokens, segments))
     with pytest.raises(UserError, match="numbers 'digits' vs 'whole'"):
         load_model(tmp_path / "export", TINY.replace(numbers="whole"))
-    assert load_model(tmp_path / "export", TINY.replace(attention="flex")).config.attention == "flex"  # a runtime choice
+    assert (
+        load_model(tmp_path / "export", TINY.replace(attention="flex")).config.attention == "flex"
+    )  # a runtime choice
 
 
 def test_fused_qkv_saves_and_loads_the_released_keys_exactly(tmp_path, released_file):
@@ -176,18 +224,23 @@ def test_fused_qkv_saves_and_loads_the_released_keys_exactly(tmp_path, released_
     model = load_model(released_file[0], TINY)
     saved = model.state_dict()
     assert list(saved) == list(Talk2Face(TINY).state_dict()) and set(saved) == set(released_keys(TINY))
-    assert list(saved)[3:9] == [f"encoder.transformer.0.self_attn.linear_layers.{j}.{kind}"
-                                for j in range(3) for kind in ("weight", "bias")]
+    assert list(saved)[3:9] == [
+        f"encoder.transformer.0.self_attn.linear_layers.{j}.{kind}" for j in range(3) for kind in ("weight", "bias")
+    ]
     assert all(torch.equal(saved[k], state[k]) for k in state)
-    assert saved["encoder.transformer.0.self_attn.linear_layers.1.weight"].untyped_storage().data_ptr() != \
-        model.encoder.transformer[0].self_attn.qkv.weight.untyped_storage().data_ptr()  # copies, not views
+    assert (
+        saved["encoder.transformer.0.self_attn.linear_layers.1.weight"].untyped_storage().data_ptr()
+        != model.encoder.transformer[0].self_attn.qkv.weight.untyped_storage().data_ptr()
+    )  # copies, not views
     torch.save(saved, tmp_path / "again.bin")
     export(model, tmp_path / "export")
     for path in (tmp_path / "again.bin", tmp_path / "export"):
         assert all(torch.equal(load_model(path, TINY).state_dict()[k], state[k]) for k in state)
     qkv = model.encoder.transformer[1].self_attn.qkv
-    assert torch.equal(qkv.weight[TINY.hidden_size:2 * TINY.hidden_size],
-                       state["encoder.transformer.1.self_attn.linear_layers.1.weight"])
+    assert torch.equal(
+        qkv.weight[TINY.hidden_size : 2 * TINY.hidden_size],
+        state["encoder.transformer.1.self_attn.linear_layers.1.weight"],
+    )
 
 
 def test_init_draws_the_released_parameters_in_the_released_order():
@@ -277,11 +330,9 @@ def test_dropout_only_in_training():
 
 def test_prefix_mask_by_hand():
     segments = torch.tensor([[1, 1, 2, 2, 0]])
-    expected = torch.tensor([[1, 1, 0, 0, 0],
-                             [1, 1, 0, 0, 0],
-                             [1, 1, 1, 0, 0],
-                             [1, 1, 1, 1, 0],
-                             [1, 1, 1, 1, 0]], dtype=torch.bool)
+    expected = torch.tensor(
+        [[1, 1, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]], dtype=torch.bool
+    )
     assert torch.equal(prefix_mask(segments)[0], expected)
 
 
@@ -302,7 +353,7 @@ def greedy_uncached(model, prefix, steps):
         segments = [1] * len(prefix) + [2] * (len(tokens) - len(prefix))
         logits = model(torch.tensor([tokens]), torch.tensor([segments]))
         tokens.append(int(logits[0, -1].argmax()))
-    return tokens[len(prefix):]
+    return tokens[len(prefix) :]
 
 
 def greedy_cached(model, prefixes, steps):
@@ -323,8 +374,7 @@ def greedy_cached(model, prefixes, steps):
 def test_cached_and_uncached_greedy_decoding_agree():
     torch.manual_seed(1)
     model = Talk2Face(TINY).eval()
-    prefixes = [[101, 2000, 3746, 102, 2402, 2158, 102], [101, 2000, 14408, 3258, 102, 30600, 30601, 102],
-                [101, 102]]
+    prefixes = [[101, 2000, 3746, 102, 2402, 2158, 102], [101, 2000, 14408, 3258, 102, 30600, 30601, 102], [101, 102]]
     with torch.no_grad():
         cached = greedy_cached(model, prefixes, 12)
         assert cached == [greedy_uncached(model, p, 12) for p in prefixes]
@@ -336,12 +386,27 @@ def test_inspect_model_prints_config_and_count(released_file):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["parameters"] == Talk2Face(TINY).num_parameters() and report["key_format"].startswith("released")
-    assert report["keys"] == "all 38 keys match" and report["tokenizer"] == {"vocab": "bert-base-uncased", "numbers": "digits"}
+    assert report["keys"] == "all 38 keys match" and report["tokenizer"] == {
+        "vocab": "bert-base-uncased",
+        "numbers": "digits",
+    }
 
 
 def test_inspect_model_mismatch_exits_2_with_one_line(tmp_path, released_file):
     torch.save(broken(released_file[1], lambda s: s.pop("encoder.layer_norm.beta")), tmp_path / "bad.bin")
-    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), "inspect-model", "--checkpoint", str(tmp_path / "bad.bin"),
-                           "--config", "tiny"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "cli.py"),
+            "inspect-model",
+            "--checkpoint",
+            str(tmp_path / "bad.bin"),
+            "--config",
+            "tiny",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "missing 1: encoder.layer_norm.beta" in proc.stderr

@@ -1,4 +1,5 @@
 """preview: reconstructions from the stored codes next to the original crop, its texts and the error."""
+
 import json
 
 import pytest
@@ -19,14 +20,22 @@ def tokenized(tmp_path_factory):
     folder = tmp_path_factory.mktemp("preview")
     corpus = write_corpus(folder, SOME)
     vqgan = write_tiny_vqgan(folder / "vqgan", seed=2)
-    tokenize_images(corpus, folder / "shards", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                    config=TokenizeConfig(gpus=0, batch_size=4, loader_workers=0, shard_size=2), progress=False)
+    tokenize_images(
+        corpus,
+        folder / "shards",
+        vqgan_config=vqgan["config"],
+        vqgan_ckpt=vqgan["ckpt"],
+        config=TokenizeConfig(gpus=0, batch_size=4, loader_workers=0, shard_size=2),
+        progress=False,
+    )
     return folder, vqgan
 
 
 def test_preview_writes_html_and_grid_with_errors_and_texts(tokenized):
     folder, vqgan = tokenized
-    summary = preview(folder / "shards", folder / "out", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], samples=3)
+    summary = preview(
+        folder / "shards", folder / "out", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], samples=3
+    )
     assert summary["faces"] == 3 and summary["mean_psnr"] is not None
     page = (folder / "out" / "index.html").read_text()
     assert page.count("<tr>") == 4 and "PSNR" in page
@@ -40,8 +49,14 @@ def test_preview_writes_html_and_grid_with_errors_and_texts(tokenized):
 
 def test_preview_without_the_corpus_shows_reconstructions_only(tokenized, tmp_path):
     folder, vqgan = tokenized
-    summary = preview(folder / "shards", tmp_path / "out", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"],
-                      samples=1, corpus=tmp_path / "elsewhere")
+    summary = preview(
+        folder / "shards",
+        tmp_path / "out",
+        vqgan_config=vqgan["config"],
+        vqgan_ckpt=vqgan["ckpt"],
+        samples=1,
+        corpus=tmp_path / "elsewhere",
+    )
     assert summary["faces"] == 1 and summary["mean_psnr"] is None
     assert "original not found" in (tmp_path / "out" / "index.html").read_text()
 

@@ -14,8 +14,9 @@ SHOW = "import cli, os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get(
 
 def cli_settings(**env) -> str:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMP_", "GOMP_", "TALK2FACE_"))}
-    return subprocess.run([sys.executable, "-c", SHOW], cwd=REPO, env={**clean, **env}, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", SHOW], cwd=REPO, env={**clean, **env}, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_the_cli_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
@@ -27,8 +28,12 @@ def test_the_cli_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_allocator_settings_apply_only_when_the_user_set_none():
     assert "mallopt M_MMAP_MAX=0" in configure_process({})
-    for users in ({"MALLOC_MMAP_MAX_": "65536"}, {"MALLOC_TRIM_THRESHOLD_": "0"},
-                  {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}, {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}):
+    for users in (
+        {"MALLOC_MMAP_MAX_": "65536"},
+        {"MALLOC_TRIM_THRESHOLD_": "0"},
+        {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"},
+        {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},
+    ):
         assert not any(s.startswith("mallopt") for s in configure_process(dict(users))), users
     environ = {"GOMP_SPINCOUNT": "1000"}
     assert "OMP_WAIT_POLICY=PASSIVE" not in configure_process(environ) and "OMP_WAIT_POLICY" not in environ

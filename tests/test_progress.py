@@ -1,5 +1,6 @@
 """Progress off a terminal: plain lines (no `\\r` redraws), throttled, the last one always shown; nothing when
 disabled (quiet) or when there is nothing to count."""
+
 import pytest
 
 from common.progress import Progress

@@ -1,5 +1,6 @@
 """The one way a folder is published (`common.fileio`) and the one lock policy (`common.locks`), as every
 stage that writes a folder uses them: killed runs' leftovers are cleaned, a second writer is refused."""
+
 import signal
 import subprocess
 import sys
@@ -69,8 +70,15 @@ def test_killed_runs_leftovers_are_cleaned_by_the_next_run(tmp_path):
 
 
 def test_remove_temporaries_takes_many_paths_and_patterns(tmp_path):
-    names = [".a.tar.tmp-1", ".a.stats.json.tmp-2", ".b.tar.tmp-3", ".step-0000004.tmp-5-old", ".step-0000008.tmp-6",
-             "a.tar", ".latest.tmp-7"]
+    names = [
+        ".a.tar.tmp-1",
+        ".a.stats.json.tmp-2",
+        ".b.tar.tmp-3",
+        ".step-0000004.tmp-5-old",
+        ".step-0000008.tmp-6",
+        "a.tar",
+        ".latest.tmp-7",
+    ]
     for name in names:
         (tmp_path / name).mkdir() if "step" in name else (tmp_path / name).write_text("x")
     assert remove_temporaries(tmp_path / "a.tar", tmp_path / "a.stats.json", tmp_path / "missing" / "x") == 2
@@ -83,8 +91,10 @@ def test_a_second_writer_is_refused_with_one_line(tmp_path):
     with folder_lock(out, "train"):
         with pytest.raises(UserError) as caught, folder_lock(out, "train"):
             pass
-        assert str(caught.value) == (f"{out}: another train is writing there (it holds .lock); "
-                                     "wait for it to finish or choose another output folder")
+        assert str(caught.value) == (
+            f"{out}: another train is writing there (it holds .lock); "
+            "wait for it to finish or choose another output folder"
+        )
     with folder_lock(out, "train"):  # released with the block
         pass
 
@@ -93,12 +103,16 @@ def test_a_folder_replaced_whole_is_locked_beside_it_and_not_created(tmp_path):
     out = tmp_path / "corpus"
     with folder_lock(out, "build-corpus", whole=True):
         assert not out.exists() and (tmp_path / ".corpus.lock").is_file()
-        with pytest.raises(UserError, match="another build-corpus is writing there"), \
-                folder_lock(out, "build-corpus", whole=True):
+        with (
+            pytest.raises(UserError, match="another build-corpus is writing there"),
+            folder_lock(out, "build-corpus", whole=True),
+        ):
             pass
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match=r"^--out .*file: exists and is not a folder$"), \
-            folder_lock(tmp_path / "file", "build-corpus", whole=True):
+    with (
+        pytest.raises(UserError, match=r"^--out .*file: exists and is not a folder$"),
+        folder_lock(tmp_path / "file", "build-corpus", whole=True),
+    ):
         pass
 
 
@@ -107,8 +121,10 @@ def test_checkpoint_save_publishes_whole_and_cleans_killed_saves(tmp_path):
     model = Talk2Face(load_config("tiny"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     run = tmp_path / "run"
-    stale = [checkpoint.step_folder(run, 3).with_name(".step-0000003.tmp-99999"),
-             checkpoint.step_folder(run, 4).with_name(".step-0000004.tmp-99999-old")]
+    stale = [
+        checkpoint.step_folder(run, 3).with_name(".step-0000003.tmp-99999"),
+        checkpoint.step_folder(run, 4).with_name(".step-0000004.tmp-99999-old"),
+    ]
     for folder in stale:
         folder.mkdir(parents=True)
         (folder / "half.bin").write_bytes(b"x")
@@ -121,4 +137,3 @@ def test_checkpoint_save_publishes_whole_and_cleans_killed_saves(tmp_path):
         checkpoint.save(run, step, model, optimizer, {"step": step}, {}, keep=2)
     assert checkpoint.all_steps(run) == [8, 12] and not any(p.name.startswith(".") for p in first.parent.iterdir())
     assert checkpoint.log_files(run)["plot"] == run / "loss.png"
-

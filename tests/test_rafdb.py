@@ -42,25 +42,43 @@ def test_sample_rows_exact(sample, run_convert):
     got = run_convert("rafdb", sample)
     assert not got.rejects
     assert got.rows[1] == {
-        "dataset": "rafdb", "image": "basic/Image/aligned/train_00002_aligned.jpg",
-        "image_id": "rafdb/basic/train_00002", "box": None, "split": "train", "kind": "attributes", "text": BASIC_TEXTS[1],
-        "attributes": [{"key": "expression", "value": "happiness"}, {"key": "gender", "value": "female"},
-                       {"key": "race", "value": "caucasian"}, {"key": "age", "value": "20-39"}],
-        "source": f"{LABELS}:2", "person": None, "origin_id": None,
+        "dataset": "rafdb",
+        "image": "basic/Image/aligned/train_00002_aligned.jpg",
+        "image_id": "rafdb/basic/train_00002",
+        "box": None,
+        "split": "train",
+        "kind": "attributes",
+        "text": BASIC_TEXTS[1],
+        "attributes": [
+            {"key": "expression", "value": "happiness"},
+            {"key": "gender", "value": "female"},
+            {"key": "race", "value": "caucasian"},
+            {"key": "age", "value": "20-39"},
+        ],
+        "source": f"{LABELS}:2",
+        "person": None,
+        "origin_id": None,
     }
     assert [r["text"] for r in got.rows] == BASIC_TEXTS + COMPOUND_TEXTS
-    assert [r["image_id"] for r in got.rows] == BASIC_IDS + ["rafdb/compound/train_0001", "rafdb/compound/train_0002",
-                                                             "rafdb/compound/test_0001"]
+    assert [r["image_id"] for r in got.rows] == BASIC_IDS + [
+        "rafdb/compound/train_0001",
+        "rafdb/compound/train_0002",
+        "rafdb/compound/test_0001",
+    ]
     assert [r["split"] for r in got.rows] == ["train"] * 5 + ["test"] * 3 + ["train", "train", "test"]
     assert got.rows[-1]["image"] == "compound/Image/aligned/test_0001_aligned.jpg"
     assert got.rows[-1]["source"] == "compound/EmoLabel/list_patition_label.txt:3"
     assert got.summary["splits"] == {"train": 7, "val": 0, "test": 4}
     assert got.summary["expected"] == {"official": {"train": 15433, "test": 3860, "total": 19293}, "paper": 29000}
     assert got.summary["notes"] == [
-        ("basic/Annotation/manual: 1 of 8 faces with gender code 2, left out by the manifest "
-         "(e.g. train_00003: gender '2'); the pairs it would give are left out of their texts"),
-        ("basic/Annotation/manual: 1 of 8 faces with no manual file (e.g. train_00004); "
-         "the pairs it would give are left out of their texts"),
+        (
+            "basic/Annotation/manual: 1 of 8 faces with gender code 2, left out by the manifest "
+            "(e.g. train_00003: gender '2'); the pairs it would give are left out of their texts"
+        ),
+        (
+            "basic/Annotation/manual: 1 of 8 faces with no manual file (e.g. train_00004); "
+            "the pairs it would give are left out of their texts"
+        ),
     ]
 
 
@@ -68,18 +86,25 @@ def test_sample_rows_exact(sample, run_convert):
 def test_layout_variants_give_the_same_texts(tmp_path, run_convert, variant):
     root = tmp_path / variant
     data = root / "RAF-DB" if variant == "extra_level" else root
-    fixture.write_sample(data, label_file="list_partition_label.txt" if variant == "partition_spelling"
-                         else fixture.LABEL_FILE, aligned_nested=variant == "nested_aligned")
+    fixture.write_sample(
+        data,
+        label_file="list_partition_label.txt" if variant == "partition_spelling" else fixture.LABEL_FILE,
+        aligned_nested=variant == "nested_aligned",
+    )
     got = run_convert("rafdb", root)
     assert [r["text"] for r in got.rows] == BASIC_TEXTS + COMPOUND_TEXTS
     assert got.rows[0]["image_id"] == "rafdb/basic/train_00001"
-    assert got.rows[0]["image"] == {
-        "partition_spelling": "basic/Image/aligned/train_00001_aligned.jpg",
-        "extra_level": "RAF-DB/basic/Image/aligned/train_00001_aligned.jpg",
-        "nested_aligned": "basic/Image/aligned/aligned/train_00001_aligned.jpg",
-    }[variant]
+    assert (
+        got.rows[0]["image"]
+        == {
+            "partition_spelling": "basic/Image/aligned/train_00001_aligned.jpg",
+            "extra_level": "RAF-DB/basic/Image/aligned/train_00001_aligned.jpg",
+            "nested_aligned": "basic/Image/aligned/aligned/train_00001_aligned.jpg",
+        }[variant]
+    )
     assert got.rows[0]["source"].endswith(
-        "list_partition_label.txt:1" if variant == "partition_spelling" else "list_patition_label.txt:1")
+        "list_partition_label.txt:1" if variant == "partition_spelling" else "list_patition_label.txt:1"
+    )
 
 
 def test_basic_only_download_and_option_compound_false(tmp_path, sample, run_convert):
@@ -128,9 +153,13 @@ def test_bad_lines_are_rejected_with_reasons(sample, run_convert):
     assert details["malformed line"] == "expected 2 fields, found 1"
     assert details["unknown label value"] == "label='9'"
     assert details["path escapes root"] == "basic/Image/aligned/../../../etc/passwd_aligned.jpg"
-    assert [r["image_id"] for r in got.rows] == ["rafdb/basic/train_00001", "rafdb/basic/train_00004",
-                                                 "rafdb/basic/train_00005", "rafdb/basic/test_0002",
-                                                 "rafdb/basic/test_0003"]
+    assert [r["image_id"] for r in got.rows] == [
+        "rafdb/basic/train_00001",
+        "rafdb/basic/train_00004",
+        "rafdb/basic/train_00005",
+        "rafdb/basic/test_0002",
+        "rafdb/basic/test_0003",
+    ]
     assert got.rows[2]["image"] == "basic/Image/aligned/TRAIN_00005_Aligned.JPG"
 
 
@@ -140,10 +169,14 @@ def test_unusable_manual_files_leave_their_pairs_out(sample, run_convert):
     (manual / "train_00001_manu_attri.txt").write_text("\n".join(text[:7]) + "\n")  # age line lost
     (manual / "train_00002_manu_attri.txt").write_text("\n".join(text[:6] + ["5", "2"]) + "\n")  # race 5
     got = run_convert("rafdb", sample, "compound=false")
-    assert [r["text"] for r in got.rows][:2] == ["rafdb expression: sadness",
-                                                 "rafdb expression: happiness; gender: male; age: 20-39"]
-    assert ("basic/Annotation/manual: 1 of 8 faces with a malformed manual file (e.g. train_00001); "
-            "the pairs it would give are left out of their texts") in got.summary["notes"]
+    assert [r["text"] for r in got.rows][:2] == [
+        "rafdb expression: sadness",
+        "rafdb expression: happiness; gender: male; age: 20-39",
+    ]
+    assert (
+        "basic/Annotation/manual: 1 of 8 faces with a malformed manual file (e.g. train_00001); "
+        "the pairs it would give are left out of their texts"
+    ) in got.summary["notes"]
     assert any("1 of 8 faces with an unknown race code (e.g. train_00002: race '5')" in n for n in got.summary["notes"])
 
 
@@ -152,7 +185,9 @@ def test_missing_files_are_clear_errors(sample, tmp_path):
     with pytest.raises(UserError, match=r"no folder named aligned under .*rafdb/basic"):
         convert("rafdb", sample, tmp_path / "out")
     (sample / LABELS).unlink()
-    with pytest.raises(UserError, match=r"no file named list_patition_label.txt or list_partition_label.txt under .*bas"):
+    with pytest.raises(
+        UserError, match=r"no file named list_patition_label.txt or list_partition_label.txt under .*bas"
+    ):
         convert("rafdb", sample, tmp_path / "out")
     shutil.rmtree(sample / "basic")
     with pytest.raises(UserError, match=r"rafdb: no basic/EmoLabel/list_patition_label.txt .* under .*rafdb"):
@@ -160,7 +195,6 @@ def test_missing_files_are_clear_errors(sample, tmp_path):
     with pytest.raises(UserError, match=r"option compound='maybe'"):
         convert("rafdb", sample, tmp_path / "out", ["compound=maybe"])
     assert not (tmp_path / "out" / "rafdb.parquet").exists()
-
 
 
 def test_root_pointing_at_the_compound_folder_is_not_read_as_basic(sample, tmp_path):

@@ -1,4 +1,5 @@
 """The demo's report: the evaluation as HTML tables (not Markdown in a <pre>), the corpus chart on a log axis."""
+
 import html.parser
 from pathlib import Path
 
@@ -69,11 +70,14 @@ def test_markdown_tables_become_html_tables_under_the_pages_headings():
 def test_report_shows_the_evaluation_as_tables(tmp_path):
     chart = tmp_path / "pairs_per_dataset.png"
     Image.new("RGB", (8, 8)).save(chart)
-    data = ReportData([("evaluate", "16 val faces evaluated", 1.0)], chart, [Face(None, chart, ["a text"])], None, [],
-                      EVALUATION)
+    data = ReportData(
+        [("evaluate", "16 val faces evaluated", 1.0)], chart, [Face(None, chart, ["a text"])], None, [], EVALUATION
+    )
     page = write_report(tmp_path / "report", data).read_text(encoding="utf-8")
-    evaluation = page[page.index("Evaluation on the sample val split"):]
+    evaluation = page[page.index("Evaluation on the sample val split") :]
     assert "<pre>" not in page and "| table |" not in evaluation
-    assert [row[:2] for row in parsed(evaluation).tables[0][1:]] == [["Table 4", "AffectNet expression"],
-                                                                     ["Table 4", "FairFace race"]]
+    assert [row[:2] for row in parsed(evaluation).tables[0][1:]] == [
+        ["Table 4", "AffectNet expression"],
+        ["Table 4", "FairFace race"],
+    ]
     assert Path(tmp_path / "report" / "report_files" / "001-pairs_per_dataset.png").is_file()

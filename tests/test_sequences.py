@@ -54,7 +54,10 @@ def test_attributes_to_face_shares_the_to_image_layout():
 
 
 def test_the_mask_of_a_padded_batch_by_hand():
-    rows = [LAYOUTS.face_to_caption(CODES, "a man", face="f"), LAYOUTS.face_to_caption(CODES, "a smiling man", face="g")]
+    rows = [
+        LAYOUTS.face_to_caption(CODES, "a man", face="f"),
+        LAYOUTS.face_to_caption(CODES, "a smiling man", face="g"),
+    ]
     batch = pad_batch(rows)
     assert batch["tokens"].shape == (2, 14)
     assert batch["segments"][0].tolist() == [1] * 10 + [2] * 3 + [0]
@@ -88,8 +91,8 @@ def test_long_captions_are_cut_at_a_word_boundary():
     caption = "a smiling man with extraordinarily bushy eyebrows and a very long beard"
     s = LAYOUTS.face_to_caption(CODES, caption, face="f")
     assert s.truncated and len(s.tokens) <= SMALL.seq_length
-    text = TOK.decode(s.tokens[s.prefix_length:-1])
-    assert caption.startswith(text + " ") and TOK.encode(text) == s.tokens[s.prefix_length:-1]
+    text = TOK.decode(s.tokens[s.prefix_length : -1])
+    assert caption.startswith(text + " ") and TOK.encode(text) == s.tokens[s.prefix_length : -1]
 
 
 CELEBA_40 = [{"key": f"attribute {i}", "value": "true" if i % 2 else "false"} for i in range(40)]
@@ -99,7 +102,7 @@ def test_long_attribute_texts_are_subsampled_by_whole_pairs_in_order():
     rows = [LAYOUTS.face_to_attributes(CODES, "celeba", CELEBA_40, random.Random(seed), face="f") for seed in range(5)]
     subsets = set()
     for s in rows:
-        text = TOK.decode(s.tokens[s.prefix_length:-1])
+        text = TOK.decode(s.tokens[s.prefix_length : -1])
         assert s.truncated and len(s.tokens) <= SMALL.seq_length and text.startswith("celeba ")
         kept = [p.strip() for p in text.removeprefix("celeba ").split(";")]
         indices = [int(p.split(":")[0].removeprefix("attribute").replace(" ", "")) for p in kept]  # digits mode: "2 3"
@@ -118,17 +121,38 @@ def test_paper_size_celeba_row_fits():
     assert len(s.tokens) <= 334 and s.segments.count(2) == 257 and s.tokens[-1] == SEP and s.truncated
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: LAYOUTS.caption_to_face("a man", [0, 1, 2, 1024], face="celeba/000042"),
-     "celeba/000042: image code 1024 is outside the codebook of 1024"),
-    (lambda: LAYOUTS.face_to_caption([0, 1], "a man", face="ffhq/00001"), "ffhq/00001: 2 image codes; the model expects 4"),
-    (lambda: LAYOUTS.face_to_caption(CODES, "a man 😀", face="ffhq/00002"), "ffhq/00002: text 'a man 😀' has characters"),
-    (lambda: LAYOUTS.face_to_caption(CODES, "   ", face="ffhq/00003"), "ffhq/00003: empty text"),
-    (lambda: LAYOUTS.face_to_caption(CODES, "pneumonoultramicroscopicsilicovolcanoconiosis", face="ffhq/4"),
-     "ffhq/4: the caption's first word alone exceeds the 9-token budget"),
-    (lambda: LAYOUTS.face_to_attributes(CODES, "celeba", [{"key": "a very very long attribute name", "value": "true"}] * 3,
-                                        random.Random(0), face="celeba/7"), "celeba/7: no attribute pair fits"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: LAYOUTS.caption_to_face("a man", [0, 1, 2, 1024], face="celeba/000042"),
+            "celeba/000042: image code 1024 is outside the codebook of 1024",
+        ),
+        (
+            lambda: LAYOUTS.face_to_caption([0, 1], "a man", face="ffhq/00001"),
+            "ffhq/00001: 2 image codes; the model expects 4",
+        ),
+        (
+            lambda: LAYOUTS.face_to_caption(CODES, "a man 😀", face="ffhq/00002"),
+            "ffhq/00002: text 'a man 😀' has characters",
+        ),
+        (lambda: LAYOUTS.face_to_caption(CODES, "   ", face="ffhq/00003"), "ffhq/00003: empty text"),
+        (
+            lambda: LAYOUTS.face_to_caption(CODES, "pneumonoultramicroscopicsilicovolcanoconiosis", face="ffhq/4"),
+            "ffhq/4: the caption's first word alone exceeds the 9-token budget",
+        ),
+        (
+            lambda: LAYOUTS.face_to_attributes(
+                CODES,
+                "celeba",
+                [{"key": "a very very long attribute name", "value": "true"}] * 3,
+                random.Random(0),
+                face="celeba/7",
+            ),
+            "celeba/7: no attribute pair fits",
+        ),
+    ],
+)
 def test_errors_name_the_face(build, message):
     with pytest.raises(UserError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         build()
@@ -142,10 +166,17 @@ def test_pad_batch_to_a_fixed_length():
 
 def test_pad_batch_fills_any_row_as_written():
     """Rows of the layouts' shape are filled by slices, any other row element by element: the same padded batch."""
-    rows = [LAYOUTS.caption_to_face("a smiling man", CODES, "f"), LAYOUTS.face_to_caption(CODES, "a man", "f"),
-            LAYOUTS.to_caption_prompt(CODES), LAYOUTS.to_attributes_prompt(CODES, "gender", face="f"),
-            Sequence([5, 6, 7, 8], [1, 2, 1, 2], [X, 7, X, X]), Sequence([5, 6, 7], [1, 1, 2], [X, 7, X]),
-            Sequence([5, 6, 7], [1, 2, 2], [X, 6, 7]), Sequence([5, 6], [2, 2], [6, X]), Sequence([5], [1], [X])]
+    rows = [
+        LAYOUTS.caption_to_face("a smiling man", CODES, "f"),
+        LAYOUTS.face_to_caption(CODES, "a man", "f"),
+        LAYOUTS.to_caption_prompt(CODES),
+        LAYOUTS.to_attributes_prompt(CODES, "gender", face="f"),
+        Sequence([5, 6, 7, 8], [1, 2, 1, 2], [X, 7, X, X]),
+        Sequence([5, 6, 7], [1, 1, 2], [X, 7, X]),
+        Sequence([5, 6, 7], [1, 2, 2], [X, 6, 7]),
+        Sequence([5, 6], [2, 2], [6, X]),
+        Sequence([5], [1], [X]),
+    ]
     batch = pad_batch(rows, length=24)
     for row, s in enumerate(rows):
         n = len(s.tokens)

@@ -1,5 +1,6 @@
 """serve: the web page on a tiny random model, driven in headless Chromium (playwright on the system's chromium);
 the HTTP API (gradio_client) where no browser starts. The page's answers are generate's, byte for byte."""
+
 import importlib.util
 import json
 import os
@@ -40,8 +41,10 @@ START_SECONDS = 90
 
 def bomb_png(path: Path, side: int = 20000) -> Path:
     """A PNG whose header claims side x side pixels (over Pillow's limit as tokenize-images sets it), no pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
     return path
@@ -66,8 +69,15 @@ def files(tmp_path_factory):
         from clip_fixture import save_tiny_clip
 
         clip = save_tiny_clip(root / "clip")
-    return {"root": root, "export": root / "export", "config": vqgan["config"], "ckpt": vqgan["ckpt"], "face": face,
-            "bad": bad, "clip": clip}
+    return {
+        "root": root,
+        "export": root / "export",
+        "config": vqgan["config"],
+        "ckpt": vqgan["ckpt"],
+        "face": face,
+        "bad": bad,
+        "clip": clip,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +91,38 @@ def test_the_faces_answer_is_the_line_generate_writes_for_the_same_request(files
     settings = service.sampling(2.0, 5, 0.0, 0.7, 3)  # the page's values (a slider's 2.0) as generate's flags
     assert settings == Sampling(samples=2, top_k=5, top_p=0.0, temperature=0.7, seed=3)
     answer = service.faces(DEFAULT_TEXT, settings)
-    result = CliRunner().invoke(cli.main, [str(a) for a in (
-        "generate", "--checkpoint", files["export"], "--vqgan-config", files["config"], "--vqgan-ckpt", files["ckpt"],
-        "--prompt", "to_image", "--text", DEFAULT_TEXT, "--samples", 2, "--top-k", 5, "--top-p", 0.0,
-        "--temperature", 0.7, "--seed", 3, "--out", tmp_path / "gen")], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli.main,
+        [
+            str(a)
+            for a in (
+                "generate",
+                "--checkpoint",
+                files["export"],
+                "--vqgan-config",
+                files["config"],
+                "--vqgan-ckpt",
+                files["ckpt"],
+                "--prompt",
+                "to_image",
+                "--text",
+                DEFAULT_TEXT,
+                "--samples",
+                2,
+                "--top-k",
+                5,
+                "--top-p",
+                0.0,
+                "--temperature",
+                0.7,
+                "--seed",
+                3,
+                "--out",
+                tmp_path / "gen",
+            )
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert (answer.folder / "results.jsonl").read_bytes() == (tmp_path / "gen" / "results.jsonl").read_bytes()
     with zipfile.ZipFile(service.bundle(answer)) as bundle:
@@ -106,8 +144,10 @@ def test_with_clip_faces_and_captions_are_ranked_and_scored(files, service):
     from trainer.clip import ClipScorer
 
     ranked = Service(service.session, service.workdir / "clip", clip=ClipScorer.load(files["clip"]))
-    for answer in (ranked.faces(DEFAULT_TEXT, ranked.sampling(2, 70, 0, 1, 0)),
-                   ranked.caption(str(files["face"]), ranked.sampling(2, 70, 0, 1, 0))):
+    for answer in (
+        ranked.faces(DEFAULT_TEXT, ranked.sampling(2, 70, 0, 1, 0)),
+        ranked.caption(str(files["face"]), ranked.sampling(2, 70, 0, 1, 0)),
+    ):
         assert len(answer.clip) == 2 and sorted(answer.order) == [0, 1]
         assert [answer.clip[k] for k in answer.order] == sorted(answer.clip, reverse=True)
         assert "ranked by CLIP" in describe(answer)
@@ -115,8 +155,9 @@ def test_with_clip_faces_and_captions_are_ranked_and_scored(files, service):
         assert json.loads(bundle.read("clip.json"))["ranked"] == answer.order
 
 
-@pytest.mark.parametrize("name, reason", [("broken.jpg", "corrupt"), ("empty.png", "not an image"),
-                                          ("bomb.png", "too large")])
+@pytest.mark.parametrize(
+    "name, reason", [("broken.jpg", "corrupt"), ("empty.png", "not an image"), ("bomb.png", "too large")]
+)
 def test_a_bad_upload_is_one_line_naming_it(files, service, name, reason):
     with pytest.raises(UserError, match=f"^face {re.escape(name)}: {reason}") as caught:
         service.caption(str(files["bad"] / name), service.sampling(1, 70, 0, 1, 0))
@@ -124,10 +165,15 @@ def test_a_bad_upload_is_one_line_naming_it(files, service, name, reason):
 
 
 def test_settings_out_of_range_are_refused():
-    for values, field in (((17, 70, 0, 1, 0), "samples 17"), ((0, 70, 0, 1, 0), "samples 0"),
-                          ((2.5, 70, 0, 1, 0), "samples 2.5"), ((2, -1, 0, 1, 0), "top-k -1"),
-                          ((2, 70, 1.5, 1, 0), "--top-p 1.5"), ((2, 70, 0, 0, 0), "--temperature 0"),
-                          ((2, 70, 0, float("nan"), 0), "temperature nan")):
+    for values, field in (
+        ((17, 70, 0, 1, 0), "samples 17"),
+        ((0, 70, 0, 1, 0), "samples 0"),
+        ((2.5, 70, 0, 1, 0), "samples 2.5"),
+        ((2, -1, 0, 1, 0), "top-k -1"),
+        ((2, 70, 1.5, 1, 0), "--top-p 1.5"),
+        ((2, 70, 0, 0, 0), "--temperature 0"),
+        ((2, 70, 0, float("nan"), 0), "temperature nan"),
+    ):
         with pytest.raises(UserError, match=re.escape(field)):
             Service.sampling(*values)
     assert whole_number(4.0, "samples", 1, 16) == 4
@@ -170,11 +216,30 @@ def start_server(files, cwd: Path, log: Path) -> tuple[subprocess.Popen, str, Pa
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "serve", "--checkpoint", str(files["export"]),
-                                 "--vqgan-config", str(files["config"]), "--vqgan-ckpt", str(files["ckpt"]),
-                                 "--examples", str(files["face"].parent), "--port", str(port), "--device", "cpu",
-                                 *(["--clip", str(files["clip"])] if files["clip"] else [])],
-                                cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "cli.py"),
+                "serve",
+                "--checkpoint",
+                str(files["export"]),
+                "--vqgan-config",
+                str(files["config"]),
+                "--vqgan-ckpt",
+                str(files["ckpt"]),
+                "--examples",
+                str(files["face"].parent),
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                *(["--clip", str(files["clip"])] if files["clip"] else []),
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         started = re.search(r"serving .* on (http://\S+) \(temporary folder (.+)\)", log.read_text())
@@ -300,8 +365,9 @@ def drive_api(url: str, files, tmp_path: Path) -> None:
     assert len(gallery) == 2
     _, captions, _ = client.predict(handle_file(str(files["face"])), 2, 70, 0, 1, 0, api_name="/caption")
     assert len(captions["data"]) == 2
-    value, table = client.predict(handle_file(str(files["face"])), "celeba", "gender", "male, female",
-                                  api_name="/attributes")
+    value, table = client.predict(
+        handle_file(str(files["face"])), "celeba", "gender", "male, female", api_name="/attributes"
+    )
     assert isinstance(value, str) and len(table["data"]) == 2
     with pytest.raises(AppError, match="face broken.jpg: corrupt"):
         client.predict(handle_file(str(files["bad"] / "broken.jpg")), 2, 70, 0, 1, 0, api_name="/caption")

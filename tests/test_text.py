@@ -14,13 +14,16 @@ def test_shipped_vocabulary_is_bert_uncased():
     assert (WHOLE.pad_id, WHOLE.unk_id, WHOLE.cls_id, WHOLE.sep_id) == (0, 100, 101, 102)
 
 
-@pytest.mark.parametrize("text, ids", [
-    ("to image", [2000, 3746]),
-    ("to caption", [2000, 14408, 3258]),
-    ("gender :", [5907, 1024]),
-    ("gender:", [5907, 1024]),
-    ("To  Caption", [2000, 14408, 3258]),
-])
+@pytest.mark.parametrize(
+    "text, ids",
+    [
+        ("to image", [2000, 3746]),
+        ("to caption", [2000, 14408, 3258]),
+        ("gender :", [5907, 1024]),
+        ("gender:", [5907, 1024]),
+        ("To  Caption", [2000, 14408, 3258]),
+    ],
+)
 def test_prompts_tokenize_as_the_released_model_saw_them(text, ids):
     assert WHOLE.encode(text) == ids == DIGITS.encode(text)
 
@@ -65,7 +68,9 @@ def test_cached_encoding_is_the_tokenizers_encoding():
     for tokenizer in (WHOLE, DIGITS):
         for text in texts * 2:  # the second time from the cache
             assert tokenizer.encode(text) == tokenizer._tokenizer.encode(text, add_special_tokens=False).ids, text
-        assert tokenizer.encode_many(texts) == [e.ids for e in tokenizer._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        assert tokenizer.encode_many(texts) == [
+            e.ids for e in tokenizer._tokenizer.encode_batch(texts, add_special_tokens=False)
+        ]
 
 
 def test_digits_mode_splits_numbers_into_single_digits():
@@ -75,12 +80,15 @@ def test_digits_mode_splits_numbers_into_single_digits():
     assert DIGITS.encode("19") == [1015, 1023]  # the same vocabulary: ids of "1" and "9"
 
 
-@pytest.mark.parametrize("text", [
-    "a young woman with blond hair is smiling.",
-    "celeba gender: male; bald: true; oval face: false",
-    "fairface age: 10-19; gender: female; race: east asian",
-    "he doesn't wear eyeglasses; he is 37 years old",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a young woman with blond hair is smiling.",
+        "celeba gender: male; bald: true; oval face: false",
+        "fairface age: 10-19; gender: female; race: east asian",
+        "he doesn't wear eyeglasses; he is 37 years old",
+    ],
+)
 @pytest.mark.parametrize("tokenizer", [WHOLE, DIGITS])
 def test_detokenization_gives_words_and_round_trips(text, tokenizer):
     ids = tokenizer.encode(text)
@@ -103,7 +111,10 @@ def test_image_codes_map_after_the_text_vocabulary():
 
 
 def test_tokenizer_follows_the_config():
-    assert TextTokenizer.for_config(load_config("paper")).settings() == {"vocab": "bert-base-uncased", "numbers": "whole"}
+    assert TextTokenizer.for_config(load_config("paper")).settings() == {
+        "vocab": "bert-base-uncased",
+        "numbers": "whole",
+    }
     assert TextTokenizer.for_config(load_config("tiny")).numbers == "digits"
     with pytest.raises(UserError, match="text_vocab_size 30000"):
         TextTokenizer.for_config(load_config("tiny").replace(text_vocab_size=30000))

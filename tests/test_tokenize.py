@@ -1,4 +1,5 @@
 """tokenize-images: image preparation, shard layout, determinism, resume after a kill, GPUs and nodes."""
+
 import json
 import signal
 import subprocess
@@ -119,7 +120,7 @@ def test_shard_reader_reads_what_tarfile_reads(tmp_path):
             part.write_bytes(data[:cut])
             assert members_and_error(shards._tar_members, part) == members_and_error(by_tarfile, part)
         for at in range(0, 4096, 61):  # a changed byte: a bad checksum in a header, or other data
-            part.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1:])
+            part.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
             assert members_and_error(shards._tar_members, part) == members_and_error(by_tarfile, part)
     assert len(members_and_error(shards._tar_members, whole)) == 2 * len(names)
 
@@ -154,20 +155,36 @@ def setup(tmp_path_factory):
     corpus = write_corpus(folder)
     vqgan = write_tiny_vqgan(folder / "vqgan", seed=1)
     baseline = folder / "baseline"
-    summary = tokenize_images(corpus, baseline, vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], config=TokenizeConfig(**RUN),
-                              progress=False)
+    summary = tokenize_images(
+        corpus,
+        baseline,
+        vqgan_config=vqgan["config"],
+        vqgan_ckpt=vqgan["ckpt"],
+        config=TokenizeConfig(**RUN),
+        progress=False,
+    )
     return {"folder": folder, "corpus": corpus, "vqgan": vqgan, "baseline": baseline, "summary": summary}
 
 
 def run(setup, out, **changes):
-    return tokenize_images(setup["corpus"], out, vqgan_config=setup["vqgan"]["config"], vqgan_ckpt=setup["vqgan"]["ckpt"],
-                           config=TokenizeConfig(**{**RUN, **changes}), progress=False)
+    return tokenize_images(
+        setup["corpus"],
+        out,
+        vqgan_config=setup["vqgan"]["config"],
+        vqgan_ckpt=setup["vqgan"]["ckpt"],
+        config=TokenizeConfig(**{**RUN, **changes}),
+        progress=False,
+    )
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    """The shards' files; each machine's run settings and lock (tokenize-config-node-R.json, .lock-node-R) are its own."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(("tokenize-config-", ".lock-"))}
+    """The shards' files; each machine's run settings and lock (tokenize-config-node-R.json, .lock-node-R) are its
+    own."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(("tokenize-config-", ".lock-"))
+    }
 
 
 def assert_identical(folder: Path, baseline: Path) -> None:
@@ -185,7 +202,11 @@ def test_shards_hold_every_good_face_once_with_codes_and_texts(setup):
     assert summary["faces_written_per_split"] == {"train": 7, "val": 0, "test": 2}
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["test", "train", "val"]
     assert [Path(u).relative_to(out).as_posix() for u in shards.tar_urls(out)] == [
-        "train/shard-000000.tar", "train/shard-000001.tar", "train/shard-000002.tar", "test/shard-000000.tar"]
+        "train/shard-000000.tar",
+        "train/shard-000001.tar",
+        "train/shard-000002.tar",
+        "test/shard-000000.tar",
+    ]
     assert shards.tar_urls(out, "val") == [] and len(shards.tar_urls(out / "train")) == 3
     assert summary["rejects"]["by_reason"] == {"bad_box": 1, "corrupt": 1, "missing": 1, "not_an_image": 1}
     urls = shards.tar_urls(out)
@@ -205,8 +226,11 @@ def test_shards_hold_every_good_face_once_with_codes_and_texts(setup):
         assert meta["texts"][0]["attributes"][0]["key"] == "gender" and "ünïcode" in meta["texts"][1]["text"]
     index = json.loads((out / "index.json").read_text())
     assert index["faces"] == GOOD and [s["faces"] for s in index["shards"]] == [3, 3, 1, 2]
-    assert index["splits"] == {"train": {"faces": 7, "shards": 3}, "val": {"faces": 0, "shards": 0},
-                               "test": {"faces": 2, "shards": 1}}
+    assert index["splits"] == {
+        "train": {"faces": 7, "shards": 3},
+        "val": {"faces": 0, "shards": 0},
+        "test": {"faces": 2, "shards": 1},
+    }
     assert {r["image_id"]: r["reason"] for r in index["rejects"]["items"]} == REJECT_REASONS
 
 
@@ -228,17 +252,21 @@ def test_rerun_skips_finished_shards(setup):
 
 def test_resume_after_kill_is_byte_identical(setup):
     out = setup["folder"] / "killed"
-    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from facetokens.config import TokenizeConfig; "
-              f"from facetokens.tokenize_images import tokenize_images; "
-              f"tokenize_images({str(setup['corpus'])!r}, {str(out)!r}, vqgan_config={str(setup['vqgan']['config'])!r}, "
-              f"vqgan_ckpt={str(setup['vqgan']['ckpt'])!r}, config=TokenizeConfig(**{RUN!r}), progress=False)")
+    script = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from facetokens.config import TokenizeConfig; "
+        f"from facetokens.tokenize_images import tokenize_images; "
+        f"tokenize_images({str(setup['corpus'])!r}, {str(out)!r}, vqgan_config={str(setup['vqgan']['config'])!r}, "
+        f"vqgan_ckpt={str(setup['vqgan']['ckpt'])!r}, config=TokenizeConfig(**{RUN!r}), progress=False)"
+    )
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "train" / "shard-000000.stats.json").exists() and child.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    done_before = sum(shards.is_complete(out / s, k) for s, k in [("train", 0), ("train", 1), ("train", 2), ("test", 0)])
+    done_before = sum(
+        shards.is_complete(out / s, k) for s, k in [("train", 0), ("train", 1), ("train", 2), ("test", 0)]
+    )
     assert 1 <= done_before < 4, "the kill should land between the first and the last shard"
     summary = run(setup, out)
     assert summary["shards_skipped_complete"] == done_before
@@ -289,7 +317,9 @@ def test_bf16_reports_agreement_and_a_changed_plan_is_refused(setup):
 
 def test_user_errors(setup, tmp_path):
     with pytest.raises(UserError, match="images.parquet"):
-        tokenize_images(tmp_path, tmp_path / "x", vqgan_config=None, vqgan_ckpt=setup["vqgan"]["ckpt"], config=TokenizeConfig(**RUN))
+        tokenize_images(
+            tmp_path, tmp_path / "x", vqgan_config=None, vqgan_ckpt=setup["vqgan"]["ckpt"], config=TokenizeConfig(**RUN)
+        )
     with pytest.raises(UserError, match="precision"):
         run(setup, tmp_path / "y", precision="fp8")
     with pytest.raises(UserError, match="shard-range"):

@@ -1,4 +1,5 @@
 """train: the data stream, exact resume, DDP equivalence, task balance, target-only loss, never a test face, errors."""
+
 import dataclasses
 import json
 import os
@@ -35,8 +36,15 @@ def corpus(tmp_path_factory):
 
 
 def config(**changes) -> TrainConfig:
-    base = {"model": "tiny", "batch_size": 16, "micro_batch_size": 8, "max_steps": 8, "save_every": 4, "val_every": 4,
-            "data": DATA}
+    base = {
+        "model": "tiny",
+        "batch_size": 16,
+        "micro_batch_size": 8,
+        "max_steps": 8,
+        "save_every": 4,
+        "val_every": 4,
+        "data": DATA,
+    }
     return TrainConfig(**{**base, **changes})
 
 
@@ -100,9 +108,19 @@ def test_stream_state_resumes_the_exact_batches(corpus):
 # ----------------------------------------------------------------------------- the loop
 def test_sixty_steps_reduce_the_loss(corpus):
     run = corpus["folder"] / "learn"
-    summary = train(corpus["shards"], run, config(batch_size=8, max_steps=60, save_every=60, val_every=30,
-                                                   log_every=1, optim=dataclasses.replace(TrainConfig().optim, lr=5e-3)),
-                    progress=False)
+    summary = train(
+        corpus["shards"],
+        run,
+        config(
+            batch_size=8,
+            max_steps=60,
+            save_every=60,
+            val_every=30,
+            log_every=1,
+            optim=dataclasses.replace(TrainConfig().optim, lr=5e-3),
+        ),
+        progress=False,
+    )
     curve = losses(run)
     assert len(curve) == 60 and summary["accumulation"] == 1
     assert sum(curve[-10:]) / 10 < sum(curve[:10]) / 10 - 3  # about 9.9 -> 4.6
@@ -139,8 +157,9 @@ def test_no_test_face_is_ever_read(corpus, monkeypatch):
 
 
 def _ddp_worker(rank: int, world: int, port: int, shards_dir: str, run: str, model: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     train(Path(shards_dir), Path(run), config(model=model, max_steps=4), progress=False)
     import torch.distributed as dist
@@ -195,12 +214,40 @@ def test_out_of_range_token_and_empty_shards_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad"
     folder = shards.split_dir(bad, "train")
     folder.mkdir(parents=True)
-    texts = [{"dataset": "celeba", "kind": "attributes", "text": "celeba gender: male", "attributes": [{"key": "gender", "value": "male"}]},
-             {"dataset": "celeba", "kind": "caption", "text": "a man", "attributes": None}]
-    shards.write_shard(folder, 0, [shards.sample(Face("celeba/1", "celeba", "/x", "x", None, "train", texts), [1500] * 16)], [], 0, 1)
-    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), "train", "--shards", str(bad), "--out", str(tmp_path / "run"),
-                           "--config", "tiny", "--batch-size", "8", "--micro-batch-size", "8", "--max-steps", "1"],
-                          capture_output=True, text=True, check=False)
+    texts = [
+        {
+            "dataset": "celeba",
+            "kind": "attributes",
+            "text": "celeba gender: male",
+            "attributes": [{"key": "gender", "value": "male"}],
+        },
+        {"dataset": "celeba", "kind": "caption", "text": "a man", "attributes": None},
+    ]
+    shards.write_shard(
+        folder, 0, [shards.sample(Face("celeba/1", "celeba", "/x", "x", None, "train", texts), [1500] * 16)], [], 0, 1
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "cli.py"),
+            "train",
+            "--shards",
+            str(bad),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            "tiny",
+            "--batch-size",
+            "8",
+            "--micro-batch-size",
+            "8",
+            "--max-steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 2 and len(errors) == 1 and "outside the codebook" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
@@ -215,7 +262,7 @@ def test_a_face_whose_text_cannot_be_tokenized_is_skipped_not_fatal(tmp_path):
     from train_fixture import face
 
     faces = [face(k, "train", captions=1) for k in range(12)]
-    faces[0][0].texts[-1]["text"] = "a smiling man \U0001F642"  # BERT's vocabulary has no emoji: [UNK]
+    faces[0][0].texts[-1]["text"] = "a smiling man \U0001f642"  # BERT's vocabulary has no emoji: [UNK]
     folder = shards.split_dir(tmp_path, "train")
     folder.mkdir(parents=True)
     shards.check_plan(tmp_path, {"format": shards.FORMAT_VERSION, "vqgan": {"config": {"n_embed": 1024}}})
@@ -229,8 +276,16 @@ def test_a_face_whose_text_cannot_be_tokenized_is_skipped_not_fatal(tmp_path):
 def test_training_rows_open_with_the_texts_own_head():
     from trainer.data import task_choices
 
-    meta = {"texts": [{"dataset": "imdb_wiki", "kind": "attributes", "text": "wiki age: 10; gender: female",
-                       "attributes": [{"key": "age", "value": "10"}, {"key": "gender", "value": "female"}]}]}
+    meta = {
+        "texts": [
+            {
+                "dataset": "imdb_wiki",
+                "kind": "attributes",
+                "text": "wiki age: 10; gender: female",
+                "attributes": [{"key": "age", "value": "10"}, {"key": "gender", "value": "female"}],
+            }
+        ]
+    }
     assert task_choices("face_to_attributes", meta)[0][0] == "wiki"  # what evaluate and generate prompt with
 
 

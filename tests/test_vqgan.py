@@ -1,4 +1,5 @@
 """The VQGAN loader: taming configs, Lightning/plain/safetensors checkpoints, refusal of unsafe pickles."""
+
 import os
 import pickle
 import sys
@@ -39,21 +40,43 @@ def test_project_yaml_is_a_net2net_transformer_config(tiny):
 
 
 def test_plain_vqgan_config_and_ffhq_shapes(tmp_path):
-    plain = {"model": {"base_learning_rate": 4.5e-6, "target": "taming.models.vqgan.VQModel",
-                       "params": {"embed_dim": 256, "n_embed": 1024, "ddconfig": dict(FFHQ_CONFIG.ddconfig),
-                                  "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"}}}}
+    plain = {
+        "model": {
+            "base_learning_rate": 4.5e-6,
+            "target": "taming.models.vqgan.VQModel",
+            "params": {
+                "embed_dim": 256,
+                "n_embed": 1024,
+                "ddconfig": dict(FFHQ_CONFIG.ddconfig),
+                "lossconfig": {"target": "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"},
+            },
+        }
+    }
     (tmp_path / "vqgan.yaml").write_text(yaml.safe_dump(plain))
     config = read_vqgan_config(tmp_path / "vqgan.yaml")
     assert config == FFHQ_CONFIG
     assert (config.grid, config.codes_per_image) == (16, 256)
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"model": {"target": "taming.models.vqgan.GumbelVQ", "params": {}}}, "only taming.models.vqgan.VQModel"),
-    ({"model": {"target": "taming.models.vqgan.VQModel", "params": {"embed_dim": 4}}}, "expected embed_dim, n_embed"),
-    ({"model": {"target": "taming.models.vqgan.VQModel",
-                "params": {"embed_dim": 4, "n_embed": 8, "ddconfig": {"ch": 32}}}}, "ddconfig lacks"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"model": {"target": "taming.models.vqgan.GumbelVQ", "params": {}}}, "only taming.models.vqgan.VQModel"),
+        (
+            {"model": {"target": "taming.models.vqgan.VQModel", "params": {"embed_dim": 4}}},
+            "expected embed_dim, n_embed",
+        ),
+        (
+            {
+                "model": {
+                    "target": "taming.models.vqgan.VQModel",
+                    "params": {"embed_dim": 4, "n_embed": 8, "ddconfig": {"ch": 32}},
+                }
+            },
+            "ddconfig lacks",
+        ),
+    ],
+)
 def test_bad_configs_are_user_errors(tmp_path, doc, message):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(UserError, match=message):
@@ -63,9 +86,11 @@ def test_bad_configs_are_user_errors(tmp_path, doc, message):
 def test_lightning_plain_and_safetensors_give_the_same_codes(tiny, images, tmp_path):
     converted = convert_vqgan(tiny["config"], tiny["ckpt"], tmp_path / "vqgan.safetensors")
     assert converted.read_bytes()[:8] != b"PK\x03\x04"
-    models = [load_vqgan(tiny["config"], tiny["ckpt"], with_decoder=False),
-              load_vqgan(tiny["config"], tiny["plain"], with_decoder=False),
-              load_vqgan(None, converted, with_decoder=False)]  # safetensors carries its config
+    models = [
+        load_vqgan(tiny["config"], tiny["ckpt"], with_decoder=False),
+        load_vqgan(tiny["config"], tiny["plain"], with_decoder=False),
+        load_vqgan(None, converted, with_decoder=False),
+    ]  # safetensors carries its config
     codes = [m.encode_to_codes(images[:1]) for m in models]
     assert codes[0].shape == (1, 256) and codes[0].dtype == torch.int64
     assert 0 <= int(codes[0].min()) and int(codes[0].max()) < TINY_CONFIG.n_embed
@@ -93,8 +118,13 @@ def test_encode_decode_shapes_and_ranges(tiny, images):
 class _FakeLightningModules:
     """Real Lightning is not installed: pickle needs importable classes, so fake modules stand in while saving."""
 
-    names = ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint",
-             "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing")
+    names = (
+        "pytorch_lightning",
+        "pytorch_lightning.callbacks",
+        "pytorch_lightning.callbacks.model_checkpoint",
+        "pytorch_lightning.utilities",
+        "pytorch_lightning.utilities.parsing",
+    )
 
     def __enter__(self):
         for name in self.names:

@@ -14,6 +14,7 @@ killed run never leaves half a checkpoint. The run holds RUN/.lock for its whole
 `with common.locks.folder_lock(out, "train"):`), so a second `train` on the same RUN is refused and
 only the holder removes the temporaries of killed saves.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,9 @@ def _write_folder(tmp: Path, model, optimizer, state: dict, train_config: dict) 
 
 def all_steps(run: Path) -> list[int]:
     folder = Path(run) / CHECKPOINTS
-    return sorted(int(m.group(1)) for p in folder.glob("step-*") if (m := _STEP.match(p.name))) if folder.is_dir() else []
+    return (
+        sorted(int(m.group(1)) for p in folder.glob("step-*") if (m := _STEP.match(p.name))) if folder.is_dir() else []
+    )
 
 
 def latest(run: Path) -> Path | None:
@@ -130,8 +133,10 @@ def load_training_state(folder: Path) -> tuple[dict, dict]:
     if unknown:
         raise UserError(f"{where}: unknown entry {', '.join(map(str, unknown))}")
     if state["step"] != read_step(folder) or state["world_size"] < 1 or len(state["rng"]) != state["world_size"]:
-        raise UserError(f"{where}: step {state['step']}, world_size {state['world_size']} and {len(state['rng'])} "
-                        f"RNG states do not fit the folder {Path(folder).name}")
+        raise UserError(
+            f"{where}: step {state['step']}, world_size {state['world_size']} and {len(state['rng'])} "
+            f"RNG states do not fit the folder {Path(folder).name}"
+        )
     return state, _read(folder, OPTIMIZER_FILE, _torch_load)
 
 

@@ -9,6 +9,7 @@ The folder is what `CLIPModel.save_pretrained` and `CLIPProcessor.save_pretraine
 (`logit_scale` is not applied, so scores compare across models and runs). A text longer than CLIP's
 77 tokens is cut there, and `ClipScores.truncated` says so.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,9 +43,11 @@ def rank(scores: list[float], keep: int) -> list[int]:
 def require_folder(folder: Path | str) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"--clip {folder}: not a folder; expected a CLIP saved with save_pretrained "
-                        f"(e.g. openai/clip-vit-base-patch32: config.json, model.safetensors, tokenizer and "
-                        f"preprocessor files)")
+        raise UserError(
+            f"--clip {folder}: not a folder; expected a CLIP saved with save_pretrained "
+            f"(e.g. openai/clip-vit-base-patch32: config.json, model.safetensors, tokenizer and "
+            f"preprocessor files)"
+        )
     return folder
 
 
@@ -73,21 +76,26 @@ class ClipScorer:
             hf_logging.set_verbosity(verbosity)
         missing = info.get("missing_keys") or []
         if missing:  # transformers would fill them with random values and only warn
-            raise UserError(f"--clip {folder}: {len(missing)} weights missing from the checkpoint "
-                            f"(first {min(missing)}): not a complete CLIP")
+            raise UserError(
+                f"--clip {folder}: {len(missing)} weights missing from the checkpoint "
+                f"(first {min(missing)}): not a complete CLIP"
+            )
         if getattr(processor, "tokenizer", None) is None or getattr(processor, "image_processor", None) is None:
             raise UserError(f"--clip {folder}: the processor lacks a tokenizer or an image processor")
         if len(processor.tokenizer) > model.config.text_config.vocab_size:
-            raise UserError(f"--clip {folder}: the tokenizer has {len(processor.tokenizer)} tokens, more than the "
-                            f"model's {model.config.text_config.vocab_size}")
+            raise UserError(
+                f"--clip {folder}: the tokenizer has {len(processor.tokenizer)} tokens, more than the "
+                f"model's {model.config.text_config.vocab_size}"
+            )
         return cls(model.to(device).eval(), processor, device)
 
     @torch.no_grad()
     def _image_embeddings(self, images: list) -> torch.Tensor:
         parts = []
         for start in range(0, len(images), BATCH):
-            pixels = self.processor.image_processor(images=[i.convert("RGB") for i in images[start:start + BATCH]],
-                                                    return_tensors="pt")["pixel_values"]
+            pixels = self.processor.image_processor(
+                images=[i.convert("RGB") for i in images[start : start + BATCH]], return_tensors="pt"
+            )["pixel_values"]
             parts.append(_unit(_features(self.model.get_image_features(pixel_values=pixels.to(self.device)))))
         return torch.cat(parts)
 
@@ -100,10 +108,16 @@ class ClipScorer:
             log.info("a text is longer than CLIP's %d tokens: cut there", self.max_tokens)
         parts = []
         for start in range(0, len(texts), BATCH):
-            batch = tokenizer(texts[start:start + BATCH], padding=True, truncation=True, max_length=self.max_tokens,
-                              return_tensors="pt")
-            features = self.model.get_text_features(input_ids=batch["input_ids"].to(self.device),
-                                                    attention_mask=batch["attention_mask"].to(self.device))
+            batch = tokenizer(
+                texts[start : start + BATCH],
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
+            )
+            features = self.model.get_text_features(
+                input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)
+            )
             parts.append(_unit(_features(features)))
         return torch.cat(parts), truncated
 

@@ -7,6 +7,7 @@
 
 The text tokenizer's settings live here too, so a checkpoint carries everything needed to use it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,13 +35,29 @@ RELEASED_ARCHITECTURE = {
 }
 
 
-INT_FIELDS = ("layers", "hidden_size", "heads", "feedforward_size", "max_positions", "segments", "text_vocab_size",
-              "image_vocab_size", "seq_length", "image_tokens")
+INT_FIELDS = (
+    "layers",
+    "hidden_size",
+    "heads",
+    "feedforward_size",
+    "max_positions",
+    "segments",
+    "text_vocab_size",
+    "image_vocab_size",
+    "seq_length",
+    "image_tokens",
+)
 
 
 # What the released config implies without saying it (the released weights' tokenizer and layout).
-RELEASED_IMPLIED = {"segments": 3, "layer_norm_eps": 1e-6, "text_vocab_size": BERT_TEXT_VOCAB_SIZE, "attention": "sdpa",
-                    "vocab": "bert-base-uncased", "numbers": "whole"}
+RELEASED_IMPLIED = {
+    "segments": 3,
+    "layer_norm_eps": 1e-6,
+    "text_vocab_size": BERT_TEXT_VOCAB_SIZE,
+    "attention": "sdpa",
+    "vocab": "bert-base-uncased",
+    "numbers": "whole",
+}
 
 
 @dataclass(frozen=True)
@@ -87,8 +104,9 @@ class ModelConfig:
             raise UserError("model config: " + "; ".join(problems))
 
     def _range_problems(self) -> list[str]:
-        problems = [f"{name} {getattr(self, name)}: must be at least 1"
-                    for name in INT_FIELDS if getattr(self, name) < 1]
+        problems = [
+            f"{name} {getattr(self, name)}: must be at least 1" for name in INT_FIELDS if getattr(self, name) < 1
+        ]
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout {self.dropout}: must be in [0, 1)")
         if not (math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
@@ -151,8 +169,9 @@ def check_keys(cls, values, where: str, what: str) -> None:
     known = {f.name for f in fields}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(f"{where}: unknown {what} key {', '.join(unknown)}; "
-                        f"expected some of {', '.join(sorted(known))}")
+        raise UserError(
+            f"{where}: unknown {what} key {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"
+        )
     missing = [f.name for f in fields if f.name not in values]  # the files we read are written whole
     if missing:
         raise UserError(f"{where}: the {what} misses {', '.join(missing)} (no value is filled in from a preset)")
@@ -177,14 +196,18 @@ def check_fits_memory(config: ModelConfig, rows: int, available: int, where: str
     """Refuse, before anything is allocated, a model whose training needs more than `available` bytes."""
     needed = training_bytes(config, rows)
     if needed > available:
-        raise UserError(f"{where}: training this model needs at least {needed / 2**30:,.1f} GiB "
-                        f"({parameter_count(config):,} parameters, micro-batch {rows} x {config.seq_length} tokens); "
-                        f"the device has {available / 2**30:,.1f} GiB")
+        raise UserError(
+            f"{where}: training this model needs at least {needed / 2**30:,.1f} GiB "
+            f"({parameter_count(config):,} parameters, micro-batch {rows} x {config.seq_length} tokens); "
+            f"the device has {available / 2**30:,.1f} GiB"
+        )
 
 
 def from_released(values: dict, where: str = "base_config.json") -> ModelConfig:
     """Our config from the authors' `base_config.json` (TencentPretrain format), at any size."""
-    wrong = [f"{k} is {values.get(k)!r}, expected {v!r}" for k, v in RELEASED_ARCHITECTURE.items() if values.get(k) != v]
+    wrong = [
+        f"{k} is {values.get(k)!r}, expected {v!r}" for k, v in RELEASED_ARCHITECTURE.items() if values.get(k) != v
+    ]
     if values.get("emb_size", values.get("hidden_size")) != values.get("hidden_size"):
         wrong.append(f"emb_size {values.get('emb_size')} differs from hidden_size {values.get('hidden_size')}")
     if wrong:
@@ -193,10 +216,16 @@ def from_released(values: dict, where: str = "base_config.json") -> ModelConfig:
         frame = values["image_tokenizer"]["frame_size"]  # the VQGAN's downsampling factor, as the authors count codes
         grid = (values["image_height"] // frame) * (values["image_width"] // frame)
         return ModelConfig(
-            layers=values["layers_num"], hidden_size=values["hidden_size"], heads=values["heads_num"],
-            feedforward_size=values["feedforward_size"], max_positions=values["max_seq_length"],
-            dropout=values["dropout"], image_vocab_size=values["image_tokenizer"]["image_vocab_size"],
-            seq_length=values["seq_length"], image_tokens=grid, **RELEASED_IMPLIED,
+            layers=values["layers_num"],
+            hidden_size=values["hidden_size"],
+            heads=values["heads_num"],
+            feedforward_size=values["feedforward_size"],
+            max_positions=values["max_seq_length"],
+            dropout=values["dropout"],
+            image_vocab_size=values["image_tokenizer"]["image_vocab_size"],
+            seq_length=values["seq_length"],
+            image_tokens=grid,
+            **RELEASED_IMPLIED,
         )
     except (KeyError, TypeError, ZeroDivisionError) as e:
         raise UserError(f"{where}: missing or malformed released config field {e}") from None

@@ -31,6 +31,7 @@ Only `SHARDS/train/` is read here; `ValidationSet` reads `SHARDS/val/`; `test/` 
 Shards are read by `facetokens.shards` (the one reader of the format, WebDataset tar files);
 `fit_to_shards` holds a model config to the geometry the shards' VQGAN recorded.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -99,24 +100,32 @@ def fit_to_shards(config: ModelConfig, shards_dir: Path, derive: bool = False) -
     found = shards.geometry(shards_dir) or {}
     codes, codebook = found.get("codes_per_face"), found.get("codebook_size")
     if derive:
-        changes = {"image_vocab_size": codebook or config.image_vocab_size,
-                   "image_tokens": codes or config.image_tokens}
+        changes = {
+            "image_vocab_size": codebook or config.image_vocab_size,
+            "image_tokens": codes or config.image_tokens,
+        }
         changes["seq_length"] = changes["image_tokens"] + config.seq_length - config.image_tokens
         changes["max_positions"] = max(config.max_positions, changes["seq_length"])
         if any(getattr(config, k) != v for k, v in changes.items()):
             log.info("model config fitted to the shards' VQGAN: %s", ", ".join(f"{k} {v}" for k, v in changes.items()))
         return config.replace(**changes)
-    if (codebook or config.image_vocab_size, codes or config.image_tokens) != (config.image_vocab_size,
-                                                                                config.image_tokens):
+    if (codebook or config.image_vocab_size, codes or config.image_tokens) != (
+        config.image_vocab_size,
+        config.image_tokens,
+    ):
         grid = "x".join(map(str, found.get("grid") or [])) or "?"
-        raise UserError(f"--shards {shards_dir}: made with a VQGAN of {codebook or '?'} codes and {codes or '?'} "
-                        f"codes per face ({grid}); the model config has image_vocab_size {config.image_vocab_size} "
-                        f"and image_tokens {config.image_tokens}: use a preset --config (fitted to the shards) or a "
-                        "config that matches")
+        raise UserError(
+            f"--shards {shards_dir}: made with a VQGAN of {codebook or '?'} codes and {codes or '?'} "
+            f"codes per face ({grid}); the model config has image_vocab_size {config.image_vocab_size} "
+            f"and image_tokens {config.image_tokens}: use a preset --config (fitted to the shards) or a "
+            "config that matches"
+        )
     room = config.seq_length - config.image_tokens
     if room < MIN_TEXT_ROOM:
-        raise UserError(f"model config: seq_length {config.seq_length} leaves {room} positions beside the shards' "
-                        f"{config.image_tokens} image tokens; prompts and text need at least {MIN_TEXT_ROOM}")
+        raise UserError(
+            f"model config: seq_length {config.seq_length} leaves {room} positions beside the shards' "
+            f"{config.image_tokens} image tokens; prompts and text need at least {MIN_TEXT_ROOM}"
+        )
     return config
 
 
@@ -156,8 +165,10 @@ def survey(shards_dir: Path, split: str, datasets: tuple[str, ...] = (), skip_ba
             result.faces[task].append(counts[task])
     unknown = sorted(set(datasets) - set(result.datasets))
     if unknown:
-        raise UserError(f"--datasets {', '.join(unknown)}: not in the {split} shards of {shards_dir}, whose faces have "
-                        f"texts of {', '.join(sorted(result.datasets)) or 'no dataset'}")
+        raise UserError(
+            f"--datasets {', '.join(unknown)}: not in the {split} shards of {shards_dir}, whose faces have "
+            f"texts of {', '.join(sorted(result.datasets)) or 'no dataset'}"
+        )
     return result
 
 
@@ -172,8 +183,9 @@ def _count_faces(url: str, datasets: tuple[str, ...], seen: dict[str, int]) -> d
     return counts
 
 
-def tasks_with_data(shards_dir: Path, split: str = "train", datasets: tuple[str, ...] = (),
-                    skip_bad: bool = False) -> dict[str, int]:
+def tasks_with_data(
+    shards_dir: Path, split: str = "train", datasets: tuple[str, ...] = (), skip_bad: bool = False
+) -> dict[str, int]:
     """Faces per task in one split's shards (0: the task has no data there); what `evaluate` skips tasks by."""
     found = survey(shards_dir, split, tuple(datasets), skip_bad)
     return {task: sum(found.faces[task]) for task in TASKS}
@@ -221,8 +233,16 @@ class TaskReader:
     `units`: (shard file, part, parts) from `task_units`; part j of p holds the shard's task faces j, j + p, ...
     """
 
-    def __init__(self, task: str, units: list[tuple[str, int, int]], stream: int, total_streams: int, seed: int,
-                 capacity: int, datasets: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        task: str,
+        units: list[tuple[str, int, int]],
+        stream: int,
+        total_streams: int,
+        seed: int,
+        capacity: int,
+        datasets: tuple[str, ...] = (),
+    ):
         self.task, self.units, self.stream, self.total = task, units, stream, total_streams
         self.seed, self.capacity, self.datasets = seed, capacity, datasets
         self.rng = random.Random(f"{seed}/{task}/{stream}/buffer")
@@ -260,8 +280,10 @@ class TaskReader:
                     if (self.seen - 1) % parts == part:
                         return Item(meta["image_id"], shards.decode_codes(raw_codes), choices)
             if self.seen <= part:
-                raise UserError(f"{url}: changed while training read it: {self.seen} face(s) for the {self.task} task, "
-                                f"{parts} when training started")
+                raise UserError(
+                    f"{url}: changed while training read it: {self.seen} face(s) for the {self.task} task, "
+                    f"{parts} when training started"
+                )
             self._samples, self.position, self.offset, self.seen = None, self.position + 1, 0, 0
 
     def next(self) -> Item:
@@ -275,16 +297,25 @@ class TaskReader:
 
     def state(self) -> dict:
         codes = torch.from_numpy(np.stack([b.codes for b in self.buffer]).astype(np.int16)) if self.buffer else None
-        return {"position": self.position, "offset": self.offset, "seen": self.seen, "rng": _rng_state(self.rng),
-                "ids": [b.image_id for b in self.buffer], "codes": codes,
-                "choices": json.dumps([b.choices for b in self.buffer], ensure_ascii=False)}
+        return {
+            "position": self.position,
+            "offset": self.offset,
+            "seen": self.seen,
+            "rng": _rng_state(self.rng),
+            "ids": [b.image_id for b in self.buffer],
+            "codes": codes,
+            "choices": json.dumps([b.choices for b in self.buffer], ensure_ascii=False),
+        }
 
     def load_state(self, state: dict) -> None:
         self.position, self.offset, self.seen = state["position"], state["offset"], state["seen"]
         self.rng.setstate(_rng_tuple(state["rng"]))
         choices = json.loads(state["choices"])
         codes = state["codes"].numpy().astype(np.int64) if state["codes"] is not None else []
-        self.buffer = [Item(i, c, [tuple(x) if isinstance(x, list) else x for x in ch]) for i, c, ch in zip(state["ids"], codes, choices)]
+        self.buffer = [
+            Item(i, c, [tuple(x) if isinstance(x, list) else x for x in ch])
+            for i, c, ch in zip(state["ids"], codes, choices)
+        ]
         self._samples = None
 
 
@@ -292,12 +323,22 @@ class TaskReader:
 class MicroBatches:
     """Balanced, length-sorted micro-batches of one virtual stream."""
 
-    def __init__(self, units: dict[str, list], layouts: Layouts, config: DataConfig, micro_batch: int, stream: int,
-                 total_streams: int, seed: int):
+    def __init__(
+        self,
+        units: dict[str, list],
+        layouts: Layouts,
+        config: DataConfig,
+        micro_batch: int,
+        stream: int,
+        total_streams: int,
+        seed: int,
+    ):
         """`units`: task -> its units (`task_units`), for the tasks that are on."""
         self.layouts, self.config, self.micro_batch = layouts, config, micro_batch
-        self.readers = {t: TaskReader(t, u, stream, total_streams, seed, config.shuffle_buffer, config.datasets)
-                        for t, u in units.items()}
+        self.readers = {
+            t: TaskReader(t, u, stream, total_streams, seed, config.shuffle_buffer, config.datasets)
+            for t, u in units.items()
+        }
         self.rng = random.Random(f"{seed}/{stream}/batches")
         self.pending: list[list[tuple[int, Sequence]]] = []
         self.skipped = 0  # faces whose text cannot become a row (characters outside the vocabulary, ...)
@@ -315,7 +356,7 @@ class MicroBatches:
             rows = [self._next_row(task) for _ in range(per_task * self.config.pool)]
             rows.sort(key=lambda s: len(s.tokens))
             for b in range(self.config.pool):
-                batches[b].extend((t, s) for s in rows[b * per_task:(b + 1) * per_task])
+                batches[b].extend((t, s) for s in rows[b * per_task : (b + 1) * per_task])
         self.rng.shuffle(batches)
         return batches
 
@@ -331,21 +372,28 @@ class MicroBatches:
                     log.warning("skipped: %s", e)
 
     def state(self) -> dict:
-        return {"rng": _rng_state(self.rng), "datasets": list(self.config.datasets),
-                "readers": {t: r.state() for t, r in self.readers.items()},
-                "pending": [[(t, s.tokens, s.segments, s.labels) for t, s in b] for b in self.pending]}
+        return {
+            "rng": _rng_state(self.rng),
+            "datasets": list(self.config.datasets),
+            "readers": {t: r.state() for t, r in self.readers.items()},
+            "pending": [[(t, s.tokens, s.segments, s.labels) for t, s in b] for b in self.pending],
+        }
 
     def load_state(self, state: dict) -> None:
         saved = (sorted(state["readers"]), state["datasets"])
         if saved != (sorted(self.readers), list(self.config.datasets)):
-            raise UserError(f"the checkpoint's data stream trained tasks {', '.join(saved[0])} on datasets "
-                            f"{', '.join(saved[1]) or 'all'}; these shards and --datasets give "
-                            f"{', '.join(self.readers)} on {', '.join(self.config.datasets) or 'all'}: "
-                            "resume with the same ones")
+            raise UserError(
+                f"the checkpoint's data stream trained tasks {', '.join(saved[0])} on datasets "
+                f"{', '.join(saved[1]) or 'all'}; these shards and --datasets give "
+                f"{', '.join(self.readers)} on {', '.join(self.config.datasets) or 'all'}: "
+                "resume with the same ones"
+            )
         self.rng.setstate(_rng_tuple(state["rng"]))
         for t, r in self.readers.items():
             r.load_state(state["readers"][t])
-        self.pending = [[(t, Sequence(list(a), list(b), list(c))) for t, a, b, c in batch] for batch in state["pending"]]
+        self.pending = [
+            [(t, Sequence(list(a), list(b), list(c))) for t, a, b, c in batch] for batch in state["pending"]
+        ]
 
 
 def build(task: str, item: Item, layouts: Layouts, rng: random.Random) -> Sequence:
@@ -374,8 +422,16 @@ def collate(rows: list[tuple[int, Sequence]]) -> dict:
 class TrainStream:
     """The virtual streams `streams` (of `total_streams`) that this process owns; micro-batch k comes from the k-th."""
 
-    def __init__(self, shards_dir: Path, layouts: Layouts, config: DataConfig, micro_batch: int, streams: range,
-                 total_streams: int, seed: int):
+    def __init__(
+        self,
+        shards_dir: Path,
+        layouts: Layouts,
+        config: DataConfig,
+        micro_batch: int,
+        streams: range,
+        total_streams: int,
+        seed: int,
+    ):
         if micro_batch % len(TASKS):
             raise UserError(f"the micro-batch ({micro_batch}) must be a multiple of {len(TASKS)} to balance the tasks")
         if config.pool < 1 or config.shuffle_buffer < 1:
@@ -384,14 +440,17 @@ class TrainStream:
         self.survey = found = survey(shards_dir, "train", config.datasets, config.skip_bad_shards)
         self.tasks = found.tasks_on()
         if not self.tasks:
-            raise UserError(f"no train face in {len(found.urls)} shard(s) of {shards_dir} has a caption or attributes"
-                            f"{' from ' + ', '.join(config.datasets) if config.datasets else ''}: nothing to train on")
+            raise UserError(
+                f"no train face in {len(found.urls)} shard(s) of {shards_dir} has a caption or attributes"
+                f"{' from ' + ', '.join(config.datasets) if config.datasets else ''}: nothing to train on"
+            )
         for task in TASKS:
             if task not in self.tasks and 0 in streams:  # said once, by the process that owns stream 0
                 log.warning("%s", found.why_off(task, config.datasets))
         if found.skipped and 0 in streams:
-            log.warning("%d damaged train shard(s) skipped (--skip-bad-shards); %d read", len(found.skipped),
-                        len(found.urls))
+            log.warning(
+                "%d damaged train shard(s) skipped (--skip-bad-shards); %d read", len(found.skipped), len(found.urls)
+            )
         units = {t: task_units(found.faces[t], found.urls, total_streams) for t in self.tasks}
         self.total_streams, self.seed, self.micro_batch = total_streams, seed, micro_batch
         self.streams = {v: MicroBatches(units, layouts, config, micro_batch, v, total_streams, seed) for v in streams}
@@ -400,8 +459,13 @@ class TrainStream:
         return collate(self.streams[list(self.streams)[k]].next())
 
     def state(self) -> dict:
-        return {"version": STATE_VERSION, "total_streams": self.total_streams, "micro_batch": self.micro_batch,
-                "seed": self.seed, "streams": {v: s.state() for v, s in self.streams.items()}}
+        return {
+            "version": STATE_VERSION,
+            "total_streams": self.total_streams,
+            "micro_batch": self.micro_batch,
+            "seed": self.seed,
+            "streams": {v: s.state() for v, s in self.streams.items()},
+        }
 
     def load_state(self, states: dict) -> None:
         """`states`: stream number -> state, from the checkpoint (which may hold other processes' streams)."""
@@ -411,12 +475,16 @@ class TrainStream:
 
 def check_state(state: dict, total_streams: int, micro_batch: int, seed: int) -> None:
     if state.get("version") != STATE_VERSION:
-        raise UserError(f"the checkpoint's data-stream state has version {state.get('version')}; this code reads {STATE_VERSION}")
+        raise UserError(
+            f"the checkpoint's data-stream state has version {state.get('version')}; this code reads {STATE_VERSION}"
+        )
     if (state["total_streams"], state["micro_batch"], state["seed"]) != (total_streams, micro_batch, seed):
-        raise UserError(f"the checkpoint streams data as {state['total_streams']} streams of micro-batch {state['micro_batch']} "
-                        f"(seed {state['seed']}); this run would use {total_streams} of {micro_batch} (seed {seed}): resume with "
-                        "the same global batch and micro-batch (any number of processes that divides them), or start a new "
-                        "run with --init-from")
+        raise UserError(
+            f"the checkpoint streams data as {state['total_streams']} streams of micro-batch {state['micro_batch']} "
+            f"(seed {state['seed']}); this run would use {total_streams} of {micro_batch} (seed {seed}): resume with "
+            "the same global batch and micro-batch (any number of processes that divides them), or start a new "
+            "run with --init-from"
+        )
 
 
 # ----------------------------------------------------------------------------- validation
@@ -446,7 +514,7 @@ class ValidationSet:
     def batches(self, task: str, batch_size: int, rank: int = 0, world: int = 1):
         mine = self.rows[task][rank::world]
         for start in range(0, len(mine), batch_size):
-            yield pad_batch(mine[start:start + batch_size])
+            yield pad_batch(mine[start : start + batch_size])
 
 
 def _rng_state(rng: random.Random):

@@ -18,6 +18,7 @@ For every face of the split (read from `SHARDS/<split>/`, or from `SHARDS/` keep
 Every row of the paper's Tables 2-5 that this run can compute is printed beside the paper's figure
 (`paper_figures.json`); the rest print n/a.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,9 @@ class EvaluateConfig:
 
 
 # ---------------------------------------------------------------------- inputs
-def read_faces(shards: Path, split: str, limit: int | None = None, skip_bad: bool = False,
-               skipped: list | None = None) -> list[tuple[dict, list[int]]]:
+def read_faces(
+    shards: Path, split: str, limit: int | None = None, skip_bad: bool = False, skipped: list | None = None
+) -> list[tuple[dict, list[int]]]:
     """(meta, codes) of the split's faces: `SHARDS/<split>/` when it exists, else `SHARDS/` filtered by split.
 
     Damaged shards are refused in one line, or with `skip_bad` left out and appended (their message) to `skipped`.
@@ -117,14 +119,17 @@ def vocabularies() -> dict[str, dict[str, list[str]]]:
     for name in celeba["attributes"]:
         renamed = celeba["renamed"].get(name)
         out["celeba"][renamed["key"] if renamed else spelled(name)] = (
-            [renamed["true"], renamed["false"]] if renamed else values(celeba["values"]))
+            [renamed["true"], renamed["false"]] if renamed else values(celeba["values"])
+        )
     affectnet = manifests.load("affectnet")["labels"]
     dropped = set(affectnet["no_expression"]) | set(affectnet["non_face"])
     out["affectnet"] = {"expression": [v for k, v in affectnet["expression"].items() if k not in dropped]}
     out["expw"] = {"expression": values(manifests.load("expw")["labels"]["expression"])}
     rafdb = manifests.load("rafdb")["labels"]
-    out["rafdb"] = {"expression": values(rafdb["expression"]["basic"]) + values(rafdb["expression"]["compound"]),
-                    **{k: values(v) for k, v in rafdb["manual"].items()}}
+    out["rafdb"] = {
+        "expression": values(rafdb["expression"]["basic"]) + values(rafdb["expression"]["compound"]),
+        **{k: values(v) for k, v in rafdb["manual"].items()},
+    }
     fairface = manifests.load("fairface")["labels"]
     out["fairface"] = {k: values(fairface[k]) for k in ("age", "gender", "race")}
     out["afad"] = {"gender": values(manifests.load("afad")["labels"]["gender"])}
@@ -190,8 +195,10 @@ def evaluate_attributes(session, faces, config: EvaluateConfig) -> dict:
         if g["ranked_n"]:
             row |= {"ranked_n": int(g["ranked_n"]), "ranked_accuracy": g["ranked_correct"] / g["ranked_n"]}
         if g["numeric_n"] or g["not_a_number"]:
-            row |= {"mae": g["abs_error"] / g["numeric_n"] if g["numeric_n"] else None,
-                    "not_a_number": int(g["not_a_number"])}
+            row |= {
+                "mae": g["abs_error"] / g["numeric_n"] if g["numeric_n"] else None,
+                "not_a_number": int(g["not_a_number"]),
+            }
         report[f"{dataset}/{key}"] = row
     return report
 
@@ -208,7 +215,7 @@ def _rank(session, items, prompts, vocab, config: EvaluateConfig) -> list[str | 
                 owners.append((n, c))
     scores = []
     for start in range(0, len(rows), config.batch_size):
-        chunk = rows[start:start + config.batch_size]
+        chunk = rows[start : start + config.batch_size]
         scores += score(session.model, [p for p, _ in chunk], [c for _, c in chunk], tok, value_ends(tok))
     best: dict[int, tuple[float, str]] = {}
     for (n, c), s in zip(owners, scores):
@@ -234,10 +241,15 @@ def evaluate_captions(session, faces, config: EvaluateConfig) -> dict:
     meteors = metrics.meteor_groups(groups) if missing is None else {}
     report = {}
     for dataset, (hyps, references) in groups.items():
-        report[dataset] = {"faces": len(hyps), "bleu4": metrics.bleu4(hyps, references),
-                           "rouge_l": metrics.rouge_l(hyps, references), "cider": metrics.cider(hyps, references),
-                           "meteor": meteors.get(dataset), "meteor_missing": missing,
-                           "example": {"generated": hyps[0], "reference": references[0][0]}}
+        report[dataset] = {
+            "faces": len(hyps),
+            "bleu4": metrics.bleu4(hyps, references),
+            "rouge_l": metrics.rouge_l(hyps, references),
+            "cider": metrics.cider(hyps, references),
+            "meteor": meteors.get(dataset),
+            "meteor_missing": missing,
+            "example": {"generated": hyps[0], "reference": references[0][0]},
+        }
     return report
 
 
@@ -260,12 +272,16 @@ def evaluate_losses(session, faces, config: EvaluateConfig) -> dict:
         attributes = next((t for t in meta["texts"] if t["kind"] == "attributes" and t.get("attributes")), None)
         builders = []
         if caption:
-            builders += [("caption_to_face", lay.caption_to_face, (caption["text"], codes, face)),
-                         ("face_to_caption", lay.face_to_caption, (codes, caption["text"], face))]
+            builders += [
+                ("caption_to_face", lay.caption_to_face, (caption["text"], codes, face)),
+                ("face_to_caption", lay.face_to_caption, (codes, caption["text"], face)),
+            ]
         if attributes:
             head, pairs = attribute_head(attributes), attributes["attributes"]
-            builders += [("attributes_to_face", lay.attributes_to_face, (head, pairs, codes, rng, face)),
-                         ("face_to_attributes", lay.face_to_attributes, (codes, head, pairs, rng, face))]
+            builders += [
+                ("attributes_to_face", lay.attributes_to_face, (head, pairs, codes, rng, face)),
+                ("face_to_attributes", lay.face_to_attributes, (codes, head, pairs, rng, face)),
+            ]
         for task, build, args in builders:
             try:
                 rows.append((task, build(*args)))
@@ -274,7 +290,7 @@ def evaluate_losses(session, faces, config: EvaluateConfig) -> dict:
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     device = session.device
     for start in range(0, len(rows), config.batch_size):
-        chunk = rows[start:start + config.batch_size]
+        chunk = rows[start : start + config.batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([s for _, s in chunk]).items()}
         logits = model(batch["tokens"], batch["segments"]).float()
         losses = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=IGNORE, reduction="none")
@@ -282,8 +298,11 @@ def evaluate_losses(session, faces, config: EvaluateConfig) -> dict:
         for (task, _), loss, count in zip(chunk, losses.sum(1).tolist(), counts.tolist()):
             totals[task][0] += loss
             totals[task][1] += count
-    return {task: {"loss": totals[task][0] / totals[task][1], "tokens": int(totals[task][1])}
-            for task in TASKS if totals[task][1]}
+    return {
+        task: {"loss": totals[task][0] / totals[task][1], "tokens": int(totals[task][1])}
+        for task in TASKS
+        if totals[task][1]
+    }
 
 
 # ---------------------------------------------------------------------- the paper's tables and the report
@@ -326,8 +345,7 @@ def _ours(spec: dict, attributes: dict, captions: dict, synthesis: dict, celeba_
     return row.get(measure), count, None if row else f"no {dataset} {spec['key']}"
 
 
-def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None,
-                   synthesis=None) -> dict:
+def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None, synthesis=None) -> dict:
     """All measurements; `synthesis` (a `trainer.synthesis.SynthesisConfig`) adds FID/IS (and CLIP)."""
     bad_shards: list[str] = []
     faces = read_faces(shards, config.split, config.limit, config.skip_bad_shards, bad_shards)
@@ -342,16 +360,28 @@ def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | No
         synthesized = evaluate_synthesis(session, faces, shards, synthesis)
     measured = {"attributes": {}, "captions": {}}
     with Progress(3 - len(skipped), "evaluate", "measurement", enabled=not config.quiet) as bar:
-        for name, measure in (("attributes", evaluate_attributes), ("captions", evaluate_captions),
-                              ("losses", evaluate_losses)):
+        for name, measure in (
+            ("attributes", evaluate_attributes),
+            ("captions", evaluate_captions),
+            ("losses", evaluate_losses),
+        ):
             if name not in skipped:
                 measured[name] = measure(session, faces, config)
                 bar.update(1, name)
     attributes, captions, losses = measured["attributes"], measured["captions"], measured["losses"]
-    report = {"checkpoint": str(session.checkpoint), "shards": str(shards), "config": asdict(config),
-              "faces": len(faces), "attributes": attributes, "captions": captions, "losses": losses,
-              "skipped": skipped, "damaged_shards_skipped": bad_shards,
-              "synthesis": synthesized, "paper": paper_rows(attributes, captions, synthesized)}
+    report = {
+        "checkpoint": str(session.checkpoint),
+        "shards": str(shards),
+        "config": asdict(config),
+        "faces": len(faces),
+        "attributes": attributes,
+        "captions": captions,
+        "losses": losses,
+        "skipped": skipped,
+        "damaged_shards_skipped": bad_shards,
+        "synthesis": synthesized,
+        "paper": paper_rows(attributes, captions, synthesized),
+    }
     if synthesis is not None:
         report["synthesis_config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(synthesis).items()}
     report["table"] = format_report(report)
@@ -373,36 +403,66 @@ def _paper_line(r: dict) -> str:
     unit = "" if r["unit"] == "score" else f" ({r['unit']})"
     ours = _fmt(r["ours"]) if r["ours"] is not None else f"n/a ({r['why_not']})" if r["why_not"] else "n/a"
     what = f"{r['model']}: {r['task']}" if r.get("model") else r["task"]
-    return (f"| {r['table']} | {what} | {r['metric']}{unit} | {ours} | {r['count'] if r['count'] is not None else ''} "
-            f"| {_fmt(r['paper'], 1)} |")
+    return (
+        f"| {r['table']} | {what} | {r['metric']}{unit} | {ours} | {r['count'] if r['count'] is not None else ''} "
+        f"| {_fmt(r['paper'], 1)} |"
+    )
 
 
 def format_report(report: dict) -> str:
     from trainer.synthesis import format_synthesis
 
-    lines = [f"# Evaluation of {report['checkpoint']} on {report['faces']} {report['config']['split']} faces", "",
-             "## The paper's tasks", "", "| table | task | metric | ours | n | paper |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Evaluation of {report['checkpoint']} on {report['faces']} {report['config']['split']} faces",
+        "",
+        "## The paper's tasks",
+        "",
+        "| table | task | metric | ours | n | paper |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [_paper_line(r) for r in report["paper"]]
     skipped = [f"- {name}: skipped, {why}" for name, why in report.get("skipped", {}).items()]
     skipped += [f"- damaged shard left out (--skip-bad-shards): {e}" for e in report.get("damaged_shards_skipped", [])]
     if skipped:
         lines += ["", "## Not measured", ""] + skipped
     if report["paper"]:
-        lines.append(f"\nPaper: {report['paper'][0]['source']}. Table 5 rows are models trained another way: "
-                     "ours is this checkpoint's figure.")
-    lines += ["", "## Attributes (greedy; ranked = candidates by log-likelihood)", "",
-              "| dataset | key | n | accuracy % | ranked % | MAE | not a number |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"\nPaper: {report['paper'][0]['source']}. Table 5 rows are models trained another way: "
+            "ours is this checkpoint's figure."
+        )
+    lines += [
+        "",
+        "## Attributes (greedy; ranked = candidates by log-likelihood)",
+        "",
+        "| dataset | key | n | accuracy % | ranked % | MAE | not a number |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["attributes"].values():
-        lines.append(f"| {r['dataset']} | {r['key']} | {r['n']} | {_fmt(r['accuracy'], 1, 100)} | "
-                     f"{_fmt(r.get('ranked_accuracy'), 1, 100)} | {_fmt(r.get('mae'))} | {r.get('not_a_number', '')} |")
-    lines += ["", "## Captions (greedy)", "", "| dataset | faces | BLEU-4 % | ROUGE-L % | METEOR % | CIDEr |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['dataset']} | {r['key']} | {r['n']} | {_fmt(r['accuracy'], 1, 100)} | "
+            f"{_fmt(r.get('ranked_accuracy'), 1, 100)} | {_fmt(r.get('mae'))} | {r.get('not_a_number', '')} |"
+        )
+    lines += [
+        "",
+        "## Captions (greedy)",
+        "",
+        "| dataset | faces | BLEU-4 % | ROUGE-L % | METEOR % | CIDEr |",
+        "|---|---|---|---|---|---|",
+    ]
     for dataset, r in report["captions"].items():
         meteor = _fmt(r["meteor"], 2, 100) if r.get("meteor") is not None else f"n/a ({r.get('meteor_missing')})"
-        lines.append(f"| {dataset} | {r['faces']} | {_fmt(r['bleu4'], 2, 100)} | {_fmt(r['rouge_l'], 2, 100)} | "
-                     f"{meteor} | {_fmt(r['cider'], 3)} |")
+        lines.append(
+            f"| {dataset} | {r['faces']} | {_fmt(r['bleu4'], 2, 100)} | {_fmt(r['rouge_l'], 2, 100)} | "
+            f"{meteor} | {_fmt(r['cider'], 3)} |"
+        )
     lines += format_synthesis(report.get("synthesis") or {})
-    lines += ["", "## Loss per task (mean cross-entropy per target token)", "", "| task | tokens | loss |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Loss per task (mean cross-entropy per target token)",
+        "",
+        "| task | tokens | loss |",
+        "|---|---|---|",
+    ]
     for task, r in report["losses"].items():
         lines.append(f"| {task} | {r['tokens']} | {r['loss']:.4f} |")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ import time, so the same registration is done first.
 The weights file is loaded with `torch.load(weights_only=True)` (torch-fidelity itself unpickles it), checked
 against the network's keys and shapes, and handed to the library as an in-memory copy of those tensors.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -38,8 +39,9 @@ from common.errors import UserError, first_line
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-               "weights-inception-2015-12-05-6726825d.pth")
+WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 POOL, LOGITS = "2048", "logits_unbiased"
 BATCH = 16  # faces through Inception together
 IS_SPLITS = 10  # the original Inception Score protocol
@@ -72,8 +74,10 @@ def fidelity_module(name: str):
 
 
 def _no_library(error: ImportError):
-    raise UserError(f"--fid needs torch-fidelity and torchmetrics (pip install --no-deps torch-fidelity==0.4.* "
-                    f"torchmetrics; see docs/reproducing.md): {first_line(error)}") from None
+    raise UserError(
+        f"--fid needs torch-fidelity and torchmetrics (pip install --no-deps torch-fidelity==0.4.* "
+        f"torchmetrics; see docs/reproducing.md): {first_line(error)}"
+    ) from None
 
 
 def metric_classes():
@@ -108,8 +112,9 @@ def load_inception(path: Path | str | None, device: str | torch.device = "cpu"):
     torch.save(state, buffer)  # only the tensors just loaded safely: the library unpickles this copy
     buffer.seek(0)
     try:
-        network = module.FeatureExtractorInceptionV3("inception-v3-compat", [POOL, LOGITS],
-                                                     feature_extractor_weights_path=buffer)
+        network = module.FeatureExtractorInceptionV3(
+            "inception-v3-compat", [POOL, LOGITS], feature_extractor_weights_path=buffer
+        )
     except RuntimeError as e:  # load_state_dict: missing or unexpected keys, wrong shapes
         detail = " ".join(str(e).split())
         raise UserError(f"--inception-weights {path}: not the InceptionV3 of {WEIGHTS_NAME} ({detail[:300]})") from None
@@ -137,7 +142,7 @@ def extract(network, faces: list[np.ndarray], device: str | torch.device = "cpu"
     """Pool features and logits of uint8 RGB faces [H, W, 3] (resized to 299 inside, as the library does)."""
     pools, logits = [], []
     for start in range(0, len(faces), batch_size):
-        batch = torch.from_numpy(np.stack(faces[start:start + batch_size])).permute(0, 3, 1, 2).contiguous()
+        batch = torch.from_numpy(np.stack(faces[start : start + batch_size])).permute(0, 3, 1, 2).contiguous()
         pool, logit = network(batch.to(device))
         pools.append(pool.double().cpu())
         logits.append(logit.double().cpu())

@@ -14,6 +14,7 @@ token tied with the k-th logit, then top-p (nucleus; 0 = off), as the released s
 takes the arg-max. The released script instead samples over all 31,546 ids for `seq_length - prefix`
 steps and cuts text at any id whose decimal digits contain "102".
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,9 @@ class Sampling:
         if not math.isfinite(self.top_p):
             problems.append(f"--top-p {self.top_p}: need a value in [0, 1] (0 = off)")
         if self.samples > MAX_ROWS:
-            problems.append(f"--samples {self.samples}: at most {MAX_ROWS:,} in one run (run again with "
-                            "another --seed for more)")
+            problems.append(
+                f"--samples {self.samples}: at most {MAX_ROWS:,} in one run (run again with another --seed for more)"
+            )
         if self.batch_size < 1:
             problems.append(f"--batch-size {self.batch_size}: need at least 1")
         if problems:
@@ -100,9 +102,9 @@ def allowed_ids(model: Talk2Face, target: str, tokenizer) -> torch.Tensor:
     config = model.config
     allowed = torch.zeros(config.vocab_size, dtype=torch.bool)
     if target == IMAGE:
-        allowed[config.text_vocab_size:] = True
+        allowed[config.text_vocab_size :] = True
     else:
-        allowed[:config.text_vocab_size] = True
+        allowed[: config.text_vocab_size] = True
         allowed[[tokenizer.pad_id, tokenizer.cls_id]] = False
     return allowed
 
@@ -122,8 +124,9 @@ class _Cached:
         ids = allowed.nonzero()[:, 0]
         self.columns = slice(int(ids[0]), int(ids[-1]) + 1) if len(ids) else slice(0, 0)
         self.weight = model.target.lm.output_layer.weight[self.columns]
-        self.logits = torch.full((len(tokens), model.config.vocab_size), float("-inf"), device=tokens.device,
-                                 dtype=self.weight.dtype)
+        self.logits = torch.full(
+            (len(tokens), model.config.vocab_size), float("-inf"), device=tokens.device, dtype=self.weight.dtype
+        )
         self.segment = torch.full((len(tokens), 1), TARGET_SEGMENT, device=tokens.device)
         hidden = model.hidden(tokens, segments, cache=self.cache)
         self.first = self._logits(hidden[torch.arange(len(tokens)), lengths - 1])
@@ -152,9 +155,18 @@ class _Uncached:
 
 
 @torch.no_grad()
-def decode(model: Talk2Face, prompts: list[Sequence], target: str, tokenizer, sampling: Sampling,
-           generator: torch.Generator | None = None, stop_ids: tuple[int, ...] | None = None,
-           max_new: int | None = None, use_cache: bool = True, done=None) -> list[dict]:
+def decode(
+    model: Talk2Face,
+    prompts: list[Sequence],
+    target: str,
+    tokenizer,
+    sampling: Sampling,
+    generator: torch.Generator | None = None,
+    stop_ids: tuple[int, ...] | None = None,
+    max_new: int | None = None,
+    use_cache: bool = True,
+    done=None,
+) -> list[dict]:
     """One generated target per prompt: {"tokens": ids (stop token excluded), "stopped": bool}, in prompt order.
 
     `done(n)`, when given, is called after each batch with its number of rows (a progress bar's update)."""
@@ -167,15 +179,26 @@ def decode(model: Talk2Face, prompts: list[Sequence], target: str, tokenizer, sa
         if max_new is not None:
             limits = [min(n, max_new) for n in limits]
         if min(limits, default=1) < 1:
-            raise UserError(f"a prompt of {max(len(p.tokens) for p in prompts)} tokens leaves no room for text "
-                            f"in seq_length {config.seq_length}")
+            raise UserError(
+                f"a prompt of {max(len(p.tokens) for p in prompts)} tokens leaves no room for text "
+                f"in seq_length {config.seq_length}"
+            )
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].tokens))
     results: list[dict | None] = [None] * len(prompts)
     for start in range(0, len(order), sampling.batch_size):
-        for chunk in _groups(order[start:start + sampling.batch_size], prompts, use_cache):
+        for chunk in _groups(order[start : start + sampling.batch_size], prompts, use_cache):
             rows = [prompts[i] for i in chunk]
-            out = _decode_rows(model, rows, [limits[i] for i in chunk], target, tokenizer, sampling, generator,
-                               stop_ids, _Cached if use_cache else _Uncached)
+            out = _decode_rows(
+                model,
+                rows,
+                [limits[i] for i in chunk],
+                target,
+                tokenizer,
+                sampling,
+                generator,
+                stop_ids,
+                _Cached if use_cache else _Uncached,
+            )
             for i, r in zip(chunk, out):
                 results[i] = r
             if done is not None:
@@ -192,16 +215,17 @@ def _groups(chunk: list[int], prompts: list[Sequence], use_cache: bool) -> list[
     return list(by_length.values())
 
 
-def _decode_rows(model, rows: list[Sequence], limits: list[int], target, tokenizer, sampling, generator, stop_ids,
-                 stepper) -> list[dict]:
+def _decode_rows(
+    model, rows: list[Sequence], limits: list[int], target, tokenizer, sampling, generator, stop_ids, stepper
+) -> list[dict]:
     device = model.target.lm.output_layer.weight.device
     lengths = torch.tensor([len(r.tokens) for r in rows], device=device)
     width = int(lengths.max())
     tokens = torch.zeros(len(rows), width, dtype=torch.long, device=device)
     segments = torch.full_like(tokens, PAD_SEGMENT)
     for i, r in enumerate(rows):
-        tokens[i, :len(r.tokens)] = torch.tensor(r.tokens)
-        segments[i, :len(r.tokens)] = torch.tensor(r.segments)
+        tokens[i, : len(r.tokens)] = torch.tensor(r.tokens)
+        segments[i, : len(r.tokens)] = torch.tensor(r.segments)
     steps = max(limits)
     allowed = allowed_ids(model, target, tokenizer).to(device)
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
@@ -224,12 +248,13 @@ def _decode_rows(model, rows: list[Sequence], limits: list[int], target, tokeniz
         if bool(done.all()):
             break
         logits = step_fn.next(new)
-    return [{"tokens": out[i, :int(length[i])].tolist(), "stopped": bool(stopped[i])} for i in range(len(rows))]
+    return [{"tokens": out[i, : int(length[i])].tolist(), "stopped": bool(stopped[i])} for i in range(len(rows))]
 
 
 @torch.no_grad()
-def score(model: Talk2Face, prompts: list[Sequence], continuations: list[list[int]], tokenizer,
-          end_ids: tuple[int, ...] = ()) -> list[float]:
+def score(
+    model: Talk2Face, prompts: list[Sequence], continuations: list[list[int]], tokenizer, end_ids: tuple[int, ...] = ()
+) -> list[float]:
     """Log-likelihood of each continuation after its prompt, over the text ids (as constrained decoding sees them).
 
     With `end_ids`, the value must also end there: the log of the summed probability of those ids after it
@@ -241,8 +266,8 @@ def score(model: Talk2Face, prompts: list[Sequence], continuations: list[list[in
     tokens = torch.zeros(len(rows), width, dtype=torch.long, device=device)
     segments = torch.full_like(tokens, PAD_SEGMENT)
     for i, (p, c) in enumerate(zip(prompts, continuations)):
-        tokens[i, :len(rows[i])] = torch.tensor(rows[i])
-        segments[i, :len(rows[i])] = torch.tensor(p.segments + [TARGET_SEGMENT] * len(c))
+        tokens[i, : len(rows[i])] = torch.tensor(rows[i])
+        segments[i, : len(rows[i])] = torch.tensor(p.segments + [TARGET_SEGMENT] * len(c))
     logits = model(tokens, segments).float()
     logits = logits.masked_fill(~allowed_ids(model, TEXT, tokenizer).to(device), float("-inf")).log_softmax(-1)
     totals = []
@@ -307,8 +332,10 @@ def read_requests(path: Path) -> list[Request]:
             raise UserError(f"{where}: not JSON ({e.msg})") from None
         if not isinstance(values, dict) or set(values) - fields:
             unknown = sorted(set(values) - fields) if isinstance(values, dict) else []
-            raise UserError(f"{where}: expected an object with some of {', '.join(sorted(fields))}"
-                            + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+            raise UserError(
+                f"{where}: expected an object with some of {', '.join(sorted(fields))}"
+                + (f"; unknown {', '.join(unknown)}" if unknown else "")
+            )
         request = Request(**_request_values(values, where))
         request.check(where)
         requests.append(request)
@@ -326,10 +353,13 @@ def _request_values(values: dict, where: str) -> dict:
     if isinstance(candidates, str):
         values["candidates"] = [c.strip() for c in candidates.split(",") if c.strip()]
     elif candidates is not None and not (isinstance(candidates, list) and all(isinstance(c, str) for c in candidates)):
-        raise UserError(f"{where}: candidates must be a list of texts or one comma-separated text, "
-                        f"not {type(candidates).__name__} {json.dumps(candidates)[:60]}")
-    wrong = [k for k, v in values.items()
-             if v is not None and k not in ("candidates", "keep") and not isinstance(v, str)]
+        raise UserError(
+            f"{where}: candidates must be a list of texts or one comma-separated text, "
+            f"not {type(candidates).__name__} {json.dumps(candidates)[:60]}"
+        )
+    wrong = [
+        k for k, v in values.items() if v is not None and k not in ("candidates", "keep") and not isinstance(v, str)
+    ]
     if wrong:
         raise UserError(f"{where}: {', '.join(wrong)} must be text")
     return values
@@ -342,9 +372,17 @@ def build_prompt(session, request: Request, codes: list[int] | None, where: str)
             return layouts.to_image_prompt(request.text, where)
         # the released layout: the whole row `[CLS] to image [SEP] <text> [SEP]`, cut at 64 tokens (maybe its [SEP])
         tok, config = session.tokenizer, session.config
-        row = [tok.cls_id, *layouts.prompt_ids["to_image"], tok.sep_id, *layouts.text_ids(request.text, where), tok.sep_id]
+        row = [
+            tok.cls_id,
+            *layouts.prompt_ids["to_image"],
+            tok.sep_id,
+            *layouts.text_ids(request.text, where),
+            tok.sep_id,
+        ]
         cut = min(session.prefix_cut, config.seq_length - config.image_tokens)
-        return Sequence(row[:cut], [PREFIX_SEGMENT] * len(row[:cut]), [IGNORE] * len(row[:cut]), truncated=len(row) > cut)
+        return Sequence(
+            row[:cut], [PREFIX_SEGMENT] * len(row[:cut]), [IGNORE] * len(row[:cut]), truncated=len(row) > cut
+        )
     if request.prompt == "to_caption":
         return layouts.to_caption_prompt(codes, where)
     return layouts.to_attributes_prompt(codes, request.attribute, where, dataset=request.dataset)
@@ -369,13 +407,22 @@ def check_plan(requests: list[Request], sampling: Sampling, keep: int | None = N
         if wanted is not None and wanted > count:
             raise UserError(f"{where}: keep {wanted} is more than the {count} sample(s) generated (--samples)")
     if rows > MAX_ROWS:
-        raise UserError(f"{len(requests)} request(s) x their samples = {rows:,} rows: at most {MAX_ROWS:,} in one run "
-                        "(split the requests or lower --samples)")
+        raise UserError(
+            f"{len(requests)} request(s) x their samples = {rows:,} rows: at most {MAX_ROWS:,} in one run "
+            "(split the requests or lower --samples)"
+        )
     return rows
 
 
-def run_requests(session, requests: list[Request], sampling: Sampling, out: Path, clip=None,
-                 keep: int | None = None, quiet: bool = False) -> list[dict]:
+def run_requests(
+    session,
+    requests: list[Request],
+    sampling: Sampling,
+    out: Path,
+    clip=None,
+    keep: int | None = None,
+    quiet: bool = False,
+) -> list[dict]:
     """Generate for every request; images as PNG under out/images/, every result in out/results.jsonl.
 
     With `clip` (a `trainer.clip.ClipScorer`), each to_image / to_caption request's samples are scored against its
@@ -415,8 +462,18 @@ def _generate_target(session, requests, prompts, results, target, sampling, gene
     for wanted, mode in ((True, greedy_mode), (False, sampling)):
         subset = [i for i, (_, g) in enumerate(owners) if g == wanted]
         if subset:
-            for i, o in zip(subset, decode(session.model, [rows[i] for i in subset], target, session.tokenizer, mode,
-                                           generator, done=bar.update)):
+            for i, o in zip(
+                subset,
+                decode(
+                    session.model,
+                    [rows[i] for i in subset],
+                    target,
+                    session.tokenizer,
+                    mode,
+                    generator,
+                    done=bar.update,
+                ),
+            ):
                 outputs[i] = o
     for (n, _), o in zip(owners, outputs):
         results[n]["samples"].append(o)
@@ -459,9 +516,11 @@ def _write_faces(session, n: int, request: Request, samples: list[dict], out: Pa
     (out / IMAGES_DIR).mkdir(exist_ok=True)
     scores, truncated = [], False
     for start in range(0, len(samples), FACE_BATCH):
-        chunk = samples[start:start + FACE_BATCH]
-        images = [Image.fromarray(a) for a in
-                  session.decode_faces([image_codes(s["tokens"], session.config.text_vocab_size) for s in chunk])]
+        chunk = samples[start : start + FACE_BATCH]
+        images = [
+            Image.fromarray(a)
+            for a in session.decode_faces([image_codes(s["tokens"], session.config.text_vocab_size) for s in chunk])
+        ]
         for k, (s, image) in enumerate(zip(chunk, images), start):
             s["image"] = f"{IMAGES_DIR}/{n:05d}-{k:02d}.png"
             image.save(out / s["image"])
@@ -510,14 +569,21 @@ def summary_lines(results: list[dict], out: Path) -> list[str]:
         if r["prompt"] == "to_image":
             got = ", ".join(s["image"] + _clip_note(s) for s in shown)
         elif r["prompt"] == "to_attributes":
-            got = r["samples"][0]["value"] + (f"  (candidates: best {r['best_candidate']})" if "best_candidate" in r else "")
+            got = r["samples"][0]["value"] + (
+                f"  (candidates: best {r['best_candidate']})" if "best_candidate" in r else ""
+            )
             what = f"{what} {r['attribute']}"
         else:
             got = " | ".join(s["text"] + _clip_note(s) for s in shown)
         if "kept" in r:
             got += f"  [kept {len(r['kept'])} of {len(r['samples'])} by CLIP"
-            got += "; the text was cut at CLIP's 77 tokens]" if r["clip_truncated"] and r["prompt"] == "to_image" else \
-                "; a caption was cut at CLIP's 77 tokens]" if r["clip_truncated"] else "]"
+            got += (
+                "; the text was cut at CLIP's 77 tokens]"
+                if r["clip_truncated"] and r["prompt"] == "to_image"
+                else "; a caption was cut at CLIP's 77 tokens]"
+                if r["clip_truncated"]
+                else "]"
+            )
         lines.append(f"{n + 1}. {r['prompt']} {what}: {got}")
     lines.append(f"results: {Path(out) / RESULTS_FILE}")
     return lines

@@ -9,6 +9,7 @@
 `.safetensors` file, an export folder (`model.safetensors` + `config.json`), or a RUN folder of `train`
 (`RUN/checkpoints/latest` names the newest `step-NNNNNNN/`; without it the highest step is used).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,10 @@ def check_vocab(vocab: Path | str | None) -> None:
             return
     lines = len(data.decode("utf-8", errors="replace").splitlines())
     sizes = ", ".join(f"{name} has {len(p.read_text(encoding='utf-8').splitlines())}" for name, p in VOCABS.items())
-    raise UserError(f"--vocab {path}: {lines} tokens and not the shipped BERT uncased vocabulary ({sizes}); "
-                    "the model's text ids only mean something with the vocabulary it was trained with")
+    raise UserError(
+        f"--vocab {path}: {lines} tokens and not the shipped BERT uncased vocabulary ({sizes}); "
+        "the model's text ids only mean something with the vocabulary it was trained with"
+    )
 
 
 def check_device(device: str | None) -> torch.device | None:
@@ -136,7 +139,7 @@ class Session:
         codes: list[list[int]] = []
         for start in range(0, len(paths), FACE_BATCH):
             arrays = []
-            for path in paths[start:start + FACE_BATCH]:
+            for path in paths[start : start + FACE_BATCH]:
                 try:
                     arrays.append(prepare_face(path, None, SIZE))
                 except BadImage as e:
@@ -150,15 +153,21 @@ class Session:
         vqgan = self.need_vqgan("writing faces")
         images = []
         for start in range(0, len(codes), FACE_BATCH):
-            batch = torch.tensor(codes[start:start + FACE_BATCH], device=self.device)
+            batch = torch.tensor(codes[start : start + FACE_BATCH], device=self.device)
             decoded = vqgan.decode_codes(batch).float().permute(0, 2, 3, 1).cpu().numpy()
             images.extend((decoded * 255).round().astype(np.uint8))
         return images
 
 
-def load_session(checkpoint: Path | str, config: str | Path | None = None, vocab: Path | str | None = None,
-                 vqgan_config: Path | None = None, vqgan_ckpt: Path | None = None, device: str | None = None,
-                 dtype: str = "fp32") -> Session:
+def load_session(
+    checkpoint: Path | str,
+    config: str | Path | None = None,
+    vocab: Path | str | None = None,
+    vqgan_config: Path | None = None,
+    vqgan_ckpt: Path | None = None,
+    device: str | None = None,
+    dtype: str = "fp32",
+) -> Session:
     """Load everything strictly; each mismatch is one UserError naming what does not match."""
     path = resolve_checkpoint(checkpoint)
     check_vocab(vocab)
@@ -169,7 +178,9 @@ def load_session(checkpoint: Path | str, config: str | Path | None = None, vocab
     model = load_model(path, given, device=dev).to(DTYPES[dtype]).eval()
     model.requires_grad_(False)
     tokenizer = TextTokenizer.for_config(model.config)
-    session = Session(model, model.config, tokenizer, Layouts(model.config, tokenizer), dev, path, is_released_file(path))
+    session = Session(
+        model, model.config, tokenizer, Layouts(model.config, tokenizer), dev, path, is_released_file(path)
+    )
     if vqgan_ckpt is not None:
         session.vqgan = load_checked_vqgan(vqgan_config, vqgan_ckpt, model.config).to(dev)
     log.info("loaded %s (%s parameters) on %s", path, f"{model.num_parameters():,}", dev)
@@ -182,7 +193,9 @@ def load_checked_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, config: Mode
     vqgan = load_vqgan(vqgan_config, vqgan_ckpt, with_decoder=True)
     problems = []
     if vqgan.config.n_embed != config.image_vocab_size:
-        problems.append(f"codebook of {vqgan.config.n_embed} codes, the model has {config.image_vocab_size} image tokens")
+        problems.append(
+            f"codebook of {vqgan.config.n_embed} codes, the model has {config.image_vocab_size} image tokens"
+        )
     if vqgan.config.codes_per_image != config.image_tokens:
         problems.append(f"{vqgan.config.codes_per_image} codes per face, the model expects {config.image_tokens}")
     if problems:

@@ -11,6 +11,7 @@
 `hypotheses` is one caption per face, `references` a list of captions per face. Words are lower-cased
 runs of letters and digits (COCO's PTB tokenizer also drops punctuation).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def words(text: str) -> list[str]:
 
 
 def ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def bleu4(hypotheses: list[str], references: list[list[str]]) -> float:
@@ -69,7 +70,9 @@ def rouge_l(hypotheses: list[str], references: list[list[str]], beta: float = 1.
         pairs = [(lcs(words(r), h), len(h), len(words(r))) for r in refs]
         precision = max((m / lh if lh else 0.0) for m, lh, _ in pairs)
         recall = max((m / lr if lr else 0.0) for m, _, lr in pairs)
-        scores.append((1 + beta**2) * precision * recall / (recall + beta**2 * precision) if precision and recall else 0.0)
+        scores.append(
+            (1 + beta**2) * precision * recall / (recall + beta**2 * precision) if precision and recall else 0.0
+        )
     return sum(scores) / len(scores) if scores else 0.0
 
 

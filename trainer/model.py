@@ -17,6 +17,7 @@ Incremental decoding: `cache = model.new_cache(batch, capacity)`, `model(prefix,
 runs the right-padded segment-1 prefixes in one pass, then `model(next_tokens[:, None], twos, cache=cache)`
 adds one target token per row and step; each row continues at its own position after its prefix.
 """
+
 from __future__ import annotations
 
 import logging
@@ -155,8 +156,11 @@ class MultiHeadedAttention(nn.Module):
     def released_tensors(self) -> list[tuple[str, torch.Tensor]]:
         """(released name, view into `qkv`) in the released order: linear_layers.0.weight, .0.bias, .1.weight..."""
         weights, biases = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)
-        return [pair for j in range(3)
-                for pair in ((f"{QKV_NAME}.{j}.weight", weights[j]), (f"{QKV_NAME}.{j}.bias", biases[j]))]
+        return [
+            pair
+            for j in range(3)
+            for pair in ((f"{QKV_NAME}.{j}.weight", weights[j]), (f"{QKV_NAME}.{j}.bias", biases[j]))
+        ]
 
     def forward(self, x, mask, layer_cache=None):
         """mask: [batch, 1, queries, keys] bool (True = may attend), or a FlexAttention BlockMask."""
@@ -186,8 +190,9 @@ def _split_qkv(module: MultiHeadedAttention, state: dict, prefix: str, local_met
             state[key] = value
 
 
-def _stack_qkv(module, state: dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys,
-               error_msgs) -> None:
+def _stack_qkv(
+    module, state: dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+) -> None:
     """load_state_dict() hook: the released six keys -> `qkv.{weight,bias}` (missing ones are left to strict)."""
     for kind in ("weight", "bias"):
         names = [f"{prefix}{QKV_NAME}.{j}.{kind}" for j in range(3)]
@@ -291,8 +296,9 @@ class Talk2Face(nn.Module):
             h = layer(h, mask, layer_cache)
         return h
 
-    def loss(self, tokens: torch.Tensor, segments: torch.Tensor, labels: torch.Tensor,
-             reduction: str = "mean") -> torch.Tensor:
+    def loss(
+        self, tokens: torch.Tensor, segments: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
         """Cross-entropy over the labelled positions (label != IGNORE): the mean, or the sum with reduction="sum".
 
         Equal to cross_entropy(model(tokens, segments), labels, ignore_index=IGNORE), but the final LayerNorm,
@@ -317,10 +323,12 @@ class Talk2Face(nn.Module):
         # the slot count may exceed max_positions while every row's positions stay within it (_cache_step)
         shape = (batch, self.config.heads, capacity, self.config.head_dim)
         layers = len(self.encoder.transformer)
-        return KVCache(keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)],
-                       values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)],
-                       segments=torch.zeros(batch, capacity, dtype=torch.long, device=device),
-                       next_position=torch.zeros(batch, dtype=torch.long, device=device))
+        return KVCache(
+            keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)],
+            values=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)],
+            segments=torch.zeros(batch, capacity, dtype=torch.long, device=device),
+            next_position=torch.zeros(batch, dtype=torch.long, device=device),
+        )
 
     def _cache_step(self, tokens, segments, cache: KVCache):
         """Positions, mask and per-layer writers for tokens appended to the cache's filled slots."""
@@ -336,9 +344,9 @@ class Talk2Face(nn.Module):
             # A row that already ended (its [SEP]) keeps stepping beside the others and may run past the last
             # position; its outputs are discarded, so it is held at the last position instead of indexing past it.
             positions = positions.clamp_(max=self.config.max_positions - 1)
-        cache.segments[:, start:start + new] = segments
+        cache.segments[:, start : start + new] = segments
         cache.length = start + new
-        keys = cache.segments[:, :cache.length]
+        keys = cache.segments[:, : cache.length]
         if start > 0 and new == 1:  # one token after all others: every filled slot but padding is visible
             mask = (keys != PAD_SEGMENT)[:, None, None]
         else:
@@ -346,9 +354,10 @@ class Talk2Face(nn.Module):
 
         def writer(index):
             def write(k, v):
-                cache.keys[index][:, :, start:start + new] = k
-                cache.values[index][:, :, start:start + new] = v
-                return cache.keys[index][:, :, :start + new], cache.values[index][:, :, :start + new]
+                cache.keys[index][:, :, start : start + new] = k
+                cache.values[index][:, :, start : start + new] = v
+                return cache.keys[index][:, :, : start + new], cache.values[index][:, :, : start + new]
+
             return write
 
         return positions, mask, [writer(i) for i in range(len(self.encoder.transformer))]

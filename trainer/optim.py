@@ -4,6 +4,7 @@ AdamW (beta 0.9/0.999, weight decay 0.01 except on biases and LayerNorm gamma/be
 linear warm-up over the first 10% of the steps, then a linear decay to zero; gradients clipped to
 `grad_clip` (global norm). The fused CUDA kernel is used when every parameter is on CUDA.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,13 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     fused = all(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas,
-                             eps=config.eps, fused=fused or None)
+    return torch.optim.AdamW(
+        parameter_groups(model, config.weight_decay),
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        fused=fused or None,
+    )
 
 
 def lr_factor(step: int, total_steps: int, warmup_fraction: float) -> float:
@@ -45,9 +51,12 @@ def lr_factor(step: int, total_steps: int, warmup_fraction: float) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig,
-                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, config.warmup_fraction))
+def build_schedule(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, config.warmup_fraction)
+    )
 
 
 def reschedule(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR) -> None:

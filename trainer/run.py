@@ -18,6 +18,7 @@ The rules, all here:
     the other data settings) is refused, each named, in one line.
 The CLI and the library (`trainer.train.train`) both go through `resolve`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,16 @@ from trainer.optim import OptimConfig
 
 log = logging.getLogger(__name__)
 INIT_CONFIG_FILE = "init-model-config.json"  # the model config that --init-from weights brought
-RESUME_FREE = ("compile", "cpu_bf16", "log_every", "save_every", "val_every", "keep_last", "val_batch_size",
-               "skip_bad_shards")
+RESUME_FREE = (
+    "compile",
+    "cpu_bf16",
+    "log_every",
+    "save_every",
+    "val_every",
+    "keep_last",
+    "val_batch_size",
+    "skip_bad_shards",
+)
 OPTIM_KEYS = tuple(f.name for f in dataclasses.fields(OptimConfig))
 DATA_KEYS = tuple(f.name for f in dataclasses.fields(DataConfig))
 POSITIVE = ("batch_size", "micro_batch_size", "max_steps", "save_every", "log_every", "val_every", "val_batch_size")
@@ -129,8 +138,9 @@ def apply(base: TrainConfig, overrides: dict) -> TrainConfig:
     optim = {k: v for k, v in overrides.items() if k in OPTIM_KEYS}
     data = {k: v for k, v in overrides.items() if k in DATA_KEYS}
     top = {k: v for k, v in overrides.items() if k not in OPTIM_KEYS + DATA_KEYS}
-    return dataclasses.replace(base, **top, optim=dataclasses.replace(base.optim, **optim),
-                               data=dataclasses.replace(base.data, **data))
+    return dataclasses.replace(
+        base, **top, optim=dataclasses.replace(base.optim, **optim), data=dataclasses.replace(base.data, **data)
+    )
 
 
 # ----------------------------------------------------------------------------- the decision
@@ -146,8 +156,14 @@ class Plan:
     rescheduled_from: int | None = None  # the schedule's old length when --reschedule changed --max-steps
 
 
-def resolve(out: Path, resume: bool, init_from: Path | None, overrides: dict, reschedule: bool = False,
-            shards_dir: Path | None = None) -> Plan:
+def resolve(
+    out: Path,
+    resume: bool,
+    init_from: Path | None,
+    overrides: dict,
+    reschedule: bool = False,
+    shards_dir: Path | None = None,
+) -> Plan:
     """Decide the run's TrainConfig and ModelConfig (the rules are in this module's docstring); a preset is
     fitted to the geometry of the shards in `shards_dir` (where given) before any comparison."""
     out = Path(out)
@@ -196,8 +212,10 @@ def _resume_plan(folder: Path, overrides: dict, reschedule: bool, shards_dir: Pa
         raise UserError(f"--resume {folder}: " + "; ".join(problems))
     config = apply(saved, {k: v for k, v in overrides.items() if k != "model"})
     if step >= config.max_steps:
-        raise UserError(f"--resume {folder}: the run is complete ({step} of {config.max_steps} steps); "
-                        "give a larger --max-steps with --reschedule to train on")
+        raise UserError(
+            f"--resume {folder}: the run is complete ({step} of {config.max_steps} steps); "
+            "give a larger --max-steps with --reschedule to train on"
+        )
     rescheduled = saved.max_steps if config.max_steps != saved.max_steps else None
     return Plan(config, model_config, weights_from=folder, resume_from=folder, rescheduled_from=rescheduled)
 
@@ -210,16 +228,22 @@ def resume_problems(saved: dict, overrides: dict, step: int, reschedule: bool) -
             continue
         if key == "max_steps":
             if not reschedule:
-                problems.append(f"--max-steps {value}: the run's warm-up/decay schedule spans {saved[key]} steps; "
-                                "pass --reschedule to recompute it over the new length")
+                problems.append(
+                    f"--max-steps {value}: the run's warm-up/decay schedule spans {saved[key]} steps; "
+                    "pass --reschedule to recompute it over the new length"
+                )
             elif value <= step:
                 problems.append(f"--max-steps {value}: the run already took {step} steps")
         elif key in OPTIM_KEYS:
-            problems.append(f"{option(key)} {value} cannot change on --resume (the restored optimiser and schedule "
-                            f"carry the run's {saved[key]}); start a new run with --init-from the checkpoint")
+            problems.append(
+                f"{option(key)} {value} cannot change on --resume (the restored optimiser and schedule "
+                f"carry the run's {saved[key]}); start a new run with --init-from the checkpoint"
+            )
         else:
-            problems.append(f"{option(key)} {shown(value)} cannot change on --resume (the run has {shown(saved[key])} "
-                            "and its data stream depends on it); start a new run with --init-from the checkpoint")
+            problems.append(
+                f"{option(key)} {shown(value)} cannot change on --resume (the run has {shown(saved[key])} "
+                "and its data stream depends on it); start a new run with --init-from the checkpoint"
+            )
     if reschedule and overrides.get("max_steps", saved["max_steps"]) == saved["max_steps"]:
         problems.append(f"--reschedule needs a new --max-steps (the schedule spans {saved['max_steps']} steps)")
     return problems
@@ -235,8 +259,9 @@ def _init_plan(out: Path, init_from: Path, config: TrainConfig, model_given: boo
     given = model_config_of(config.model, shards_dir)
     if carried is None:
         if plain and given.numbers != "whole":
-            log.warning("%s: the released weights were trained with whole numbers; fine-tuning with numbers=whole",
-                        init_from)
+            log.warning(
+                "%s: the released weights were trained with whole numbers; fine-tuning with numbers=whole", init_from
+            )
             given = given.replace(numbers="whole")
         return Plan(config, given, weights_from=init_from)
     model_config = weights.resolve_config(carried, given if model_given else None, f"--init-from {init_from}")
@@ -244,4 +269,3 @@ def _init_plan(out: Path, init_from: Path, config: TrainConfig, model_given: boo
         return Plan(config, model_config, weights_from=init_from)
     recorded = dataclasses.replace(config, model=str((out / INIT_CONFIG_FILE).resolve()))
     return Plan(recorded, model_config, weights_from=init_from, record_model_config=True)
-

@@ -10,6 +10,7 @@ predicted (IGNORE elsewhere), and every target's closing [SEP] is predicted, aft
 tokens (`tgt + [SEP]`, as the authors' framework trains: docs/fidelity.md). Every budget comes from the
 config: a to-image row has seq_length - image_tokens - 1 positions for its prefix (paper: 334 - 256 - 1 = 77).
 """
+
 from __future__ import annotations
 
 import random
@@ -93,7 +94,9 @@ class Layouts:
 
     def face_to_attributes(self, codes, dataset: str, pairs: list[dict], rng: random.Random, face: str) -> Sequence:
         text, dropped = self.attribute_ids(dataset, pairs, self.face_text_budget("to_attributes"), rng, face)
-        return self._to_text("to_attributes", codes, text, face, truncated=dropped > 0, notes={"pairs_dropped": dropped})
+        return self._to_text(
+            "to_attributes", codes, text, face, truncated=dropped > 0, notes={"pairs_dropped": dropped}
+        )
 
     # ------------------------------------------------------------------ inference layouts (no labels)
     def to_image_prompt(self, text: str, face: str = "prompt") -> Sequence:
@@ -158,8 +161,9 @@ class Layouts:
             raise UnfitText(f"{face}: the caption's first word alone exceeds the {budget}-token budget")
         return kept, True
 
-    def attribute_ids(self, dataset: str, pairs: list[dict], budget: int, rng: random.Random,
-                      face: str) -> tuple[list[int], int]:
+    def attribute_ids(
+        self, dataset: str, pairs: list[dict], budget: int, rng: random.Random, face: str
+    ) -> tuple[list[int], int]:
         """`dataset key: value; key: value` ids; over budget, a random subset of whole pairs, order kept.
 
         Returns the ids and how many pairs were left out.
@@ -221,7 +225,11 @@ def pad_batch(sequences: list[Sequence], length: int | None = None) -> dict[str,
         if not _fill_layout_row(s, prefix, tokens[row], segments[row], labels[row]):
             segments[row, :n] = s.segments
             labels[row, :n] = s.labels
-    return {"tokens": torch.from_numpy(tokens), "segments": torch.from_numpy(segments), "labels": torch.from_numpy(labels)}
+    return {
+        "tokens": torch.from_numpy(tokens),
+        "segments": torch.from_numpy(segments),
+        "labels": torch.from_numpy(labels),
+    }
 
 
 def _fill_layout_row(s: Sequence, prefix: int, tokens: np.ndarray, segments: np.ndarray, labels: np.ndarray) -> bool:
@@ -230,10 +238,15 @@ def _fill_layout_row(s: Sequence, prefix: int, tokens: np.ndarray, segments: np.
     Converting a list to numpy costs ~16 ns an element; comparing lists (checking the shape) a fraction of that.
     """
     n, target = len(s.tokens), len(s.tokens) - prefix
-    if not (prefix and len(s.segments) == len(s.labels) == n and s.labels[-1] == IGNORE
-            and s.segments[prefix:] == [TARGET_SEGMENT] * target and s.labels[prefix - 1:-1] == s.tokens[prefix:]
-            and s.labels[:prefix - 1] == [IGNORE] * (prefix - 1)):
+    if not (
+        prefix
+        and len(s.segments) == len(s.labels) == n
+        and s.labels[-1] == IGNORE
+        and s.segments[prefix:] == [TARGET_SEGMENT] * target
+        and s.labels[prefix - 1 : -1] == s.tokens[prefix:]
+        and s.labels[: prefix - 1] == [IGNORE] * (prefix - 1)
+    ):
         return False
     segments[:prefix], segments[prefix:n] = PREFIX_SEGMENT, TARGET_SEGMENT
-    labels[prefix - 1:n - 1] = tokens[prefix:n]
+    labels[prefix - 1 : n - 1] = tokens[prefix:n]
     return True

@@ -13,6 +13,7 @@ against its own text (an automatic stand-in for the paper's user-study consisten
 FID from 1,000 faces is biased upward against FID from 50,000 (the estimate shrinks with the sample count):
 compare figures only at equal counts, as the report says.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,10 @@ from trainer.text import image_codes
 
 log = logging.getLogger(__name__)
 
-BIAS_NOTE = ("FID is biased upward at small sample counts (1,000 faces read higher than 50,000); "
-             "compare only figures measured on the same counts")
+BIAS_NOTE = (
+    "FID is biased upward at small sample counts (1,000 faces read higher than 50,000); "
+    "compare only figures measured on the same counts"
+)
 
 
 @dataclass(frozen=True)
@@ -69,16 +72,19 @@ def caption_texts(faces: list[tuple[dict, list[int]]], samples: int) -> tuple[li
     return [captions[i % len(captions)] for i in range(samples)], len(captions)
 
 
-def real_features(inception, metas: list[dict], shards: Path, config: SynthesisConfig,
-                  device) -> tuple[fid.Features, dict[str, int]]:
+def real_features(
+    inception, metas: list[dict], shards: Path, config: SynthesisConfig, device
+) -> tuple[fid.Features, dict[str, int]]:
     """Inception features of the split's real faces, prepared as tokenize-images does; unreadable ones counted."""
     from facetokens.images import SIZE, try_prepare_face
     from facetokens.preview import corpus_of, find_originals
 
     corpus = config.corpus or corpus_of(Path(shards))
     if corpus is None or not layout.images_file(corpus).is_file():
-        raise UserError(f"--fid needs the real faces: the corpus of {shards} ({corpus or 'not named in index.json'}) "
-                        f"is not at hand (no {layout.IMAGES_FILE}); pass --corpus DIR (the folder from build-corpus)")
+        raise UserError(
+            f"--fid needs the real faces: the corpus of {shards} ({corpus or 'not named in index.json'}) "
+            f"is not at hand (no {layout.IMAGES_FILE}); pass --corpus DIR (the folder from build-corpus)"
+        )
     originals = find_originals(metas, Path(corpus))
     parts, batch, skipped = [], [], {}
     with Progress(len(metas), "real faces", "face", enabled=not config.quiet) as bar:
@@ -104,9 +110,11 @@ def generate_faces(session, texts: list[str], config: SynthesisConfig, sampling:
     generator = torch.Generator(session.device).manual_seed(config.seed)
     with Progress(len(texts), "generate faces", "face", enabled=not config.quiet) as bar:
         for start in range(0, len(texts), config.batch_size):
-            chunk = texts[start:start + config.batch_size]
-            prompts = [build_prompt(session, Request("to_image", text=t), None, f"caption {start + n + 1}")
-                       for n, t in enumerate(chunk)]
+            chunk = texts[start : start + config.batch_size]
+            prompts = [
+                build_prompt(session, Request("to_image", text=t), None, f"caption {start + n + 1}")
+                for n, t in enumerate(chunk)
+            ]
             outputs = decode(session.model, prompts, IMAGE, session.tokenizer, sampling, generator)
             codes = [image_codes(o["tokens"], session.config.text_vocab_size) for o in outputs]
             on_batch(chunk, session.decode_faces(codes))
@@ -144,13 +152,23 @@ def evaluate_synthesis(session, faces: list[tuple[dict, list[int]]], shards: Pat
     generate_faces(session, texts, config, sampling, consume)
     fake = fid.concat(fake_parts)
     is_mean, is_std = fid.inception_score(fake, config.seed)
-    report = {"fid": fid.frechet_distance(reals, fake), "is_mean": is_mean, "is_std": is_std,
-              "generated": len(fake), "texts": distinct, "real": len(reals), "real_skipped": skipped,
-              "real_datasets": sorted({meta["dataset"] for meta, _ in faces}),
-              "note": BIAS_NOTE}
+    report = {
+        "fid": fid.frechet_distance(reals, fake),
+        "is_mean": is_mean,
+        "is_std": is_std,
+        "generated": len(fake),
+        "texts": distinct,
+        "real": len(reals),
+        "real_skipped": skipped,
+        "real_datasets": sorted({meta["dataset"] for meta, _ in faces}),
+        "note": BIAS_NOTE,
+    }
     if scorer is not None:
-        report |= {"clip_score": float(np.mean(clip_scores)), "clip_faces": len(clip_scores),
-                   "clip_truncated": truncated}
+        report |= {
+            "clip_score": float(np.mean(clip_scores)),
+            "clip_faces": len(clip_scores),
+            "clip_truncated": truncated,
+        }
     return report
 
 
@@ -161,14 +179,22 @@ def format_synthesis(report: dict) -> list[str]:
     lines = ["", "## Text-guided synthesis (Table 2)", ""]
     if "skipped" in report:
         return lines + [f"skipped: {report['skipped']}"]
-    skipped = f"; {sum(report['real_skipped'].values())} unreadable: {report['real_skipped']}" \
-        if report["real_skipped"] else ""
-    lines += ["| metric | value | generated faces | real faces |", "|---|---|---|---|",
-              f"| FID | {report['fid']:.2f} | {report['generated']} | {report['real']} |",
-              f"| IS | {report['is_mean']:.3f} ± {report['is_std']:.3f} | {report['generated']} | – |"]
+    skipped = (
+        f"; {sum(report['real_skipped'].values())} unreadable: {report['real_skipped']}"
+        if report["real_skipped"]
+        else ""
+    )
+    lines += [
+        "| metric | value | generated faces | real faces |",
+        "|---|---|---|---|",
+        f"| FID | {report['fid']:.2f} | {report['generated']} | {report['real']} |",
+        f"| IS | {report['is_mean']:.3f} ± {report['is_std']:.3f} | {report['generated']} | – |",
+    ]
     if "clip_score" in report:
         cut = " (some texts cut at CLIP's 77 tokens)" if report["clip_truncated"] else ""
-        lines.append(f"| CLIP score (100 × cosine, face vs its text){cut} | {report['clip_score']:.2f} | "
-                     f"{report['clip_faces']} | – |")
+        lines.append(
+            f"| CLIP score (100 × cosine, face vs its text){cut} | {report['clip_score']:.2f} | "
+            f"{report['clip_faces']} | – |"
+        )
     lines += ["", f"Generated from {report['texts']} distinct captions{skipped}. {report['note']}."]
     return lines

@@ -9,6 +9,7 @@ A word longer than MAX_WORD_CHARS (200, as the authors' framework: docs/fidelity
 
 Token ids: text 0 .. text_vocab_size-1, then VQGAN code c as text_vocab_size + c.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,14 +39,18 @@ class TextTokenizer:
         self._text_ids = functools.lru_cache(maxsize=1 << 16)(self._ids_of_text)
         self._word_ids = functools.lru_cache(maxsize=1 << 17)(self._tokenizer_ids)
         self.vocab_size = self._tokenizer.get_vocab_size()
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id = (self._tokenizer.token_to_id(t) for t in (PAD, UNK, CLS, SEP))
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id = (
+            self._tokenizer.token_to_id(t) for t in (PAD, UNK, CLS, SEP)
+        )
 
     @classmethod
     def for_config(cls, config: ModelConfig) -> TextTokenizer:
         tokenizer = cls(config.vocab, config.numbers)
         if tokenizer.vocab_size != config.text_vocab_size:
-            raise UserError(f"text vocabulary {config.vocab} has {tokenizer.vocab_size} tokens; "
-                            f"the model config expects text_vocab_size {config.text_vocab_size}")
+            raise UserError(
+                f"text vocabulary {config.vocab} has {tokenizer.vocab_size} tokens; "
+                f"the model config expects text_vocab_size {config.text_vocab_size}"
+            )
         return tokenizer
 
     def settings(self) -> dict:
@@ -82,8 +87,9 @@ class TextTokenizer:
 def _build(vocab: str, numbers: str) -> Tokenizer:
     wordpiece = models.WordPiece.from_file(str(VOCABS[vocab]), unk_token=UNK, max_input_chars_per_word=MAX_WORD_CHARS)
     tokenizer = Tokenizer(wordpiece)
-    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
-                                                      lowercase=True)
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
     words = pre_tokenizers.BertPreTokenizer()
     if numbers == "digits":
         words = pre_tokenizers.Sequence([words, pre_tokenizers.Digits(individual_digits=True)])

@@ -23,6 +23,7 @@ The story, top to bottom:
      (RUN/val.jsonl, RUN/loss.png), a checkpoint (`trainer.checkpoint`) every `save_every` steps and at the end.
 bf16 autocast on CUDA; fp32 on the CPU (bf16 autocast there too with `cpu_bf16`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -103,11 +104,14 @@ def all_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
 # ----------------------------------------------------------------------------- 2-4. everything the loop needs
 def accumulation_steps(config: TrainConfig, world: int) -> int:
     if config.micro_batch_size < 4 or config.micro_batch_size % len(TASKS):
-        raise UserError(f"--micro-batch-size {config.micro_batch_size} must be a positive multiple of {len(TASKS)} "
-                        "(the tasks)")
+        raise UserError(
+            f"--micro-batch-size {config.micro_batch_size} must be a positive multiple of {len(TASKS)} (the tasks)"
+        )
     if config.batch_size % (world * config.micro_batch_size):
-        raise UserError(f"the global batch {config.batch_size} is not {world} process(es) x micro-batch "
-                        f"{config.micro_batch_size} x a whole number of accumulation steps")
+        raise UserError(
+            f"the global batch {config.batch_size} is not {world} process(es) x micro-batch "
+            f"{config.micro_batch_size} x a whole number of accumulation steps"
+        )
     return config.batch_size // (world * config.micro_batch_size)
 
 
@@ -186,8 +190,22 @@ def setup(shards_dir: Path, out: Path, plan: Plan, d: Dist, progress: bool = Tru
         truncate_log(logs["val"], start)
     logger = Logger(out, d, model_config, model.num_parameters(), config, start, progress)
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" or config.cpu_bf16)
-    return Run(config, model_config, d, out, model, wrap(model, config, d), optimizer, schedule, stream, validation,
-               accum, autocast, logger, start)
+    return Run(
+        config,
+        model_config,
+        d,
+        out,
+        model,
+        wrap(model, config, d),
+        optimizer,
+        schedule,
+        stream,
+        validation,
+        accum,
+        autocast,
+        logger,
+        start,
+    )
 
 
 def read_start_weights(plan: Plan) -> dict | None:
@@ -218,9 +236,18 @@ def wrap(model: Talk2Face, config: TrainConfig, d: Dist) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- 5. the loop
-def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, resume: bool = False,
-          init_from: Path | None = None, reschedule: bool = False, progress: bool = True, stop_at: int | None = None,
-          **overrides) -> dict:
+def train(
+    shards_dir: Path,
+    out: Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    init_from: Path | None = None,
+    reschedule: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
+    **overrides,
+) -> dict:
     """Train (or continue) a run in `out` on `shards_dir`; returns a summary (on every rank).
 
     The settings are `config`'s values that differ from TrainConfig's defaults plus `overrides` (e.g. `lr=1e-3`,
@@ -243,9 +270,17 @@ def train(shards_dir: Path, out: Path, config: TrainConfig | None = None, *, res
                 run.logger.validation(step, validate(run))
             if step % config.save_every == 0 or step == last:
                 save(run, step)
-    return {"out": str(out), "rank": d.rank, "steps": last, "resumed_from": run.start,
-            "loss": metrics.get("loss", math.nan), "checkpoint": str(checkpoint.latest(Path(out))),
-            "world_size": d.world, "accumulation": run.accum, "parameters": run.model.num_parameters()}
+    return {
+        "out": str(out),
+        "rank": d.rank,
+        "steps": last,
+        "resumed_from": run.start,
+        "loss": metrics.get("loss", math.nan),
+        "checkpoint": str(checkpoint.latest(Path(out))),
+        "world_size": d.world,
+        "accumulation": run.accum,
+        "parameters": run.model.num_parameters(),
+    }
 
 
 def train_step(run: Run, step: int) -> dict:
@@ -268,8 +303,13 @@ def train_step(run: Run, step: int) -> dict:
     grad_clip = run.config.optim.grad_clip
     parameters = run.model.parameters()
     norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip) if grad_clip > 0 else get_total_norm(run.model)
-    metrics = {"loss": (totals[0] / totals[1]).item(), "lr": run.optimizer.param_groups[0]["lr"],
-               "grad_norm": norm.item(), "tokens": int(totals[2].item()), "padding": totals[3].item() / d.world}
+    metrics = {
+        "loss": (totals[0] / totals[1]).item(),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "grad_norm": norm.item(),
+        "tokens": int(totals[2].item()),
+        "padding": totals[3].item() / d.world,
+    }
     check_finite(run, step, metrics)
     run.optimizer.step()
     run.schedule.step()
@@ -287,8 +327,10 @@ def check_finite(run: Run, step: int, metrics: dict) -> None:
         return
     good = checkpoint.latest(run.out)
     kept = f"the last checkpoint ({good.name}) is untouched" if good else "no checkpoint was written"
-    raise UserError(f"step {step}: the training loss is {metrics['loss']} (gradient norm {metrics['grad_norm']}, "
-                    f"lr {metrics['lr']:.3g}); the run stops here and {kept}; try a lower --lr")
+    raise UserError(
+        f"step {step}: the training loss is {metrics['loss']} (gradient norm {metrics['grad_norm']}, "
+        f"lr {metrics['lr']:.3g}); the run stops here and {kept}; try a lower --lr"
+    )
 
 
 def restore(plan: Plan, stream: TrainStream, optimizer, schedule, d: Dist, total_streams: int) -> int:
@@ -300,15 +342,23 @@ def restore(plan: Plan, stream: TrainStream, optimizer, schedule, d: Dist, total
     schedule.load_state_dict(state["schedule"])
     if plan.rescheduled_from is not None:  # --reschedule: the rest of the run follows the schedule over max_steps
         reschedule(optimizer, schedule)
-        log.warning("the schedule now spans %d steps (was %d); the lr of step %d is %.3g", config.max_steps,
-                    plan.rescheduled_from, state["step"] + 1, optimizer.param_groups[0]["lr"])
+        log.warning(
+            "the schedule now spans %d steps (was %d); the lr of step %d is %.3g",
+            config.max_steps,
+            plan.rescheduled_from,
+            state["step"] + 1,
+            optimizer.param_groups[0]["lr"],
+        )
     if state["world_size"] == d.world:
         torch.set_rng_state(state["rng"][d.rank]["torch"])
         if d.device.type == "cuda" and state["rng"][d.rank].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"][d.rank]["cuda"], d.device)
     else:
-        log.warning("resuming %d process(es) from a checkpoint of %d: the data continues exactly, dropout is reseeded",
-                    d.world, state["world_size"])
+        log.warning(
+            "resuming %d process(es) from a checkpoint of %d: the data continues exactly, dropout is reseeded",
+            d.world,
+            state["world_size"],
+        )
         torch.manual_seed(config.seed + 1 + d.rank + 1000 * state["step"])
     return state["step"]
 
@@ -316,14 +366,21 @@ def restore(plan: Plan, stream: TrainStream, optimizer, schedule, d: Dist, total
 def save(run: Run, step: int) -> None:
     """Gather every process's data streams and RNG, then rank 0 writes the checkpoint; everyone waits."""
     d = run.d
-    rng = {"torch": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state(d.device) if d.device.type == "cuda" else None}
+    rng = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(d.device) if d.device.type == "cuda" else None,
+    }
     gathered = all_gather((run.stream.state(), rng), d)
     if d.main:
         data = dict(gathered[0][0])
         data["streams"] = {v: s for data_state, _ in gathered for v, s in data_state["streams"].items()}
-        state = {"step": step, "world_size": d.world, "schedule": run.schedule.state_dict(), "data": data,
-                 "rng": [r for _, r in gathered]}
+        state = {
+            "step": step,
+            "world_size": d.world,
+            "schedule": run.schedule.state_dict(),
+            "data": data,
+            "rng": [r for _, r in gathered],
+        }
         checkpoint.save(run.out, step, run.model, run.optimizer, state, run.config.to_dict(), run.config.keep_last)
     if d.world > 1:
         import torch.distributed as dist
@@ -353,7 +410,9 @@ def truncate_log(path: Path, step: int) -> None:
     """Drop lines of steps after `step` (a run killed after its last checkpoint logged them)."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
+    lines = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step
+    ]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
@@ -361,8 +420,16 @@ class Logger:
     """Rank 0: RUN/log.jsonl, RUN/val.jsonl, RUN/loss.png, TensorBoard if installed, and the console: a progress
     bar on a terminal, plain lines (one per logged step) when stderr is a file or a pipe."""
 
-    def __init__(self, out: Path, d: Dist, model_config: ModelConfig, parameters: int, config: TrainConfig, start: int,
-                 progress: bool):
+    def __init__(
+        self,
+        out: Path,
+        d: Dist,
+        model_config: ModelConfig,
+        parameters: int,
+        config: TrainConfig,
+        start: int,
+        progress: bool,
+    ):
         self.out, self.main, self.max_steps = out, d.main, config.max_steps
         self.flops = flops_per_token(model_config, parameters)
         self.peak = peak_flops(d.device)
@@ -373,8 +440,14 @@ class Logger:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=config.max_steps, initial=start, unit="step", desc="train",
-                        disable=not progress or self.plain, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=config.max_steps,
+            initial=start,
+            unit="step",
+            desc="train",
+            disable=not progress or self.plain,
+            dynamic_ncols=True,
+        )
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -386,11 +459,22 @@ class Logger:
         if not self.main:
             return
         tokens_per_s = metrics["tokens"] / max(metrics["seconds"], 1e-9)
-        row = {"step": step, "loss": round(metrics["loss"], 5), "lr": metrics["lr"],
-               "grad_norm": round(metrics["grad_norm"], 5), "tokens_per_s": round(tokens_per_s, 1),
-               "padding": round(metrics["padding"], 4), "seconds": round(metrics["seconds"], 4)}
-        shown = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.2e}", "grad": f"{row['grad_norm']:.3g}",
-                 "tok/s": f"{tokens_per_s:,.0f}", "pad": f"{row['padding']:.1%}"}
+        row = {
+            "step": step,
+            "loss": round(metrics["loss"], 5),
+            "lr": metrics["lr"],
+            "grad_norm": round(metrics["grad_norm"], 5),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "padding": round(metrics["padding"], 4),
+            "seconds": round(metrics["seconds"], 4),
+        }
+        shown = {
+            "loss": f"{row['loss']:.4f}",
+            "lr": f"{row['lr']:.2e}",
+            "grad": f"{row['grad_norm']:.3g}",
+            "tok/s": f"{tokens_per_s:,.0f}",
+            "pad": f"{row['padding']:.1%}",
+        }
         if self.peak:
             row["mfu"] = round(self.flops * tokens_per_s / self.peak, 4)
             shown["mfu"] = f"{row['mfu']:.1%}"
@@ -415,8 +499,10 @@ class Logger:
                 self.tb.add_scalar(f"val/{task}", value, step)
         plot_losses(self.out)
         if not self.bar.disable or self.plain:
-            self.say(f"step {step}/{self.max_steps} validation loss " +
-                     ", ".join(f"{task} {value:.4f}" for task, value in losses.items()))
+            self.say(
+                f"step {step}/{self.max_steps} validation loss "
+                + ", ".join(f"{task} {value:.4f}" for task, value in losses.items())
+            )
 
     def say(self, line: str) -> None:
         self.bar.write(line, file=sys.stderr)
@@ -436,8 +522,11 @@ def plot_losses(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     logs = checkpoint.log_files(out)
-    rows = [json.loads(line) for line in logs["log"].read_text(encoding="utf-8").splitlines() if line] \
-        if logs["log"].is_file() else []
+    rows = (
+        [json.loads(line) for line in logs["log"].read_text(encoding="utf-8").splitlines() if line]
+        if logs["log"].is_file()
+        else []
+    )
     vals = [json.loads(line) for line in logs["val"].read_text(encoding="utf-8").splitlines() if line]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train", linewidth=0.8)

@@ -8,6 +8,7 @@
 The released loader used `load_state_dict(strict=False)`, so a misnamed weight stayed random silently;
 ours refuses, naming every missing, unexpected and wrongly shaped key.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,11 @@ UER_NAMES = {
     "embedding.segment_embedding.weight": "embedding.seg.embedding.weight",
     "target.output_layer.weight": "target.lm.output_layer.weight",
 }
-FORMATS = {"released": "released (TencentPretrain names)", "uer": "older UER names", "ours": "talk2face export (safetensors)"}
+FORMATS = {
+    "released": "released (TencentPretrain names)",
+    "uer": "older UER names",
+    "ours": "talk2face export (safetensors)",
+}
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str, ModelConfig | None]:
@@ -113,8 +118,10 @@ def _read_export(folder: Path):
     if config_file.is_file():
         beside = load_config(config_file)
         if config is not None and beside != config:
-            raise UserError(f"{folder}: {CONFIG_FILE} disagrees with the config inside {WEIGHTS_FILE}: "
-                            f"{config_differences(config, beside)}")
+            raise UserError(
+                f"{folder}: {CONFIG_FILE} disagrees with the config inside {WEIGHTS_FILE}: "
+                f"{config_differences(config, beside)}"
+            )
         config = beside
     return state, found, config
 
@@ -143,8 +150,11 @@ def check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where:
     problems = _size_mismatches(state, config)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    misshapen = [f"{k} {list(state[k].shape)} (expected {list(shape)})"
-                 for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
+    misshapen = [
+        f"{k} {list(state[k].shape)} (expected {list(shape)})"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
         if keys:
             shown = keys if all_keys else keys[:SHOWN_KEYS]
@@ -160,8 +170,10 @@ def _size_mismatches(state, config: ModelConfig) -> list[str]:
     problems = []
     word = state.get("embedding.word.embedding.weight")
     if word is not None and word.ndim == 2 and word.shape[0] != config.vocab_size:
-        problems.append(f"vocabulary of {word.shape[0]} tokens, the config has {config.vocab_size} "
-                        f"({config.text_vocab_size} text + {config.image_vocab_size} image)")
+        problems.append(
+            f"vocabulary of {word.shape[0]} tokens, the config has {config.vocab_size} "
+            f"({config.text_vocab_size} text + {config.image_vocab_size} image)"
+        )
     pos = state.get("embedding.pos.embedding.weight")
     if pos is not None and pos.ndim == 2 and pos.shape[0] != config.max_positions:
         problems.append(f"{pos.shape[0]} positions, the config has max_positions {config.max_positions}")
@@ -226,10 +238,15 @@ def inspect(checkpoint: Path | None, config: ModelConfig | None, all_keys: bool 
     config = config or load_config("paper")
     with torch.device("meta"):
         model = Talk2Face(config)
-    report = {"checkpoint": where if checkpoint else None, "key_format": FORMATS.get(found, "none (config only)"),
-              "parameters": model.num_parameters(), "state_dict_entries": len(model.state_dict()),
-              "keys": f"all {len(state)} keys match" if state is not None else "not checked (no checkpoint)",
-              "tokenizer": {"vocab": config.vocab, "numbers": config.numbers}, "config": config.to_dict()}
+    report = {
+        "checkpoint": where if checkpoint else None,
+        "key_format": FORMATS.get(found, "none (config only)"),
+        "parameters": model.num_parameters(),
+        "state_dict_entries": len(model.state_dict()),
+        "keys": f"all {len(state)} keys match" if state is not None else "not checked (no checkpoint)",
+        "tokenizer": {"vocab": config.vocab, "numbers": config.numbers},
+        "config": config.to_dict(),
+    }
     if found in ("released", "uer") and config.numbers != "whole":
         report["warning"] = "the released weights were trained with numbers=whole; this config says digits"
     return report

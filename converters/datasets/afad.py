@@ -9,6 +9,7 @@ disk are rejected as `image missing`, images not listed are kept, and lines nami
 not images (the real list names 14 `Thumbs.db`) are not records (noted).
 No official split: `hash_split` by person (the `<personId>` of `<personId>-<k>.jpg`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,6 +43,7 @@ class Options:
 @dataclasses.dataclass
 class Walk:
     """The images under one AFAD folder: per <age>/<gender> folder, its sorted file names."""
+
     folders: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     names: list[list[str]] = dataclasses.field(default_factory=list)
     skipped_files: Counter = dataclasses.field(default_factory=Counter)
@@ -67,19 +69,30 @@ class AFAD(Converter):
         cols = self.reject_implausible_ages(cols, self.manifest["labels"]["age"])
 
         text, attributes = attribute_columns(self.name, ["age", "gender"], [cols["age"], cols["gender"]])
-        stem = pc.list_element(pc.split_pattern(cols["name"], ".", max_splits=1, reverse=True), 0)  # split beats a regex
+        stem = pc.list_element(
+            pc.split_pattern(cols["name"], ".", max_splits=1, reverse=True), 0
+        )  # split beats a regex
         image_id = pc.binary_join_element_wise("afad/", cols["folder"], stem, "")
         person = self.persons(cols["name"])
         yield make_table(
-            len(cols["key"]), dataset=self.name, image=cols["image"], image_id=image_id,
-            split=hash_split(pc.coalesce(person, image_id)), kind="attributes", text=text, attributes=attributes,
-            source=cols["source"], person=person,
+            len(cols["key"]),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=image_id,
+            split=hash_split(pc.coalesce(person, image_id)),
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
+            person=person,
         )
 
     def reject_implausible_ages(self, cols: dict, bounds: dict) -> dict:
         age = pc.cast(cols["age"], pa.int64()).to_numpy(zero_copy_only=False)
         bad = (age < bounds["min"]) | (age > bounds["max"])
-        detail = pc.binary_join_element_wise("age folder ", cols["age"], f" outside {bounds['min']}..{bounds['max']}", "")
+        detail = pc.binary_join_element_wise(
+            "age folder ", cols["age"], f" outside {bounds['min']}..{bounds['max']}", ""
+        )
         return self.reject_where(cols, bad, "age out of range", detail)
 
     def summary(self, table: pa.Table) -> dict:
@@ -101,11 +114,15 @@ class AFAD(Converter):
         if found[wanted] is None:
             looked_for = " or ".join(FOLDERS.values()) if self.options.variant == "auto" else FOLDERS[wanted]
             present = ", ".join(FOLDERS[v] for v, f in found.items() if f) or "neither"
-            raise UserError(f"{self.name}: no folder named {looked_for} under {self.root} (found: {present}); "
-                            "is --root the extracted download?")
+            raise UserError(
+                f"{self.name}: no folder named {looked_for} under {self.root} (found: {present}); "
+                "is --root the extracted download?"
+            )
         for other, folder in found.items():
             if other != wanted and folder:
-                self.notes.append(f"{self.tree.rel(folder)} is also present and was not converted (option variant={other})")
+                self.notes.append(
+                    f"{self.tree.rel(folder)} is also present and was not converted (option variant={other})"
+                )
         if wanted == "lite":
             self.notes.append(f"AFAD-Lite is expected to hold {self.manifest['counts']['lite']['total']} images")
         return wanted, self.tree.unwrap(found[wanted])  # a re-zipped AFAD-Full/AFAD-Full/
@@ -145,7 +162,11 @@ class AFAD(Converter):
         self.note_walk(folder, walk, len(names))
         image = prefixed(self.base(folder), key)
         return {
-            "source": image, "image": image, "key": key, "name": names, "folder": prefix,
+            "source": image,
+            "image": image,
+            "key": key,
+            "name": names,
+            "folder": prefix,
             "age": pa.array([str(int(age)) for age, _ in walk.folders], pa.string()).take(folder_of),  # 015 -> 15
             "gender": pa.array([gender for _, gender in walk.folders], pa.string()).take(folder_of),
         }
@@ -161,7 +182,9 @@ class AFAD(Converter):
         return "" if folder == self.root else self.tree.rel(folder) + "/"
 
     def note_walk(self, folder: Path, walk: Walk, images: int) -> None:
-        self.notes.append(f"walked {self.tree.rel(folder)}: {images} images in {len(walk.folders)} <age>/<gender> folders")
+        self.notes.append(
+            f"walked {self.tree.rel(folder)}: {images} images in {len(walk.folders)} <age>/<gender> folders"
+        )
         if walk.skipped_files:
             most = sorted(walk.skipped_files.items(), key=lambda item: (-item[1], item[0]))[:5]
             common = ", ".join(f"{name} {count}" for name, count in most)
@@ -171,8 +194,9 @@ class AFAD(Converter):
             self.notes.append(f"skipped {len(walk.skipped_dirs)} folders that are not numbers ({shown})")
         if walk.inner_dirs:
             shown = ", ".join(walk.inner_dirs[:5])
-            self.notes.append(f"skipped {len(walk.inner_dirs)} folders inside <age>/<gender> folders, not images "
-                              f"({shown})")
+            self.notes.append(
+                f"skipped {len(walk.inner_dirs)} folders inside <age>/<gender> folders, not images ({shown})"
+            )
 
     # -- the list file ---------------------------------------------------------------------
     def find_list(self, folder: Path, folder_name: str) -> Path | None:
@@ -214,8 +238,10 @@ class AFAD(Converter):
             return lines
         names = pc.replace_substring_regex(lines["path"].filter(pa.array(~image)), r"^.*/", "")
         common = ", ".join(f"{c['values']} {c['counts']}" for c in pc.value_counts(names).to_pylist()[:5])
-        self.notes.append(f"{int((~image).sum())} lines of {self.tree.rel(path)} name files that are not images "
-                          f"({common}): not records")
+        self.notes.append(
+            f"{int((~image).sum())} lines of {self.tree.rel(path)} name files that are not images "
+            f"({common}): not records"
+        )
         return {k: v.filter(pa.array(image)) for k, v in lines.items()}
 
 

@@ -8,6 +8,7 @@ Two releases, told apart by their files:
   `annotations/<id>_exp.npy`, `_val.npy`, `_aro.npy` (0-d arrays, numbers or strings).
 Valence / arousal of -2 mean "not annotated": that pair is left out of the text.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,16 @@ class AffectNet(Converter):
         text, attributes = attribute_columns(self.name, keys, [cols[k] for k in keys])
         n = len(cols["source"])
         yield make_table(
-            n, dataset=self.name, image=cols["image"], image_id=cols["image_id"], box=box_column(cols.get("box"), n),
-            split=cols["split"], kind="attributes", text=text, attributes=attributes, source=cols["source"],
+            n,
+            dataset=self.name,
+            image=cols["image"],
+            image_id=cols["image_id"],
+            box=box_column(cols.get("box"), n),
+            split=cols["split"],
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
         )
 
     def detect_release(self) -> str:
@@ -72,8 +81,10 @@ class AffectNet(Converter):
             return "csv"
         if any(self.tree.find_dir(name, required=False) for name in NPY_SETS):
             return "npy"
-        raise UserError(f"{self.name}: found neither the CSV release ({', '.join(CSV_FILES)}) nor the npy release "
-                        f"({'/, '.join(NPY_SETS)}/) under {self.root}; is --root the extracted download?")
+        raise UserError(
+            f"{self.name}: found neither the CSV release ({', '.join(CSV_FILES)}) nor the npy release "
+            f"({'/, '.join(NPY_SETS)}/) under {self.root}; is --root the extracted download?"
+        )
 
     # -- reading ------------------------------------------------------------------------------
     def read_csv_release(self) -> dict:
@@ -83,8 +94,9 @@ class AffectNet(Converter):
             table = read_csv(path, self.tree.rel(path), CSV_COLUMNS, self.reject)
             self.count_records(table.records)
             split = self.manifest["labels"]["split"][name]
-            parts.append({"source": table.sources(), "split": pa.array([split] * len(table), pa.string()),
-                          **table.columns})
+            parts.append(
+                {"source": table.sources(), "split": pa.array([split] * len(table), pa.string()), **table.columns}
+            )
         cols = {k: pa.concat_arrays([p[k] for p in parts]) for k in parts[0]}
         return self.reject_failing(cols, {name: is_missing(cols[name]) for name in CSV_COLUMNS}, "missing value")
 
@@ -98,7 +110,10 @@ class AffectNet(Converter):
 
     def read_npy_set(self, name: str, set_dir: Path) -> dict:
         """One record per image id: the ids named by the images and by the annotation files together."""
-        images_dir, notes_dir = self.tree.find_dir("images", under=set_dir), self.tree.find_dir("annotations", under=set_dir)
+        images_dir, notes_dir = (
+            self.tree.find_dir("images", under=set_dir),
+            self.tree.find_dir("annotations", under=set_dir),
+        )
         images = sorted(n for n in self.tree.files(images_dir) if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         images = pa.array(images, pa.string())
         notes = pa.array(sorted(self.tree.listing(notes_dir)), pa.string())
@@ -108,12 +123,19 @@ class AffectNet(Converter):
         ids = ids.take(pc.sort_indices(pa.table({"n": pc.utf8_length(ids), "id": ids}), order))
         self.count_records(len(ids))
         exp_files = pc.binary_join_element_wise(ids, NPY_FILES["expression"], "")
-        cols = {"source": prefixed(self.tree.rel(notes_dir) + "/", exp_files),
-                "split": pa.array([self.manifest["labels"]["split"][name]] * len(ids), pa.string()), "id": ids,
-                "image": prefixed(self.tree.rel(images_dir) + "/", images.take(pc.index_in(ids, value_set=stems(images)))),
-                "image_id": prefixed(f"{self.name}/{name}/", ids)}
-        cols = self.reject_where(cols, cols["image"].is_null().to_numpy(zero_copy_only=False), "image missing",
-                                 f"no image of that id in {self.tree.rel(images_dir)}")
+        cols = {
+            "source": prefixed(self.tree.rel(notes_dir) + "/", exp_files),
+            "split": pa.array([self.manifest["labels"]["split"][name]] * len(ids), pa.string()),
+            "id": ids,
+            "image": prefixed(self.tree.rel(images_dir) + "/", images.take(pc.index_in(ids, value_set=stems(images)))),
+            "image_id": prefixed(f"{self.name}/{name}/", ids),
+        }
+        cols = self.reject_where(
+            cols,
+            cols["image"].is_null().to_numpy(zero_copy_only=False),
+            "image missing",
+            f"no image of that id in {self.tree.rel(images_dir)}",
+        )
         errors = np.full(len(cols["id"]), "", dtype=object)
         for key, suffix in NPY_FILES.items():
             files = [f"{i}{suffix}" for i in cols["id"].to_pylist()]
@@ -122,8 +144,12 @@ class AffectNet(Converter):
             errors = np.where(errors == "", problems, errors)
         cols["expression"] = pc.replace_substring_regex(cols["expression"], r"^(\d+)\.0*$", r"\1")  # stored as 1.0
         cols = self.reject_where(cols, errors != "", "unreadable annotation", errors)
-        return self.reject_where(cols, cols["expression"].is_null().to_numpy(zero_copy_only=False), "missing value",
-                                 pc.binary_join_element_wise("no file ", cols["source"], ""))
+        return self.reject_where(
+            cols,
+            cols["expression"].is_null().to_numpy(zero_copy_only=False),
+            "missing value",
+            pc.binary_join_element_wise("no file ", cols["source"], ""),
+        )
 
     # -- values -------------------------------------------------------------------------------
     def parse_numbers(self, cols: dict, names: list[str]) -> dict:
@@ -178,8 +204,10 @@ class AffectNet(Converter):
         bad = (w <= 0) | (h <= 0) | (box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])
         bad |= ~(np.abs(box) < 2**31).all(axis=1)  # also NaN / inf
         detail = np.full(len(bad), "", dtype=object)
-        detail[bad] = [f"face_x={a:g}, face_y={b:g}, face_width={c:g}, face_height={d:g}"
-                       for a, b, c, d in zip(x[bad], y[bad], w[bad], h[bad])]
+        detail[bad] = [
+            f"face_x={a:g}, face_y={b:g}, face_width={c:g}, face_height={d:g}"
+            for a, b, c, d in zip(x[bad], y[bad], w[bad], h[bad])
+        ]
         cols["box"] = np.where(bad[:, None], 0, box).astype(np.int64)
         return self.reject_where(cols, bad, "degenerate box", detail)
 

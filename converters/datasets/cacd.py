@@ -5,6 +5,7 @@ that is there, of the big `celebrity2000.mat` (MATLAB v7.3 = HDF5, h5py), fields
 identity, rank, name (the file name in `CACD2000/`). Work is on whole columns; only the names are
 decoded one by one. Split by the celebrity's rank, as the CARC protocol does (manifest: split_by_rank).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,9 +48,16 @@ class CACD(Converter):
         text, attributes = attribute_columns(self.name, ["age"], [age])
         identity = pa.array(cols["identity"].astype(np.int64)).cast(pa.string())
         yield make_table(
-            len(cols["name"]), dataset=self.name, image=cols["image"], image_id=prefixed("cacd/", stems(cols["name"])),
-            split=self.splits(cols["rank"], labels), kind="attributes", text=text, attributes=attributes,
-            source=cols["source"], person=prefixed("cacd:", identity),
+            len(cols["name"]),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=prefixed("cacd/", stems(cols["name"])),
+            split=self.splits(cols["rank"], labels),
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
+            person=prefixed("cacd:", identity),
         )
 
     def annotation_file(self) -> Path:
@@ -66,8 +74,10 @@ class CACD(Converter):
             cols["name"] = struct.strings(NAME_FIELD)
         lengths = {field: len(values) for field, values in cols.items()}
         if len(set(lengths.values())) != 1:
-            raise UserError(f"{path}: fields of {STRUCT} differ in length "
-                            f"({', '.join(f'{k} {v}' for k, v in lengths.items())}); expected one entry per image")
+            raise UserError(
+                f"{path}: fields of {STRUCT} differ in length "
+                f"({', '.join(f'{k} {v}' for k, v in lengths.items())}); expected one entry per image"
+            )
         n = lengths["name"]
         index = pa.array(np.arange(1, n + 1)).cast(pa.string())
         cols["source"] = pc.binary_join_element_wise(f"{rel}:{STRUCT}(", index, ")", "")
@@ -108,7 +118,9 @@ class CACD(Converter):
         images = files.filter(pc.match_substring_regex(files, IMAGE_NAME, ignore_case=True))
         unlisted = len(images) - (pc.sum(pc.is_in(images, value_set=names)).as_py() or 0)
         if unlisted:
-            self.notes.append(f"{unlisted} images in {self.tree.rel(image_dir)}/ are not named in {STRUCT} (not converted)")
+            self.notes.append(
+                f"{unlisted} images in {self.tree.rel(image_dir)}/ are not named in {STRUCT} (not converted)"
+            )
 
     def note_name_age_mismatch(self, names: pa.Array, age: pa.Array) -> None:
         prefix = pc.struct_field(pc.extract_regex(names, r"^(?P<age>\d+)_"), "age")

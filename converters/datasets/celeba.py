@@ -4,6 +4,7 @@ Reads the official layout (`list_attr_celeba.txt`: a count line, a names line wi
 space, then `000001.jpg -1  1 ...` in width-2 fields) and the Kaggle mirror (CSV files and a
 doubly nested `img_align_celeba/img_align_celeba/`). Split from `list_eval_partition`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,19 +34,32 @@ class CelebA(Converter):
         name = attrs["image_id"] if "image_id" in attrs.names else attrs["image"]  # Kaggle CSV / official
         cols = {"source": attrs.sources(), "name": name, **{a: attrs[a] for a in labels["attributes"]}}
         cols = self.reject_repeats(cols, cols["name"])
-        cols = self.map_labels(cols, labels["attributes"], labels["values"], encoded=True)  # CelebA's -1/1 -> false/true
+        cols = self.map_labels(
+            cols, labels["attributes"], labels["values"], encoded=True
+        )  # CelebA's -1/1 -> false/true
 
         image_dir = self.image_dir()
         cols["image"] = prefixed(self.tree.rel(image_dir) + "/", cols["name"])
         cols = self.drop_missing_images(cols, [image_dir])
 
         cols["split"] = self.splits(cols["name"], labels["partition"])
-        cols = self.reject_where(cols, cols["split"].is_null().to_numpy(zero_copy_only=False), "no split",
-                                 "image absent from list_eval_partition or with an unknown partition value")
+        cols = self.reject_where(
+            cols,
+            cols["split"].is_null().to_numpy(zero_copy_only=False),
+            "no split",
+            "image absent from list_eval_partition or with an unknown partition value",
+        )
         text, attributes = self.texts(cols, labels)
         yield make_table(
-            len(cols["name"]), dataset=self.name, image=cols["image"], image_id=prefixed("celeba/", stems(cols["name"])),
-            split=cols["split"], kind="attributes", text=text, attributes=attributes, source=cols["source"],
+            len(cols["name"]),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=prefixed("celeba/", stems(cols["name"])),
+            split=cols["split"],
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
             person=self.identities(cols["name"]),
         )
 
@@ -58,8 +72,10 @@ class CelebA(Converter):
             raise UserError(f"{path}:1: expected the image count on line 1 and the 40 attribute names on line 2")
         names = head[1].split()
         if names != expected:
-            raise UserError(f"{path}:2: attribute names differ from CelebA's 40 "
-                            f"(first difference: {next((n for n, e in zip(names, expected) if n != e), len(names))})")
+            raise UserError(
+                f"{path}:2: attribute names differ from CelebA's 40 "
+                f"(first difference: {next((n for n, e in zip(names, expected) if n != e), len(names))})"
+            )
         table = read_table(path, rel, ["image", *expected], self.reject, skip_lines=2)
         declared = int(head[0].strip())
         if declared != table.records:
@@ -81,8 +97,9 @@ class CelebA(Converter):
         rel, malformed = self.tree.rel(path), []
         table = read_table(path, rel, ["image", "identity"], lambda source, *_: malformed.append(source))
         if malformed:  # identity lines are not records: a bad one costs its face the person, said here
-            self.notes.append(f"{rel}: {len(malformed)} malformed lines ignored (e.g. {malformed[0]}); "
-                              "their faces have no person")
+            self.notes.append(
+                f"{rel}: {len(malformed)} malformed lines ignored (e.g. {malformed[0]}); their faces have no person"
+            )
         person = prefixed("celeba:", table["identity"]).take(pc.index_in(names, value_set=table["image"]))
         if person.null_count:
             self.notes.append(f"{person.null_count} faces have no identity in {rel}: their person is null")

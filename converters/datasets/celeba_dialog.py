@@ -12,6 +12,7 @@ Split: CelebA's list_eval_partition (through the mapping for HQ), else a hash sp
 Standard images are CelebA's img_align_celeba; images=PATH may lie outside the root, and `image` then
 starts with `../` (still relative to the root).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,13 +74,16 @@ class CelebADialog(Converter):
         self.attributes, self.version = labels["attributes"], self.options.version
         found = self.survey(labels["image_column"])
         captions = self.given("captions") or self.pick_captions(found)
-        label_file = (self.given("labels") or self.pick(found, "labels", LABEL_FILE)
-                      or named(found, LABEL_FILE))  # found by name only if its header is wrong: an error then
+        label_file = (
+            self.given("labels") or self.pick(found, "labels", LABEL_FILE) or named(found, LABEL_FILE)
+        )  # found by name only if its header is wrong: an error then
         self.find_images()
         self.mapping = self.read_mapping(found) if self.version == "hq" else None
         self.partition = self.read_partition(found, labels["partition"])
-        self.notes.append(f"files: captions {self.tree.shown(captions)}, images {self.tree.shown(self.image_dir)}, labels "
-                          + (self.tree.shown(label_file) if label_file else "none found (no attributes rows)"))
+        self.notes.append(
+            f"files: captions {self.tree.shown(captions)}, images {self.tree.shown(self.image_dir)}, labels "
+            + (self.tree.shown(label_file) if label_file else "none found (no attributes rows)")
+        )
         yield self.caption_rows(captions, labels["caption_keys"])
         if label_file is not None:
             yield self.label_rows(label_file, labels)
@@ -113,8 +117,10 @@ class CelebADialog(Converter):
         fits = [p for p, v in found[kind] if v in (self.version, None)]
         fits.sort(key=lambda p: p.name.lower() != known_name.lower())  # stable: shallowest first otherwise
         if len(fits) > 1:
-            self.notes.append(f"several {kind} files: used {self.tree.shown(fits[0])}, ignored "
-                              + ", ".join(self.tree.shown(p) for p in fits[1:]))
+            self.notes.append(
+                f"several {kind} files: used {self.tree.shown(fits[0])}, ignored "
+                + ", ".join(self.tree.shown(p) for p in fits[1:])
+            )
         return fits[0] if fits else None
 
     def pick_captions(self, found: dict) -> Path:
@@ -123,12 +129,16 @@ class CelebADialog(Converter):
         wrong = named(found, CAPTION_FILES[self.version])
         if path is None and other:
             switch = "hq" if self.version == "standard" else "standard"
-            raise UserError(f"{other[0]}: holds the other version's captions, not {self.version}; pass version={switch}")
+            raise UserError(
+                f"{other[0]}: holds the other version's captions, not {self.version}; pass version={switch}"
+            )
         if path is None and wrong:
             raise UserError(f"{wrong}: not a caption file; expected {CAPTION_FILE_HELP}")
         if path is None:
-            raise UserError(f"{self.name}: no caption file ({CAPTION_FILE_HELP}, e.g. {CAPTION_FILES[self.version]}) "
-                            f"under {self.root} (looked {SEARCH_DEPTH} levels deep); or pass captions=PATH")
+            raise UserError(
+                f"{self.name}: no caption file ({CAPTION_FILE_HELP}, e.g. {CAPTION_FILES[self.version]}) "
+                f"under {self.root} (looked {SEARCH_DEPTH} levels deep); or pass captions=PATH"
+            )
         return path
 
     def candidate_files(self) -> list[Path]:
@@ -152,8 +162,10 @@ class CelebADialog(Converter):
     def find_images(self) -> None:
         folder = self.given("images", folder=True) or self.tree.find_dir(*IMAGE_DIRS[self.version], required=False)
         if folder is None:
-            raise UserError(f"{self.name}: no image folder named {' or '.join(IMAGE_DIRS[self.version])} under "
-                            f"{self.root}; pass images=PATH (CelebA's img_align_celeba for the standard version)")
+            raise UserError(
+                f"{self.name}: no image folder named {' or '.join(IMAGE_DIRS[self.version])} under "
+                f"{self.root}; pass images=PATH (CelebA's img_align_celeba for the standard version)"
+            )
         self.image_dir = folder = self.tree.unwrap(folder)  # re-zipped: img_align_celeba/img_align_celeba/
         self.image_names = pa.array(list(self.tree.files(folder)), pa.string())  # one listing, never opening
         self.image_prefix = "" if folder == self.root else Path(os.path.relpath(folder, self.root)).as_posix() + "/"
@@ -162,18 +174,27 @@ class CelebADialog(Converter):
 
     # -- splits ---------------------------------------------------------------------------
     def read_mapping(self, found: dict) -> dict | None:
-        path = (self.given("mapping") or self.pick(found, "mapping", MAPPING_FILE)
-                or named(found, MAPPING_FILE))  # found by name only if its header is wrong: an error then
-        self.notes.append(f"CelebA origins from {self.tree.shown(path)}" if path else
-                          f"no {MAPPING_FILE} (pass mapping=PATH): origin_id is empty")
+        path = (
+            self.given("mapping") or self.pick(found, "mapping", MAPPING_FILE) or named(found, MAPPING_FILE)
+        )  # found by name only if its header is wrong: an error then
+        self.notes.append(
+            f"CelebA origins from {self.tree.shown(path)}"
+            if path
+            else f"no {MAPPING_FILE} (pass mapping=PATH): origin_id is empty"
+        )
         return read_mapping(path) if path else None
 
     def read_partition(self, found: dict, codes: dict) -> dict | None:
         path = self.given("partition") or self.pick(found, "partition", PARTITION_FILES[0])
         if path is None or (self.version == "hq" and self.mapping is None):
-            self.notes.append("split: hash split by CelebA face (common.splits.hash_split), not CelebA's own: "
-                              + ("no list_eval_partition found (pass partition=PATH)" if path is None
-                                 else "HQ faces need the CelebA-HQ mapping to use it"))
+            self.notes.append(
+                "split: hash split by CelebA face (common.splits.hash_split), not CelebA's own: "
+                + (
+                    "no list_eval_partition found (pass partition=PATH)"
+                    if path is None
+                    else "HQ faces need the CelebA-HQ mapping to use it"
+                )
+            )
             return None
         names, splits = read_partition(path, self.tree.shown(path), codes)
         if not len(names):
@@ -186,10 +207,14 @@ class CelebADialog(Converter):
         rel = self.tree.shown(path)
         caps = read_captions(path, keys, self.attributes)
         self.count_records(len(caps.names))
-        cols = {"source": pc.binary_join_element_wise(rel, caps.names, ":"), "name": caps.names,
-                "text": normalise_text(caps.overall)}
-        cols = self.reject_where(cols, ~caps.wellformed, "malformed entry",
-                                 f"expected an object whose {keys['overall']} is a string")
+        cols = {
+            "source": pc.binary_join_element_wise(rel, caps.names, ":"),
+            "name": caps.names,
+            "text": normalise_text(caps.overall),
+        }
+        cols = self.reject_where(
+            cols, ~caps.wellformed, "malformed entry", f"expected an object whose {keys['overall']} is a string"
+        )
         cols = self.reject_where(cols, blank(cols["text"]), "empty caption")
         self.report_captionless(caps)
         if self.options.attribute_captions:
@@ -205,32 +230,46 @@ class CelebADialog(Converter):
             texts = normalise_text(caps.wise[attribute])
             keep = pa.array(~blank(texts) & caps.wellformed)
             names = caps.names.filter(keep)
-            parts.append({"source": pc.binary_join_element_wise(rel, names, attribute, ":"), "name": names,
-                          "text": texts.filter(keep)})
+            parts.append(
+                {
+                    "source": pc.binary_join_element_wise(rel, names, attribute, ":"),
+                    "name": names,
+                    "text": texts.filter(keep),
+                }
+            )
         return {k: pa.concat_arrays([p[k] for p in parts]) for k in ("source", "name", "text")}
 
     def report_captionless(self, caps: CaptionEntries) -> None:
         empty = sum(int((blank(caps.wise[a]) & caps.wellformed).sum()) for a in self.attributes)
         if empty:
-            self.notes.append(f"{empty} of {int(caps.wellformed.sum()) * len(self.attributes)} attribute-wise captions "
-                              "are empty or null (skipped, not pairs)")
+            self.notes.append(
+                f"{empty} of {int(caps.wellformed.sum()) * len(self.attributes)} attribute-wise captions "
+                "are empty or null (skipped, not pairs)"
+            )
         on_disk = self.image_names.filter(pc.match_substring_regex(self.image_names, r"(?i)\.(jpe?g|png)$"))
         uncaptioned = sorted(on_disk.filter(pc.invert(pc.is_in(on_disk, value_set=caps.names))).to_pylist())
         if uncaptioned:
-            self.notes.append(f"images in {self.tree.shown(self.image_dir)} without a caption entry: {len(uncaptioned)} ("
-                              + ", ".join(uncaptioned[:5]) + (", ...)" if len(uncaptioned) > 5 else ")"))
+            self.notes.append(
+                f"images in {self.tree.shown(self.image_dir)} without a caption entry: {len(uncaptioned)} ("
+                + ", ".join(uncaptioned[:5])
+                + (", ...)" if len(uncaptioned) > 5 else ")")
+            )
 
     def label_rows(self, path: Path, labels: dict) -> pa.Table:
         table = self.read_labels(path, labels["image_column"])
         self.count_records(table.records)
-        cols = {"source": table.sources(), "name": table[labels["image_column"]],
-                **{a: table[a] for a in self.attributes}}
+        cols = {
+            "source": table.sources(),
+            "name": table[labels["image_column"]],
+            **{a: table[a] for a in self.attributes},
+        }
         cols = self.reject_repeats(cols, cols["name"])
         for attribute in self.attributes:  # each attribute has its own degree words
             cols = self.map_labels(cols, [attribute], labels["degrees"][attribute])
         cols = self.checked(cols)
-        text, attributes = attribute_columns(self.name, [key_name(a) for a in self.attributes],
-                                             [cols[a] for a in self.attributes])
+        text, attributes = attribute_columns(
+            self.name, [key_name(a) for a in self.attributes], [cols[a] for a in self.attributes]
+        )
         return self.table(cols, "attributes", text, attributes)
 
     def read_labels(self, path: Path, image_column: str) -> Columns:
@@ -239,8 +278,9 @@ class CelebADialog(Converter):
         at = 1 if numbered and numbered[0][1].strip().isdigit() else 0  # optional image count line
         number, header = numbered[at] if len(numbered) > at else (1, "")
         if not set(expected) <= set(header.split()):
-            raise UserError(f"{path}:{number}: expected the label header '{' '.join(expected)}', "
-                            f"found {header.strip()!r}")
+            raise UserError(
+                f"{path}:{number}: expected the label header '{' '.join(expected)}', found {header.strip()!r}"
+            )
         return read_table(path, self.tree.shown(path), header.split(), self.reject, skip_lines=number)
 
     def checked(self, cols: dict) -> dict:
@@ -258,13 +298,26 @@ class CelebADialog(Converter):
             cols["split"] = hash_split(celeba_face)
         else:
             cols["split"] = self.partition["split"].take(pc.index_in(celeba_face, value_set=self.partition["ids"]))
-        return self.reject_where(cols, cols["split"].is_null().to_numpy(zero_copy_only=False), "no split",
-                                 "CelebA face absent from list_eval_partition (or from the CelebA-HQ mapping)")
+        return self.reject_where(
+            cols,
+            cols["split"].is_null().to_numpy(zero_copy_only=False),
+            "no split",
+            "CelebA face absent from list_eval_partition (or from the CelebA-HQ mapping)",
+        )
 
     def table(self, cols: dict, kind: str, text: pa.Array, attributes: pa.Array | None = None) -> pa.Table:
-        return make_table(len(cols["name"]), dataset=self.name, image=cols["image"], image_id=cols["image_id"],
-                          split=cols["split"], kind=kind, text=text, attributes=attributes, source=cols["source"],
-                          origin_id=cols.get("origin_id"))
+        return make_table(
+            len(cols["name"]),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=cols["image_id"],
+            split=cols["split"],
+            kind=kind,
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
+            origin_id=cols.get("origin_id"),
+        )
 
     def summary(self, table: pa.Table) -> dict:
         summary = super().summary(table)

@@ -8,6 +8,7 @@ Images outside the root: `image` paths must be relative to the summary's `root`,
 the deepest folder holding both the dataset and the images (their common parent); `image` and
 `source` are then relative to it, and the summary notes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,11 +61,14 @@ class CelebATextHQ(Converter):
         if self.options.images is None:
             folder = self.tree.find_dir(*IMAGE_DIRS, required=False)
             if folder is None:
-                raise UserError(f"{self.name}: no folder named {' or '.join(IMAGE_DIRS)} under {self.root}; the images "
-                                "are CelebAMask-HQ's CelebA-HQ-img: pass images=PATH")
+                raise UserError(
+                    f"{self.name}: no folder named {' or '.join(IMAGE_DIRS)} under {self.root}; the images "
+                    "are CelebAMask-HQ's CelebA-HQ-img: pass images=PATH"
+                )
         else:
-            folder = self.tree.given(self.options.images, "images", folder=True,
-                                     expected="CelebAMask-HQ's CelebA-HQ-img/")
+            folder = self.tree.given(
+                self.options.images, "images", folder=True, expected="CelebAMask-HQ's CelebA-HQ-img/"
+            )
         return self.tree.innermost(folder, IMAGE_EXTENSIONS)
 
     def widen_root(self, image_dir: Path) -> None:
@@ -72,8 +76,10 @@ class CelebATextHQ(Converter):
             return
         dataset = self.root
         self.tree = DatasetRoot(Path(os.path.commonpath([dataset, image_dir])), self.name)
-        self.notes.append(f"the images lie outside the dataset folder {dataset}: image and source paths are relative "
-                          f"to their common parent {self.root}")
+        self.notes.append(
+            f"the images lie outside the dataset folder {dataset}: image and source paths are relative "
+            f"to their common parent {self.root}"
+        )
 
 
 def beside(image_dir: Path) -> tuple[Path, ...]:

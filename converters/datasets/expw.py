@@ -5,6 +5,7 @@ order top, left, right, bottom. Several faces share one scene (`image/origin/<na
 face is keyed by scene name + face id. There is no official split: it is hashed from the scene's
 name, so all faces of one picture land in the same split.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,16 @@ from ..helpers.tables import read_table
 
 LABEL_FILE = "label.lst"
 IMAGE_DIR = "origin"
-COLUMNS = ["image_name", "face_id_in_image", "face_box_top", "face_box_left", "face_box_right",
-           "face_box_bottom", "face_box_cofidence", "expression_label"]  # sic: the README's spelling
+COLUMNS = [
+    "image_name",
+    "face_id_in_image",
+    "face_box_top",
+    "face_box_left",
+    "face_box_right",
+    "face_box_bottom",
+    "face_box_cofidence",
+    "expression_label",
+]  # sic: the README's spelling
 BOX = ["face_box_left", "face_box_top", "face_box_right", "face_box_bottom"]  # our [left, top, right, bottom]
 PATTERNS = {"face_id_in_image": (r"^\d+$", "not a face number"), **{c: (NUMBER_TEXT, "not a number") for c in BOX}}
 
@@ -42,7 +51,8 @@ class ExpW(Converter):
         cols = self.map_labels(cols, ["expression_label"], self.manifest["labels"]["expression"])
         cols = self.drop_degenerate_boxes(cols)
         cols["image_id"] = pc.binary_join_element_wise(
-            prefixed("expw/", stems(cols["image_name"])), cols["face_id_in_image"], "_")
+            prefixed("expw/", stems(cols["image_name"])), cols["face_id_in_image"], "_"
+        )
         cols = self.reject_repeats(cols, cols["image_id"], "duplicate face")  # same face id, other values
 
         image_dir = self.tree.find_dir(IMAGE_DIR)
@@ -51,17 +61,27 @@ class ExpW(Converter):
         text, attributes = attribute_columns(self.name, ["expression"], [cols["expression_label"]])
         n = len(cols["source"])
         yield make_table(
-            n, dataset=self.name, image=cols["image"], image_id=cols["image_id"],
-            box=box_column(np.stack([cols[c] for c in BOX], axis=1), n), split=hash_split(cols["image_name"]),
-            kind="attributes", text=text, attributes=attributes, source=cols["source"],
+            n,
+            dataset=self.name,
+            image=cols["image"],
+            image_id=cols["image_id"],
+            box=box_column(np.stack([cols[c] for c in BOX], axis=1), n),
+            split=hash_split(cols["image_name"]),
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
         )
 
     def parse_fields(self, cols: dict) -> dict:
         """Reject lines whose face id or box is not a number; the box columns become float arrays."""
-        wrong = {name: ~pc.match_substring_regex(cols[name], pattern).to_numpy(zero_copy_only=False)
-                 for name, (pattern, _) in PATTERNS.items()}
-        cols = self.reject_failing(cols, wrong, "malformed line",
-                                   {name: f"{{}}={{!r}} is {what}" for name, (_, what) in PATTERNS.items()})
+        wrong = {
+            name: ~pc.match_substring_regex(cols[name], pattern).to_numpy(zero_copy_only=False)
+            for name, (pattern, _) in PATTERNS.items()
+        }
+        cols = self.reject_failing(
+            cols, wrong, "malformed line", {name: f"{{}}={{!r}} is {what}" for name, (_, what) in PATTERNS.items()}
+        )
         for name in BOX:
             cols[name] = pc.cast(cols[name], pa.float64()).to_numpy(zero_copy_only=False)
         return cols
@@ -73,7 +93,9 @@ class ExpW(Converter):
         box = np.maximum(np.rint(np.stack([cols[c] for c in BOX], axis=1)), 0)
         bad = (box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1]) | ~(box < 2**31).all(axis=1)
         detail = np.full(len(bad), "", dtype=object)
-        detail[bad] = [f"left={l:g}, top={t:g}, right={r:g}, bottom={b:g}" for l, t, r, b in box[bad]]
+        detail[bad] = [
+            f"left={left:g}, top={top:g}, right={right:g}, bottom={bottom:g}" for left, top, right, bottom in box[bad]
+        ]
         for i, name in enumerate(BOX):
             cols[name] = np.where(bad, 0, box[:, i]).astype(np.int64)
         return self.reject_where(cols, bad, "degenerate box", pa.array(detail.tolist(), pa.string()))

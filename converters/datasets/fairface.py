@@ -6,6 +6,7 @@ service_test`; service_test is not part of the text) as strings. Images come in 
 and `val/`; both are the same faces, so they share image ids and one variant is converted.
 Age bins a spreadsheet turned into dates (`9-Mar` for 3-9) are repaired (or rejected on request).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,16 +53,27 @@ class FairFace(Converter):
         cols = self.split_by_prefix(cols)
 
         folders = self.image_folders()
-        folder = pc.if_else(pc.equal(cols["split"], "train"), self.tree.rel(folders["train"]), self.tree.rel(folders["val"]))
+        folder = pc.if_else(
+            pc.equal(cols["split"], "train"), self.tree.rel(folders["train"]), self.tree.rel(folders["val"])
+        )
         cols["image"] = pc.binary_join_element_wise(folder, cols["name"], "/")
         cols = self.drop_missing_images(cols, folders.values())
 
-        text, attributes = attribute_columns(self.name, ["age", "gender", "race"],
-                                             [cols["age"], cols["gender"], cols["race"]])
+        text, attributes = attribute_columns(
+            self.name, ["age", "gender", "race"], [cols["age"], cols["gender"], cols["race"]]
+        )
         image_id = pc.binary_join_element_wise("fairface", cols["split"], stems(cols["name"]), "/")
-        yield make_table(len(image_id), dataset=self.name, image=cols["image"], image_id=image_id,
-                         split=cols["split"], kind="attributes", text=text, attributes=attributes,
-                         source=cols["source"])
+        yield make_table(
+            len(image_id),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=image_id,
+            split=cols["split"],
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
+        )
 
     def split_by_prefix(self, cols: dict) -> dict:
         """Split and file name from `train/<n>.jpg` / `val/<n>.jpg`; other paths are rejected.
@@ -72,16 +84,23 @@ class FairFace(Converter):
         head = pc.utf8_lower(pc.utf8_slice_codeunits(file, 0, len("train/")))  # ignore_case would run a regex
         is_train, is_val = (pc.starts_with(head, f"{split}/") for split in LABEL_FILES)
         cols["split"] = pc.if_else(is_train, "train", pc.if_else(is_val, "val", pa.scalar(None, pa.string())))
-        cols["name"] = pc.if_else(is_train, pc.utf8_slice_codeunits(file, len("train/")),
-                                  pc.utf8_slice_codeunits(file, len("val/")))
+        cols["name"] = pc.if_else(
+            is_train, pc.utf8_slice_codeunits(file, len("train/")), pc.utf8_slice_codeunits(file, len("val/"))
+        )
         cols = self.reject_unsafe(cols, "file", where=cols["split"].is_null().to_numpy(zero_copy_only=False))
-        return self.reject_where(cols, cols["split"].is_null().to_numpy(zero_copy_only=False), "no split",
-                                 pc.binary_join_element_wise("file does not start with train/ or val/: ", cols["file"], ""))
+        return self.reject_where(
+            cols,
+            cols["split"].is_null().to_numpy(zero_copy_only=False),
+            "no split",
+            pc.binary_join_element_wise("file does not start with train/ or val/: ", cols["file"], ""),
+        )
 
     def read_labels(self) -> dict:
         """Both label files, every column as strings, concatenated (train first)."""
-        tables = [read_csv(path, self.tree.rel(path), COLUMNS, self.reject)
-                  for path in (self.tree.find_file(name) for name in LABEL_FILES.values())]
+        tables = [
+            read_csv(path, self.tree.rel(path), COLUMNS, self.reject)
+            for path in (self.tree.find_file(name) for name in LABEL_FILES.values())
+        ]
         self.count_records(sum(t.records for t in tables))
         cols = {"source": pa.concat_arrays([t.sources() for t in tables])}
         cols.update({name: pa.concat_arrays([t[name] for t in tables]) for name in COLUMNS})
@@ -93,8 +112,11 @@ class FairFace(Converter):
         vocabulary check."""
         bins = labels["age"]
         odd = pc.unique(cols["age"].filter(pc.invert(pc.is_in(cols["age"], value_set=pa.array(bins)))))
-        repairs = {value: bin_ for value in odd.to_pylist()
-                   if (bin_ := bin_from_date(value, bins, labels["spreadsheet_months"])) is not None}
+        repairs = {
+            value: bin_
+            for value in odd.to_pylist()
+            if (bin_ := bin_from_date(value, bins, labels["spreadsheet_months"])) is not None
+        }
         if not repairs:
             return cols
         index = pc.index_in(cols["age"], value_set=pa.array(list(repairs)))
@@ -104,8 +126,10 @@ class FairFace(Converter):
             detail = pc.binary_join_element_wise("age='", cols["age"], "' is bin ", repaired, " turned into a date", "")
             return self.reject_where(cols, mangled, "spreadsheet date", detail)
         counts = Counter(cols["age"].filter(mangled).to_pylist())
-        self.notes.append(f"repaired {int(mangled.sum())} age values a spreadsheet had turned into dates: "
-                          + ", ".join(f"{v!r} -> {repairs[v]} ({counts[v]})" for v in sorted(counts)))
+        self.notes.append(
+            f"repaired {int(mangled.sum())} age values a spreadsheet had turned into dates: "
+            + ", ".join(f"{v!r} -> {repairs[v]} ({counts[v]})" for v in sorted(counts))
+        )
         cols["age"] = pc.coalesce(repaired, cols["age"])
         return cols
 
@@ -115,20 +139,28 @@ class FairFace(Converter):
         padding = self.options.padding
         if not variants:
             if padding is not None:
-                raise UserError(f"{self.name}: padding={padding} asked for, but no folder named like "
-                                f"fairface-img-{PADDING_FOLDERS[padding]}-trainval under {self.root}")
+                raise UserError(
+                    f"{self.name}: padding={padding} asked for, but no folder named like "
+                    f"fairface-img-{PADDING_FOLDERS[padding]}-trainval under {self.root}"
+                )
             train = self.tree.find_dir("train")
-            self.notes.append(f"images: {self.tree.rel(train)} (and val beside it), padding unknown "
-                              f"(not inside a fairface-img-margin025/125 folder)")
+            self.notes.append(
+                f"images: {self.tree.rel(train)} (and val beside it), padding unknown "
+                f"(not inside a fairface-img-margin025/125 folder)"
+            )
         else:
             padding = padding or (DEFAULT_PADDING if DEFAULT_PADDING in variants else next(iter(variants)))
             if padding not in variants:
-                raise UserError(f"{self.name}: padding={padding} asked for, but only "
-                                f"{', '.join(self.tree.rel(v) for v in variants.values())} found under {self.root}")
+                raise UserError(
+                    f"{self.name}: padding={padding} asked for, but only "
+                    f"{', '.join(self.tree.rel(v) for v in variants.values())} found under {self.root}"
+                )
             train = self.tree.find_dir("train", under=variants[padding])
             others = [p for p in variants if p != padding]
-            self.notes.append(f"images: padding {padding} ({self.tree.rel(variants[padding])})"
-                              + (f"; padding {others[0]} also present (option padding={others[0]})" if others else ""))
+            self.notes.append(
+                f"images: padding {padding} ({self.tree.rel(variants[padding])})"
+                + (f"; padding {others[0]} also present (option padding={others[0]})" if others else "")
+            )
         return {"train": train, "val": self.tree.find_dir("val", under=train.parent)}
 
     def padding_variants(self) -> dict[str, Path]:

@@ -6,6 +6,7 @@ is found in its folder's listing whatever its extension or case. Lip and eye col
 floats; `skin_color` (the README's `skin_patch`) is an [x, y] point, so this converter opens each
 photo and averages a patch around the point. Colours are named by `converters.helpers.colors`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,9 @@ class FS2K(Converter):
         for key, codes in labels["codes"].items():
             cols = self.map_labels(cols, [key], codes)
         folders, index = self.photo_index()
-        cols["image"] = pa.array([index.get(photo_key(n), f"{self.tree.rel(folders[0])}/{n}")
-                                  for n in cols["name"].to_pylist()], pa.string())
+        cols["image"] = pa.array(
+            [index.get(photo_key(n), f"{self.tree.rel(folders[0])}/{n}") for n in cols["name"].to_pylist()], pa.string()
+        )
         cols = self.drop_missing_images(cols, folders)
         cols = self.skin_colours(cols)
         yield self.table(cols, labels)
@@ -112,22 +114,32 @@ class FS2K(Converter):
             except (OSError, ValueError, Image.DecompressionBombError) as e:
                 cols["why"][i], cols["detail"][i] = "unreadable image", f"{images[i]}: {e}"
         if outside:
-            self.notes.append(f"skin point outside the photo in {len(outside)} records (e.g. {outside[0]}): "
-                              "their skin colour is left out of their texts, their other labels kept")
+            self.notes.append(
+                f"skin point outside the photo in {len(outside)} records (e.g. {outside[0]}): "
+                "their skin colour is left out of their texts, their other labels kept"
+            )
         return self.reject_where(cols, cols["why"] == "unreadable image", "unreadable image", cols["detail"])
 
     def table(self, cols: dict, labels: dict) -> pa.Table:
         names = {key: nearest_names(cols[key]) for key in [*labels["colours"], "skin_color"]}
         for key, values in names.items():
             if values.null_count and (key != "skin_color" or self.options.skin_colour):
-                self.notes.append(f"{labels['keys'][key]}: no usable value (NaN, [] or absent) in {values.null_count} "
-                                  f"of {len(values)} records; that pair is left out of their texts")
+                self.notes.append(
+                    f"{labels['keys'][key]}: no usable value (NaN, [] or absent) in {values.null_count} "
+                    f"of {len(values)} records; that pair is left out of their texts"
+                )
         values = [names[key] if key in names else cols[key] for key in labels["keys"]]
         text, attributes = attribute_columns(self.name, list(labels["keys"].values()), values)
         return make_table(
-            len(text), dataset=self.name, image=cols["image"],
-            image_id=prefixed("fs2k/", strip_extension(cols["name"])), split=cols["split"], kind="attributes",
-            text=text, attributes=attributes, source=cols["source"],
+            len(text),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=prefixed("fs2k/", strip_extension(cols["name"])),
+            split=cols["split"],
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
         )
 
 
@@ -135,8 +147,9 @@ def load_records(path: Path) -> list:
     try:
         records = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); "
-                        "expected an array of FS2K records") from None
+        raise UserError(
+            f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); expected an array of FS2K records"
+        ) from None
     except RecursionError:
         raise UserError(NESTED_TOO_DEEPLY.format(path=path)) from None
     if not isinstance(records, list):
@@ -146,8 +159,15 @@ def load_records(path: Path) -> list:
 
 def record_fields(record, labels: dict) -> dict:
     """The name, label codes (as strings), colours and skin point of one JSON record, and what is wrong with it."""
-    fields = {"malformed": False, "detail": None, "missing": "", "name": None, "point": None,
-              **dict.fromkeys(labels["codes"]), **dict.fromkeys(labels["colours"])}
+    fields = {
+        "malformed": False,
+        "detail": None,
+        "missing": "",
+        "name": None,
+        "point": None,
+        **dict.fromkeys(labels["codes"]),
+        **dict.fromkeys(labels["colours"]),
+    }
     name = record.get(NAME_KEY) if isinstance(record, dict) else None
     if not isinstance(name, str) or not name.strip():
         detail = f"expected an object with a string {NAME_KEY}, found {json.dumps(record)[:80]}"
@@ -186,16 +206,21 @@ def patch_mean(path: Path, point: np.ndarray, side: int) -> np.ndarray:
         width, height = image.size
         x, y = math.floor(point[0]), math.floor(point[1])
         if not (0 <= x < width and 0 <= y < height):
-            raise PointOutside(f"skin point [{point[0]:g}, {point[1]:g}] outside the {width}x{height} "
-                               f"photo {path.name}")
+            raise PointOutside(
+                f"skin point [{point[0]:g}, {point[1]:g}] outside the {width}x{height} photo {path.name}"
+            )
         shrink = max([f for f in (1, 2, 4, 8) if min(width, height) // f >= DRAFT_MIN_SIDE] or [1])
         image.draft("RGB", (width // shrink, height // shrink))  # JPEG only: decode at 1/2, 1/4 or 1/8 size
         sx, sy = width / image.width, height / image.height
         half = side // 2
         left, top = max(0, x - half), max(0, y - half)
         right, bottom = min(width, x + side - half), min(height, y + side - half)
-        box = (int(left / sx), int(top / sy), max(math.ceil(right / sx), int(left / sx) + 1),
-               max(math.ceil(bottom / sy), int(top / sy) + 1))
+        box = (
+            int(left / sx),
+            int(top / sy),
+            max(math.ceil(right / sx), int(left / sx) + 1),
+            max(math.ceil(bottom / sy), int(top / sy) + 1),
+        )
         return np.asarray(image.crop(box).convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
 
 
@@ -206,8 +231,13 @@ def photo_key(name: str) -> str:
 
 
 def strip_extension(names: pa.Array) -> pa.Array:
-    return pa.array([os.path.splitext(n)[0] if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS else n
-                     for n in names.to_pylist()], pa.string())
+    return pa.array(
+        [
+            os.path.splitext(n)[0] if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS else n
+            for n in names.to_pylist()
+        ],
+        pa.string(),
+    )
 
 
 def concat(parts: list):

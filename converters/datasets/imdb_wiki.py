@@ -7,6 +7,7 @@ Unfiltered by default, as the paper's 523k; `filtered=true` applies the usual fi
 counted as rejects by reason. The `_crop` images are already cropped: no box. No official split:
 hashed by person (IMDb celeb_id, WIKI name), else by image.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,10 @@ class ImdbWiki(Converter):
     def convert(self):
         if self.options.filtered:
             rule = self.manifest["labels"]["usual_filter"]
-            self.notes.append(f"usual filter applied: face_score >= {self.face_score_threshold()}, no second face, "
-                              f"age {rule['min_age']}..{rule['max_age']}, known gender")
+            self.notes.append(
+                f"usual filter applied: face_score >= {self.face_score_threshold()}, no second face, "
+                f"age {rule['min_age']}..{rule['max_age']}, known gender"
+            )
         for source, (mat, images) in self.locate_sources().items():
             yield self.convert_source(source, mat, images)
 
@@ -52,8 +55,10 @@ class ImdbWiki(Converter):
         sources = self.manifest["labels"]["sources"]
         found = {source: paths for source in sources if (paths := self.locate(source))}
         if not found:
-            raise UserError(f"{self.name}: no {' or '.join(f'{s}.mat' for s in sources)} under {self.root} "
-                            f"(looked 3 levels deep); expected imdb_crop/imdb.mat and/or wiki_crop/wiki.mat")
+            raise UserError(
+                f"{self.name}: no {' or '.join(f'{s}.mat' for s in sources)} under {self.root} "
+                f"(looked 3 levels deep); expected imdb_crop/imdb.mat and/or wiki_crop/wiki.mat"
+            )
         self.notes += [f"{source}: {source}.mat not found, source skipped" for source in sources if source not in found]
         return found
 
@@ -77,11 +82,17 @@ class ImdbWiki(Converter):
         rel = self.tree.rel(mat)
         self.notes.append(f"{source}: {rel}, {n} entries, images under {self.tree.rel(images)}/")
         cols["source"] = pc.binary_join_element_wise(rel, pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), ":")
-        cols = self.reject_where(cols, cols["full_path"].is_null().to_numpy(zero_copy_only=False), "malformed line",
-                                 "full_path is not a 1-element string array")
+        cols = self.reject_where(
+            cols,
+            cols["full_path"].is_null().to_numpy(zero_copy_only=False),
+            "malformed line",
+            "full_path is not a 1-element string array",
+        )
         cols = self.reject_repeats(cols, cols["full_path"])
         cols = self.genders(cols)
-        cols["age"], cols["age_ok"] = official_age(cols["dob"], cols["photo_taken"], self.manifest["labels"]["plausible_age"])
+        cols["age"], cols["age_ok"] = official_age(
+            cols["dob"], cols["photo_taken"], self.manifest["labels"]["plausible_age"]
+        )
         cols = self.apply_filter(cols) if self.options.filtered else self.drop_empty(cols, source)
 
         prefix = "" if images == self.root else self.tree.rel(images) + "/"
@@ -94,9 +105,16 @@ class ImdbWiki(Converter):
         text, attributes = attribute_columns(source, ["age", "gender"], [age, cols["gender"]])
         person = self.persons(source, cols)
         return make_table(
-            len(image_id), dataset=self.name, image=cols["image"], image_id=image_id,
-            split=hash_split(pc.coalesce(person, image_id)), kind="attributes", text=text,
-            attributes=attributes, source=cols["source"], person=person,
+            len(image_id),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=image_id,
+            split=hash_split(pc.coalesce(person, image_id)),
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
+            person=person,
         )
 
     def read_columns(self, mat: Path, source: str) -> dict:
@@ -113,8 +131,10 @@ class ImdbWiki(Converter):
         n = len(cols["full_path"])
         for field, values in cols.items():
             if len(values) != n:
-                raise UserError(f"{mat}: field {source}.{field} has {len(values)} entries but full_path has {n}; "
-                                f"expected one entry per image in every field")
+                raise UserError(
+                    f"{mat}: field {source}.{field} has {len(values)} entries but full_path has {n}; "
+                    f"expected one entry per image in every field"
+                )
         return cols
 
     def genders(self, cols: dict) -> dict:
@@ -122,16 +142,23 @@ class ImdbWiki(Converter):
         gender = cols["gender"]
         codes = pa.array(gender, mask=np.isnan(gender)).cast(pa.string())
         cols["gender"] = map_values(codes, self.manifest["labels"]["gender"])
-        unknown = codes.is_valid().to_numpy(zero_copy_only=False) & cols["gender"].is_null().to_numpy(zero_copy_only=False)
-        return self.reject_where(cols, unknown, "unknown label value", pc.binary_join_element_wise("gender=", codes, ""))
+        unknown = codes.is_valid().to_numpy(zero_copy_only=False) & cols["gender"].is_null().to_numpy(
+            zero_copy_only=False
+        )
+        return self.reject_where(
+            cols, unknown, "unknown label value", pc.binary_join_element_wise("gender=", codes, "")
+        )
 
     def drop_empty(self, cols: dict, source: str) -> dict:
         """Unfiltered: a record keeps whichever of age and gender it has; one with neither is rejected."""
         no_gender = cols["gender"].is_null().to_numpy(zero_copy_only=False)
-        cols = self.reject_where(cols, no_gender & ~cols["age_ok"], "missing value",
-                                 "no plausible age (dob, photo_taken) and no gender")
-        self.notes.append(f"{source}: rows without age (bad dob or implausible age): {int((~cols['age_ok']).sum())}, "
-                          f"without gender (NaN): {int(cols['gender'].null_count)}")
+        cols = self.reject_where(
+            cols, no_gender & ~cols["age_ok"], "missing value", "no plausible age (dob, photo_taken) and no gender"
+        )
+        self.notes.append(
+            f"{source}: rows without age (bad dob or implausible age): {int((~cols['age_ok']).sum())}, "
+            f"without gender (NaN): {int(cols['gender'].null_count)}"
+        )
         return cols
 
     def apply_filter(self, cols: dict) -> dict:
@@ -141,8 +168,11 @@ class ImdbWiki(Converter):
             ("no face", lambda c: np.isneginf(c["face_score"]), "face_score is -inf"),
             ("face score too low", lambda c: ~(c["face_score"] >= threshold), f"face_score < {threshold}"),
             ("second face", lambda c: ~np.isnan(c["second_face_score"]), "second_face_score is set"),
-            ("age out of range", lambda c: ~(c["age_ok"] & (c["age"] >= rule["min_age"]) & (c["age"] <= rule["max_age"])),
-             f"age outside {rule['min_age']}..{rule['max_age']} or bad dob"),
+            (
+                "age out of range",
+                lambda c: ~(c["age_ok"] & (c["age"] >= rule["min_age"]) & (c["age"] <= rule["max_age"])),
+                f"age outside {rule['min_age']}..{rule['max_age']} or bad dob",
+            ),
             ("unknown gender", lambda c: c["gender"].is_null().to_numpy(zero_copy_only=False), "gender is NaN"),
         ]
         for reason, bad, detail in checks:

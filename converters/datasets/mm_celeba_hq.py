@@ -5,6 +5,7 @@ Reads `text/<k>.txt` (or `text/celeba-caption/<k>.txt`), `image/<k>.jpg` and the
 confirmed it): the official split is train 0-23999, test 24000-29999, so the pickles are checked by
 content and put back the right way round, with a note in the summary.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,12 +47,16 @@ class MMCelebAHQ(Converter):
         lists = {split: captions.read_split_pickle(path) for split, path in paths.items()}
         train_high, test_high = (share_at_or_above(lists[s], test_from) for s in ("train", "test"))
         if train_high > 0.5 > test_high:
-            self.notes.append(f"the split pickles are swapped ({self.tree.rel(paths['train'])} holds {len(lists['train'])} "
-                              f"names, mostly indices >= {test_from}): corrected, train = indices < {test_from}")
+            self.notes.append(
+                f"the split pickles are swapped ({self.tree.rel(paths['train'])} holds {len(lists['train'])} "
+                f"names, mostly indices >= {test_from}): corrected, train = indices < {test_from}"
+            )
             return {"train": lists["test"], "test": lists["train"]}
         if train_high > 0 or test_high < 1:
-            self.notes.append(f"the split pickles do not follow the official rule (train < {test_from} <= test) "
-                              "for every name; kept as released")
+            self.notes.append(
+                f"the split pickles do not follow the official rule (train < {test_from} <= test) "
+                "for every name; kept as released"
+            )
         return lists
 
 

@@ -6,6 +6,7 @@ Each subset (`basic/`, required; `compound/`, optional) has `EmoLabel/list_patit
 `Annotation/manual/<stem>_manu_attri.txt` exists (5 landmark lines, then gender, race and age-group
 codes), its gender, race and age are added to the text.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,10 +61,14 @@ class RafDB(Converter):
         """A root holding the basic subset's own folders (EmoLabel/, Image/) without `basic/` above them."""
         path = self.tree.find_file(*LABEL_FILES, required=False)
         if path is None or "compound" in [p.lower() for p in (self.root.name, *Path(self.tree.rel(path)).parts)]:
-            raise UserError(f"rafdb: no basic/EmoLabel/{LABEL_FILES[0]} (or {LABEL_FILES[1]}) under {self.root}; "
-                            "is --root the extracted RAF-DB download?")
+            raise UserError(
+                f"rafdb: no basic/EmoLabel/{LABEL_FILES[0]} (or {LABEL_FILES[1]}) under {self.root}; "
+                "is --root the extracted RAF-DB download?"
+            )
         self.notes.append(f"no basic/ folder: read {self.tree.rel(path)} as the basic subset")
-        return path.parent.parent if path.parent.name.lower() == "emolabel" and path.parent != self.root else path.parent
+        return (
+            path.parent.parent if path.parent.name.lower() == "emolabel" and path.parent != self.root else path.parent
+        )
 
     def convert_subset(self, subset: str, folder: Path, labels: dict) -> pa.Table:
         path = self.tree.find_file(*LABEL_FILES, under=folder)
@@ -76,14 +81,25 @@ class RafDB(Converter):
         cols["image"] = self.aligned_images(aligned, stems(cols["name"]))
         cols = self.drop_missing_images(cols, [aligned])
         cols["split"] = split_from_prefix(cols["name"], labels["split_prefix"])
-        cols = self.reject_where(cols, cols["split"].is_null().to_numpy(zero_copy_only=False), "no split",
-                                 f"name starts with none of {', '.join(labels['split_prefix'])}")
+        cols = self.reject_where(
+            cols,
+            cols["split"].is_null().to_numpy(zero_copy_only=False),
+            "no split",
+            f"name starts with none of {', '.join(labels['split_prefix'])}",
+        )
         names = stems(cols["name"])
         manual = self.manual_values(folder, names, labels) if self.options.manual else {}
         text, attributes = attribute_columns(self.name, ["expression", *manual], [cols["label"], *manual.values()])
         return make_table(
-            len(names), dataset=self.name, image=cols["image"], image_id=prefixed(f"rafdb/{subset}/", names),
-            split=cols["split"], kind="attributes", text=text, attributes=attributes, source=cols["source"],
+            len(names),
+            dataset=self.name,
+            image=cols["image"],
+            image_id=prefixed(f"rafdb/{subset}/", names),
+            split=cols["split"],
+            kind="attributes",
+            text=text,
+            attributes=attributes,
+            source=cols["source"],
         )
 
     def aligned_dir(self, folder: Path) -> Path:
@@ -94,15 +110,17 @@ class RafDB(Converter):
         on_disk = sorted(self.tree.files(aligned))
         wanted = pc.binary_join_element_wise(names, ALIGNED_SUFFIX, "")
         found = pa.array(on_disk, pa.string()).take(
-            pc.index_in(pc.utf8_lower(wanted), value_set=pa.array([n.lower() for n in on_disk], pa.string())))
+            pc.index_in(pc.utf8_lower(wanted), value_set=pa.array([n.lower() for n in on_disk], pa.string()))
+        )
         return prefixed(self.tree.rel(aligned) + "/", pc.coalesce(found, wanted))
 
     def manual_values(self, folder: Path, names: pa.Array, labels: dict) -> dict[str, pa.Array]:
         """Gender, race and age per face from `<stem>_manu_attri.txt` (null where absent or unusable)."""
         manual = self.tree.find_dir(MANUAL_DIR, under=folder, required=False)
         if manual is None:
-            self.notes.append(f"no Annotation/manual folder in {self.tree.rel(folder) or '.'}: "
-                              "texts carry the expression only")
+            self.notes.append(
+                f"no Annotation/manual folder in {self.tree.rel(folder) or '.'}: texts carry the expression only"
+            )
             return {}
         files = {n.lower(): n for n in self.tree.listing(manual) if n.lower().endswith(MANUAL_SUFFIX)}
         stems_ = names.to_pylist()
@@ -127,8 +145,10 @@ class RafDB(Converter):
                 why = f"{key} code {code}, left out by the manifest" if code in omitted else f"an unknown {key} code"
                 problems.setdefault(why, []).append(f"{stems_[i]}: {key} {code!r}")
         for why, faces in sorted(problems.items()):
-            self.notes.append(f"{self.tree.rel(manual)}: {len(faces)} of {len(stems_)} faces with {why} (e.g. {faces[0]}); "
-                              "the pairs it would give are left out of their texts")
+            self.notes.append(
+                f"{self.tree.rel(manual)}: {len(faces)} of {len(stems_)} faces with {why} (e.g. {faces[0]}); "
+                "the pairs it would give are left out of their texts"
+            )
         return values
 
 

@@ -8,6 +8,7 @@ keeps the bookkeeping (records in; rejects, with the one duplicate rule and the 
 loop; notes), and `run()` checks that nothing was lost and
 writes the converted layout (`converters.helpers.converted`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,7 +86,9 @@ class Converter:
         for source, d in zip(sources, details):
             self.reject(source, reason, d if d is not None else "")
         keep = pa.array(~bad)
-        return {k: (v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[~bad]) for k, v in columns.items()}
+        return {
+            k: (v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[~bad]) for k, v in columns.items()
+        }
 
     def reject_repeats(self, columns: dict, key, reason: str = DUPLICATE) -> dict:
         """Reject every row whose `key` already appeared in an earlier row (the first is kept), naming that row.
@@ -100,8 +103,14 @@ class Converter:
         detail = pc.binary_join_element_wise("same as ", columns["source"].take(pa.array(first)), "")
         return self.reject_where(columns, first != np.arange(len(first)), reason, detail)
 
-    def reject_failing(self, columns: dict, failing: dict[str, np.ndarray], reason: str,
-                       describe: str | dict[str, str] = "{}={!r}", values: dict | None = None) -> dict:
+    def reject_failing(
+        self,
+        columns: dict,
+        failing: dict[str, np.ndarray],
+        reason: str,
+        describe: str | dict[str, str] = "{}={!r}",
+        values: dict | None = None,
+    ) -> dict:
         """Reject the rows where any column's mask in `failing` (name -> mask) is true, each detailed by its first
         failing column (in `failing`'s order): `describe` (one template, or one per column) formatted with the
         column's name and value (taken from `values` where given, else from `columns`).
@@ -127,8 +136,9 @@ class Converter:
         """
         raw, unknown = {name: columns[name] for name in names}, {}
         for name in names:
-            codes = pc.dictionary_encode(raw[name].combine_chunks() if isinstance(raw[name], pa.ChunkedArray)
-                                         else raw[name])
+            codes = pc.dictionary_encode(
+                raw[name].combine_chunks() if isinstance(raw[name], pa.ChunkedArray) else raw[name]
+            )
             mapped = pa.DictionaryArray.from_arrays(codes.indices, map_values(codes.dictionary, mapping))
             columns[name] = mapped if encoded else mapped.cast(pa.string())
             unknown[name] = mapped.is_null().to_numpy(zero_copy_only=False)
@@ -152,8 +162,10 @@ class Converter:
         table = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
         summary = self.summary(table)
         if summary["records_in"] != summary["rows"] + summary["rejects"]["total"]:
-            raise RuntimeError(f"{self.name}: {summary['records_in']} records in, but {summary['rows']} rows "
-                               f"+ {summary['rejects']['total']} rejects out; a converter lost records")
+            raise RuntimeError(
+                f"{self.name}: {summary['records_in']} records in, but {summary['rows']} rows "
+                f"+ {summary['rejects']['total']} rejects out; a converter lost records"
+            )
         write_converted(Path(out), self.name, table, self.rejects, summary)
         return summary
 
@@ -167,7 +179,10 @@ class Converter:
             "records_in": self.records_in,
             "rows": table.num_rows,
             "images": len(pc.unique(table.column("image_id"))),
-            "rejects": {"total": len(self.rejects), "by_reason": dict(sorted(Counter(r["reason"] for r in self.rejects).items()))},
+            "rejects": {
+                "total": len(self.rejects),
+                "by_reason": dict(sorted(Counter(r["reason"] for r in self.rejects).items())),
+            },
             "splits": {s: splits.get(s, 0) for s in SPLITS},
             "kinds": dict(sorted(kinds.items())),
             "expected": {"official": counts["official"], "paper": counts["paper"]},

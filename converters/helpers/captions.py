@@ -14,6 +14,7 @@ The record policy, in one place:
 Everything that depends only on the caption file (image id, split, image path) is computed once
 per file and spread to its lines with `take`, so 300k captions cost little more than reading them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -112,9 +113,11 @@ def read_captions(conv: Converter, folder: Path, per_file: int) -> Captions:
 
 
 def note_odd_files(conv: Converter, folder: Path, names: list[str], captions: np.ndarray, per_file: int) -> None:
-    for what, mask in (("hold no caption", captions == 0),
-                       (f"hold fewer than {per_file} captions", (captions > 0) & (captions < per_file)),
-                       (f"hold more than {per_file} captions", captions > per_file)):
+    for what, mask in (
+        ("hold no caption", captions == 0),
+        (f"hold fewer than {per_file} captions", (captions > 0) & (captions < per_file)),
+        (f"hold more than {per_file} captions", captions > per_file),
+    ):
         if mask.any():
             example = names[int(np.flatnonzero(mask)[0])]
             conv.notes.append(f"{int(mask.sum())} caption files in {conv.tree.rel(folder)} {what} (e.g. {example})")
@@ -126,8 +129,9 @@ def clean_texts(conv: Converter, columns: dict, any_replacement: bool) -> dict:
         marked = pc.match_substring(columns["text"], REPLACEMENT).to_numpy(zero_copy_only=False)
         text = columns["text"].filter(pa.array(marked))
         undecodable = np.zeros(len(marked), dtype=bool)
-        undecodable[marked] = (pc.count_substring(text, REPLACEMENT).to_numpy(zero_copy_only=False)
-                               > pc.count_substring_regex(text, r"\pL").to_numpy(zero_copy_only=False))
+        undecodable[marked] = pc.count_substring(text, REPLACEMENT).to_numpy(
+            zero_copy_only=False
+        ) > pc.count_substring_regex(text, r"\pL").to_numpy(zero_copy_only=False)
         columns = conv.reject_where(columns, undecodable, "undecodable text", "more U+FFFD than letters")
         marked = pa.array(marked[~undecodable])
         cleaned = normalise_text(pc.replace_substring_regex(columns["text"].filter(marked), REPLACEMENT + "+", " "))
@@ -144,8 +148,10 @@ def find_split_pickle(conv: Converter, split: str) -> Path:
     flat = (f"{split}_filenames.pickle", f"filenames_{split}.pickle", f"{split}.pickle", f"{split}.pkl")
     found = found or conv.tree.find_file(*flat, required=False)
     if found is None:
-        raise UserError(f"{conv.name}: no {split}/filenames.pickle (nor {', '.join(flat)}) under {conv.root}; "
-                        f"expected the {split} list of the download")
+        raise UserError(
+            f"{conv.name}: no {split}/filenames.pickle (nor {', '.join(flat)}) under {conv.root}; "
+            f"expected the {split} list of the download"
+        )
     return found
 
 
@@ -159,8 +165,10 @@ def read_split_pickle(path: Path) -> pa.Array:
 
 def assign_splits(conv: Converter, caps: Captions, lists: dict[str, pa.Array]) -> None:
     """`split` from the lists of stems; the lines of a file in no list (or in two) are rejected `no split`."""
-    hits = {split: pc.is_in(caps.stems, value_set=pc.unique(names)).to_numpy(zero_copy_only=False)
-            for split, names in lists.items()}
+    hits = {
+        split: pc.is_in(caps.stems, value_set=pc.unique(names)).to_numpy(zero_copy_only=False)
+        for split, names in lists.items()
+    }
     found = np.sum(list(hits.values()), axis=0)
     split = np.full(len(caps.stems), None, dtype=object)
     for name, hit in hits.items():
@@ -172,8 +180,9 @@ def assign_splits(conv: Converter, caps: Captions, lists: dict[str, pa.Array]) -
     listed_names = pc.unique(pa.concat_arrays(list(lists.values())))
     unmatched = listed_names.filter(pc.invert(pc.is_in(listed_names, value_set=caps.stems)))
     if len(unmatched):
-        conv.notes.append(f"{len(unmatched)} names in the split lists have no caption file "
-                          f"(e.g. {unmatched[0].as_py()!r})")
+        conv.notes.append(
+            f"{len(unmatched)} names in the split lists have no caption file (e.g. {unmatched[0].as_py()!r})"
+        )
 
 
 # -- images and ids ---------------------------------------------------------------------------
@@ -183,8 +192,9 @@ def attach_images(conv: Converter, caps: Captions, folder: Path, extension: str)
     files = pa.array(sorted(conv.tree.files(folder)), pa.string())
     ext = pc.utf8_lower(pc.extract_regex(files, r"(?P<ext>\.[^.]*)$").field("ext"))
     files = files.filter(pc.is_in(ext, value_set=pa.array(sorted(IMAGE_EXTENSIONS))))
-    order = pa.table({"stem": stem_of(files), "other": pc.invert(pc.ends_with(pc.utf8_lower(files), extension)),
-                      "name": files}).sort_by([("stem", "ascending"), ("other", "ascending"), ("name", "ascending")])
+    order = pa.table(
+        {"stem": stem_of(files), "other": pc.invert(pc.ends_with(pc.utf8_lower(files), extension)), "name": files}
+    ).sort_by([("stem", "ascending"), ("other", "ascending"), ("name", "ascending")])
     # index_in finds the first of equal stems: the preferred extension
     found = order["name"].combine_chunks().take(pc.index_in(caps.stems, value_set=order["stem"].combine_chunks()))
     names = pc.coalesce(found, pc.binary_join_element_wise(caps.stems, extension, ""))
@@ -214,8 +224,10 @@ def find_mapping(conv: Converter, option: Path | None, search: tuple[Path, ...])
         path = conv.tree.find_file(MAPPING_FILE, under=folder, required=False)
         if path is not None:
             return path
-    conv.notes.append(f"origin_id is null: no {MAPPING_FILE} found (pass mapping=PATH from CelebAMask-HQ "
-                      "to link these faces to CelebA)")
+    conv.notes.append(
+        f"origin_id is null: no {MAPPING_FILE} found (pass mapping=PATH from CelebAMask-HQ "
+        "to link these faces to CelebA)"
+    )
     return None
 
 
@@ -229,6 +241,14 @@ def celeba_origins(conv: Converter, caps: Captions, hq_indices: pa.Array, mappin
 
 def caption_table(conv: Converter, caps: Captions, origin_id: pa.Array | None = None) -> pa.Table:
     cols = caps.columns
-    return make_table(len(cols["text"]), dataset=conv.name, image=cols["image"], image_id=cols["image_id"],
-                      split=cols["split"], kind="caption", text=cols["text"], source=cols["source"],
-                      origin_id=origin_id)
+    return make_table(
+        len(cols["text"]),
+        dataset=conv.name,
+        image=cols["image"],
+        image_id=cols["image_id"],
+        split=cols["split"],
+        kind="caption",
+        text=cols["text"],
+        source=cols["source"],
+        origin_id=origin_id,
+    )

@@ -5,6 +5,7 @@
   The CelebA-family datasets share faces through it; converters record `origin_id = celeba/NNNNNN`
   for each CelebA-HQ face so that build-corpus can keep the splits leak-free.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,6 +49,7 @@ def read_partition(path: Path, rel: str, codes: dict) -> tuple[pa.Array, pa.Arra
     Partition lines are not records: a malformed one, or an unknown code (null split), just leaves
     its image without a split, which the converter reports.
     """
+
     def ignore(*_):
         pass
 

@@ -9,6 +9,7 @@ wins. So a colour with two names is always named by the alphabetically first one
 fuchsia, not magenta; gray, not grey), and a point equidistant from two colours gets the
 alphabetically first of them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,7 +44,7 @@ def nearest_names(rgb) -> pa.Array:
     colours, names = palette()
     valid = np.isfinite(rgb).all(axis=1)
     # |a - b|^2 = |a|^2 - 2 a.b + |b|^2, all inputs against the whole palette in one matrix product
-    distance = (rgb[valid] ** 2).sum(1)[:, None] - 2 * rgb[valid] @ colours.T + (colours ** 2).sum(1)[None, :]
+    distance = (rgb[valid] ** 2).sum(1)[:, None] - 2 * rgb[valid] @ colours.T + (colours**2).sum(1)[None, :]
     index = np.full(len(rgb), -1, dtype=np.int64)
     index[valid] = np.argmin(np.round(distance, 6), axis=1)  # rounding keeps exact ties exact
     return pa.array(names, pa.string()).take(pa.array(index, mask=~valid))

@@ -4,10 +4,11 @@ Writing (`write_converted`, called by `Converter.run`): an older summary is drop
 Parquet file and the rejects are written, and the summary last: the summary marks a complete
 conversion, so a run killed in between never leaves new rows beside a stale summary.
 
-Reading (`read_converted`, for build-corpus): each problem with the input is one `UserError` line that names the file: a missing folder, a
-Parquet file without its summary (or the reverse), an unreadable file, a wrong schema, values
+Reading (`read_converted`, for build-corpus): each problem with the input is one `UserError` line that names the
+file: a missing folder, a Parquet file without its summary (or the reverse), an unreadable file, a wrong schema, values
 outside the record vocabulary, or a file whose rows claim another dataset than its name.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,14 @@ log = logging.getLogger(__name__)
 PARQUET_SUFFIX = ".parquet"
 REJECTS_SUFFIX = ".rejects.jsonl"
 SUMMARY_SUFFIX = ".summary.json"
-REQUIRED_COLUMNS_WITHOUT_NULLS = ("dataset", "image", "image_id", "split", "kind", "source")  # a null `text` is an empty text
+REQUIRED_COLUMNS_WITHOUT_NULLS = (
+    "dataset",
+    "image",
+    "image_id",
+    "split",
+    "kind",
+    "source",
+)  # a null `text` is an empty text
 
 
 def parquet_path(folder: Path, name: str) -> Path:
@@ -124,13 +132,19 @@ def read_converted(folder: Path) -> ConvertedSet:
     _check_names(folder, parquets, summaries)
     names = [n for n in DATASETS if n in parquets]
     if not names:
-        raise UserError(f"{folder}: no converted dataset found (expected NAME{PARQUET_SUFFIX} and "
-                        f"NAME{SUMMARY_SUFFIX}, NAME one of: {', '.join(DATASETS)})")
+        raise UserError(
+            f"{folder}: no converted dataset found (expected NAME{PARQUET_SUFFIX} and "
+            f"NAME{SUMMARY_SUFFIX}, NAME one of: {', '.join(DATASETS)})"
+        )
     all_manifests = {name: load_manifest(name) for name in DATASETS}
     sources = [_read_source(name, parquets[name], summaries[name], all_manifests[name]) for name in names]
     absent = [n for n in DATASETS if n not in parquets]
-    log.info("read %d converted datasets (%d rows); absent: %s", len(sources),
-             sum(s.table.num_rows for s in sources), ", ".join(absent) or "none")
+    log.info(
+        "read %d converted datasets (%d rows); absent: %s",
+        len(sources),
+        sum(s.table.num_rows for s in sources),
+        ", ".join(absent) or "none",
+    )
     return ConvertedSet(sources, absent, all_manifests)
 
 
@@ -144,8 +158,10 @@ def _check_names(folder: Path, parquets: dict[str, Path], summaries: dict[str, P
         if stem not in DATASETS:
             _unknown_parquet(path, stem, parquets)
         if stem not in summaries:
-            raise UserError(f"{path}: no {stem}{SUMMARY_SUFFIX} beside it (the summary is written last: "
-                            f"was `convert {stem}` interrupted?)")
+            raise UserError(
+                f"{path}: no {stem}{SUMMARY_SUFFIX} beside it (the summary is written last: "
+                f"was `convert {stem}` interrupted?)"
+            )
     for stem, path in summaries.items():
         if stem not in parquets:
             raise UserError(f"{path}: no {stem}{PARQUET_SUFFIX} beside it; re-run `convert {stem}`")
@@ -155,11 +171,15 @@ def _unknown_parquet(path: Path, stem: str, parquets: dict[str, Path]) -> None:
     claimed = _claimed_datasets(path)
     known = [c for c in claimed if c in DATASETS]
     if known and known[0] in parquets:
-        raise UserError(f"two files claim dataset {known[0]!r}: {parquets[known[0]].name} and {path.name}; "
-                        f"keep one of them in {path.parent}")
+        raise UserError(
+            f"two files claim dataset {known[0]!r}: {parquets[known[0]].name} and {path.name}; "
+            f"keep one of them in {path.parent}"
+        )
     if known:
-        raise UserError(f"{path}: its rows claim dataset {known[0]!r} but the file is named {stem!r}; "
-                        f"name it {known[0]}{PARQUET_SUFFIX} with its summary")
+        raise UserError(
+            f"{path}: its rows claim dataset {known[0]!r} but the file is named {stem!r}; "
+            f"name it {known[0]}{PARQUET_SUFFIX} with its summary"
+        )
     raise UserError(f"{path}: {stem!r} is not a dataset name; expected one of: {', '.join(DATASETS)}")
 
 
@@ -178,8 +198,10 @@ def _read_source(name: str, parquet: Path, summary_path: Path, manifest: dict | 
     table = table.cast(RECORD_SCHEMA)
     summary = _read_summary(summary_path, name)
     if summary["rows"] != table.num_rows:
-        raise UserError(f"{summary_path}: says {summary['rows']} rows but {parquet.name} holds {table.num_rows}: "
-                        f"the two are from different runs; re-run `convert {name}`")
+        raise UserError(
+            f"{summary_path}: says {summary['rows']} rows but {parquet.name} holds {table.num_rows}: "
+            f"the two are from different runs; re-run `convert {name}`"
+        )
     return Source(name, table, summary, manifest)
 
 
@@ -195,9 +217,11 @@ def _check_schema(path: Path, schema: pa.Schema) -> None:
     missing = [n for n in RECORD_SCHEMA.names if n not in names]
     extra = [n for n in names if n not in RECORD_SCHEMA.names]
     if missing or extra or len(set(names)) != len(names):
-        parts = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
-                ([f"unexpected column(s) {', '.join(extra)}"] if extra else []) + \
-                (["repeated column names"] if len(set(names)) != len(names) else [])
+        parts = (
+            ([f"missing column(s) {', '.join(missing)}"] if missing else [])
+            + ([f"unexpected column(s) {', '.join(extra)}"] if extra else [])
+            + (["repeated column names"] if len(set(names)) != len(names) else [])
+        )
         raise UserError(f"{path}: not a converted-records file: {'; '.join(parts)}")
     for expected in RECORD_SCHEMA:
         got = schema.field(expected.name).type
@@ -220,8 +244,10 @@ def _check_values(path: Path, name: str, table: pa.Table) -> None:
             raise UserError(f"{path}: {nulls} rows have no {column}")
     claimed = [d for d in pc.unique(table.column("dataset")).to_pylist() if d != name]
     if claimed:
-        raise UserError(f"{path}: rows claim dataset {claimed[0]!r} but the file is {name}{PARQUET_SUFFIX}; "
-                        f"two files claim one dataset, or the file was renamed")
+        raise UserError(
+            f"{path}: rows claim dataset {claimed[0]!r} but the file is {name}{PARQUET_SUFFIX}; "
+            f"two files claim one dataset, or the file was renamed"
+        )
     for column, allowed in (("split", SPLITS), ("kind", KINDS)):
         bad = pc.unique(table.column(column).filter(pc.invert(pc.is_in(table.column(column), pa.array(allowed)))))
         if len(bad):

@@ -9,6 +9,7 @@ Two on-disk formats hold the same MATLAB data:
 `read_struct` hides the difference: numbers come back as float64 vectors, strings as a pyarrow
 string column ("" for an empty string, null where the cell does not hold a string).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,10 @@ class MatStruct:
 
     def field(self, name: str):
         if name not in self._fields:
-            raise UserError(f"{self.path}: struct {self.variable} has no field {name!r} "
-                            f"(fields: {', '.join(self._fields) or 'none'})")
+            raise UserError(
+                f"{self.path}: struct {self.variable} has no field {name!r} "
+                f"(fields: {', '.join(self._fields) or 'none'})"
+            )
         return self._fields[name]
 
     def numbers(self, name: str) -> np.ndarray:
@@ -56,8 +59,9 @@ class MatStruct:
         if isinstance(value, np.ndarray) and value.dtype.kind == "U":  # a char matrix: one padded row each
             return pa.array([s.rstrip() for s in value.ravel().tolist()], pa.string())
         if not isinstance(value, np.ndarray) or value.dtype != object:
-            raise UserError(f"{self.path}: field {self.variable}.{name} should be a cell array of strings, "
-                            f"found {_describe(value)}")
+            raise UserError(
+                f"{self.path}: field {self.variable}.{name} should be a cell array of strings, found {_describe(value)}"
+            )
         return _cell_strings(value.ravel(order="F"))
 
 
@@ -107,8 +111,10 @@ def read_struct(path: Path, variable: str) -> Iterator[MatStruct]:
         with f:
             group = f.get(variable)
             if not isinstance(group, h5py.Group) or variable.startswith("#"):
-                raise UserError(f"{path}: expected a struct variable {variable!r} (MATLAB v7.3), "
-                                f"found variables: {', '.join(k for k in f if not k.startswith('#')) or 'none'}")
+                raise UserError(
+                    f"{path}: expected a struct variable {variable!r} (MATLAB v7.3), "
+                    f"found variables: {', '.join(k for k in f if not k.startswith('#')) or 'none'}"
+                )
             yield MatStruct(path, variable, {name: _H5Field(f, group[name]) for name in group})
         return
     yield MatStruct(path, variable, _loadmat_struct(path, variable))
@@ -124,8 +130,9 @@ def _loadmat_struct(path: Path, variable: str) -> dict:
     value = data.get(variable)
     if value is None:
         found = [name for name, _, _ in scipy.io.whosmat(str(path))]
-        raise UserError(f"{path}: expected a struct variable {variable!r}, "
-                        f"found variables: {', '.join(found) or 'none'}")
+        raise UserError(
+            f"{path}: expected a struct variable {variable!r}, found variables: {', '.join(found) or 'none'}"
+        )
     if not isinstance(value, np.ndarray) or value.dtype.names is None or value.size != 1:
         raise UserError(f"{path}: variable {variable!r} should be a 1x1 struct of columns, found {_describe(value)}")
     record = value.ravel()[0]
@@ -153,14 +160,18 @@ class _H5Field:
         if self._class(self.dataset) == "char":
             return _char_rows(self.dataset)
         if self.dataset.dtype.kind != "O":
-            raise UserError(f"{self.file.filename}: field {self.dataset.name} should be a cell array of strings, "
-                            f"found {self.dataset.dtype} of shape {self.dataset.shape}")
+            raise UserError(
+                f"{self.file.filename}: field {self.dataset.name} should be a cell array of strings, "
+                f"found {self.dataset.dtype} of shape {self.dataset.shape}"
+            )
         file_id = self.file.id
         refs = np.asarray(self._read(self.dataset)).T.ravel()
         try:
             return [self._deref_string(file_id, ref) for ref in refs]
         except (OSError, ValueError) as e:
-            raise UserError(f"{self.file.filename}: field {self.dataset.name} cannot be read ({first_line(e)})") from None
+            raise UserError(
+                f"{self.file.filename}: field {self.dataset.name} cannot be read ({first_line(e)})"
+            ) from None
 
     def _read(self, dataset):
         """A dataset's values; a corrupt file is a user error naming it."""

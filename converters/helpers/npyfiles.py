@@ -1,4 +1,5 @@
 """Single-value .npy files (AffectNet's npy release holds one 0-d array per image and annotation)."""
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,7 @@ def npy_scalar(data: bytes, dtypes: dict) -> str:
     if data[:6] != b"\x93NUMPY" or len(data) < 10:
         raise ValueError("not a .npy file")
     size = 2 if data[6] == 1 else 4
-    end = 8 + size + int.from_bytes(data[8:8 + size], "little")
+    end = 8 + size + int.from_bytes(data[8 : 8 + size], "little")
     header = data[:end]
     if header not in dtypes:
         array = np.load(io.BytesIO(data), allow_pickle=False)

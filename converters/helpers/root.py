@@ -13,6 +13,7 @@ Converters hold a `DatasetRoot` (as `self.tree`) rather than inherit these abili
 - `head`: the first bytes of a file as text, to recognise it by content;
 - `given`: a path passed as an option, checked to be a file or folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,11 @@ class DatasetRoot:
     def subfolders(self, folder: Path, hidden: bool = False) -> list[Path]:
         """The subfolders of a folder (links to folders included; hidden ones only with `hidden`), sorted."""
         folder = Path(folder)
-        return [folder / n for n in sorted(self.not_files(folder))
-                if (hidden or not n.startswith(".")) and (folder / n).is_dir()]
+        return [
+            folder / n
+            for n in sorted(self.not_files(folder))
+            if (hidden or not n.startswith(".")) and (folder / n).is_dir()
+        ]
 
     def _scan(self, folder: Path) -> tuple[frozenset[str], frozenset[str]]:
         folder = Path(folder)
@@ -104,18 +108,28 @@ class DatasetRoot:
     def _find(self, names, under, want_dir, required):
         wanted = {n.lower(): i for i, n in enumerate(names)}
         for level in self.levels(under):
-            exact = [(i, folder / name) for folder in level for i, name in enumerate(names)
-                     if (folder / name).is_dir() == want_dir and (folder / name).exists()]
+            exact = [
+                (i, folder / name)
+                for folder in level
+                for i, name in enumerate(names)
+                if (folder / name).is_dir() == want_dir and (folder / name).exists()
+            ]
             if exact:  # the usual case, found without listing big image folders
                 return min(exact)[1]
-            hits = [(wanted[entry.lower()], folder / entry) for folder in level for entry in sorted(self.listing(folder))
-                    if entry.lower() in wanted and (folder / entry).is_dir() == want_dir]
+            hits = [
+                (wanted[entry.lower()], folder / entry)
+                for folder in level
+                for entry in sorted(self.listing(folder))
+                if entry.lower() in wanted and (folder / entry).is_dir() == want_dir
+            ]
             if hits:
                 return min(hits)[1]
         if required:
             kind = "folder" if want_dir else "file"
-            raise UserError(f"{self.name}: no {kind} named {' or '.join(names)} under {under or self.path} "
-                            f"(looked {SEARCH_DEPTH} levels deep); is --root the extracted download?")
+            raise UserError(
+                f"{self.name}: no {kind} named {' or '.join(names)} under {under or self.path} "
+                f"(looked {SEARCH_DEPTH} levels deep); is --root the extracted download?"
+            )
         return None
 
     def unwrap(self, folder: Path, *names: str) -> Path:
@@ -148,8 +162,9 @@ class DatasetRoot:
             path = path.resolve()
         if not (path.is_dir() if folder else path.is_file()):
             kind = "folder" if folder else "file"
-            raise UserError(f"{self.name}: option {option}={value}: no such {kind}" + (f"; expected {expected}"
-                                                                                       if expected else ""))
+            raise UserError(
+                f"{self.name}: option {option}={value}: no such {kind}" + (f"; expected {expected}" if expected else "")
+            )
         return path
 
     # -- paths ----------------------------------------------------------------------------
@@ -175,7 +190,8 @@ class DatasetRoot:
         unsafe = np.zeros(len(paths), dtype=bool)
         if where.any():
             unsafe[where] = pc.match_substring_regex(paths.filter(pa.array(where)), UNSAFE_PATH).to_numpy(
-                zero_copy_only=False)
+                zero_copy_only=False
+            )
         return unsafe
 
     def existing(self, images: pa.Array, folders) -> np.ndarray:

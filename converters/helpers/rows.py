@@ -3,6 +3,7 @@
 Converters work on whole columns (pyarrow arrays) rather than row by row, which keeps a
 200k-row dataset within a small multiple of the time it takes just to parse its annotation file.
 """
+
 from __future__ import annotations
 
 import re
@@ -62,7 +63,9 @@ def attribute_columns(dataset: str, keys: Sequence[str], values: Sequence[pa.Arr
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pa.array(pairs, pa.string()).take(flat)), "; ")
     text = joined if first_always_present else pc.binary_join_element_wise(pa.scalar(dataset), joined, " ")
     structs = pa.StructArray.from_arrays(
-        [pa.array(vocab_keys, pa.string()).take(flat), pa.array(vocab_values, pa.string()).take(flat)], names=["key", "value"])
+        [pa.array(vocab_keys, pa.string()).take(flat), pa.array(vocab_values, pa.string()).take(flat)],
+        names=["key", "value"],
+    )
     return text, pa.ListArray.from_arrays(offsets, structs).cast(ATTRIBUTE_TYPE)
 
 
@@ -78,7 +81,9 @@ def box_column(boxes: np.ndarray | None, n: int) -> pa.Array:
 
 def prefixed(prefix: str, values: pa.Array) -> pa.Array:
     """`prefix + value` for each value (image ids such as `celeba/000001`)."""
-    return pc.binary_join_element_wise(pa.scalar(prefix), pa.array(values, pa.string()) if not isinstance(values, pa.Array) else values, "")
+    return pc.binary_join_element_wise(
+        pa.scalar(prefix), pa.array(values, pa.string()) if not isinstance(values, pa.Array) else values, ""
+    )
 
 
 def make_table(n: int, **columns) -> pa.Table:

@@ -7,6 +7,7 @@ Two columns extend the nine of the project's design, both nullable:
   origin_id  -- the image_id of the picture this face was derived from in another dataset
                 (a CelebA-HQ face -> `celeba/NNNNNN`), used by build-corpus to keep splits leak-free.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa

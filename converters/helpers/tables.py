@@ -7,6 +7,7 @@ blank lines are not records and are skipped silently. In a CSV, a stray quote wo
 up to the next quote into one row: the lines holding an odd number of quotes are then rejected as
 `malformed line` (`unbalanced quote`) and the others parsed as usual.
 """
+
 from __future__ import annotations
 
 import json
@@ -107,8 +108,17 @@ def squeeze_whitespace(data: bytes) -> bytes:
     return chars[~(space & before_break)].tobytes()
 
 
-def parse_rows(data: bytes, names: list[str], rel: str, reject, *, first_line: int, delimiter: str, quoted: bool,
-               keep: list[str] | None = None) -> Columns:
+def parse_rows(
+    data: bytes,
+    names: list[str],
+    rel: str,
+    reject,
+    *,
+    first_line: int,
+    delimiter: str,
+    quoted: bool,
+    keep: list[str] | None = None,
+) -> Columns:
     """Parse the lines from `first_line` (1-based) on into string columns `names` (only `keep` ones built)."""
     keep = list(keep or names)
     try:
@@ -203,10 +213,18 @@ def _read(data, names, keep, first_line, delimiter, quoted, use_threads, on_inva
     return pcsv.read_csv(
         pa.BufferReader(pa.py_buffer(data)),
         read_options=pcsv.ReadOptions(column_names=names, skip_rows=first_line - 1, use_threads=use_threads),
-        parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False,
-                                        ignore_empty_lines=False, invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in keep}, include_columns=keep,
-                                            strings_can_be_null=False, quoted_strings_can_be_null=False),
+        parse_options=pcsv.ParseOptions(
+            delimiter=delimiter,
+            quote_char='"' if quoted else False,
+            ignore_empty_lines=False,
+            invalid_row_handler=on_invalid,
+        ),
+        convert_options=pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in keep},
+            include_columns=keep,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
     )
 
 
@@ -223,7 +241,9 @@ def empty_lines(data: bytes) -> np.ndarray:
     return np.array(numbers, dtype=np.int64)
 
 
-def read_table(path: Path, rel: str, names: list[str], reject, *, sep: str | None = None, skip_lines: int = 0) -> Columns:
+def read_table(
+    path: Path, rel: str, names: list[str], reject, *, sep: str | None = None, skip_lines: int = 0
+) -> Columns:
     """A headerless table split on whitespace (`sep=None`) or on `sep`; the first `skip_lines` lines are not data."""
     data = read_bytes(path)
     if not data.strip():
@@ -238,8 +258,9 @@ def read_csv(path: Path, rel: str, required: list[str], reject) -> Columns:
     built: AffectNet's 136 landmarks a row are tokenized, never materialised."""
     data = read_bytes(path)
     header_line, header = csv_header(data, path, required)
-    table = parse_rows(data, header, rel, reject, first_line=header_line + 1, delimiter=",", quoted=b'"' in data,
-                       keep=required)
+    table = parse_rows(
+        data, header, rel, reject, first_line=header_line + 1, delimiter=",", quoted=b'"' in data, keep=required
+    )
     columns = {name: pc.utf8_trim_whitespace(table.columns[name]) for name in required}
     return Columns(rel, required, columns, table.line, table.malformed)
 
@@ -252,13 +273,17 @@ def csv_header(data: bytes, path: Path, required: list[str]) -> tuple[int, list[
         end = len(data) if end < 0 else end
         line = data[offset:end].decode("utf-8", errors="replace").strip()
         if line and not line.isprintable():
-            raise UserError(f"{path}:{number}: expected a CSV header with {', '.join(required)}, "
-                            "found a line that is not text (a binary or corrupt file?)")
+            raise UserError(
+                f"{path}:{number}: expected a CSV header with {', '.join(required)}, "
+                "found a line that is not text (a binary or corrupt file?)"
+            )
         if line:
             header = [h.strip().strip('"') for h in line.split(",")]
             missing = [name for name in required if name not in header]
             if missing:
-                raise UserError(f"{path}:{number}: header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})")
+                raise UserError(
+                    f"{path}:{number}: header lacks column(s) {', '.join(missing)} (found: {', '.join(header)})"
+                )
             return number, header
         offset, number = end + 1, number + 1
     raise UserError(f"{path}: empty file, expected a CSV header with {', '.join(required)}")
