@@ -47,12 +47,14 @@ SHAPES = {"paper": {}, "4x256": {"layers": 4, "hidden_size": 256, "heads": 4, "f
 
 
 def batch(config, rows: int, device) -> tuple[torch.Tensor, ...]:
+    """Full rows of the face->caption layout: the image-token prefix, then text targets (random ids)."""
+    prefix = config.image_tokens + PREFIX - 256
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, config.vocab_size, (rows, config.seq_length), generator=g)
     segments = torch.ones_like(tokens)
-    segments[:, PREFIX:] = 2
+    segments[:, prefix:] = 2
     labels = torch.full_like(tokens, IGNORE)
-    labels[:, PREFIX - 1 : -1] = tokens[:, PREFIX:]
+    labels[:, prefix - 1 : -1] = tokens[:, prefix:]
     return tokens.to(device), segments.to(device), labels.to(device)
 
 

@@ -291,22 +291,10 @@ def section_tokenize(proof: Proof, sizes: Sizes, device: torch.device, work: Pat
 
 
 # ----------------------------------------------------------------------------- 3. training throughput
-def synthetic_batch(config, rows: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Full rows of the face->caption layout: a 256-image-token prefix, then text targets."""
-    from trainer.sequences import IGNORE
-
-    prefix = config.image_tokens + 6  # [CLS] to capt ##ion [SEP] <image> [SEP]
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, config.vocab_size, (rows, config.seq_length), generator=g)
-    segments = torch.ones_like(tokens)
-    segments[:, prefix:] = 2
-    labels = torch.full_like(tokens, IGNORE)
-    labels[:, prefix - 1 : -1] = tokens[:, prefix:]
-    return tokens.to(device), segments.to(device), labels.to(device)
-
-
 def throughput(config, sizes: Sizes, device: torch.device, compiled: bool, backward: bool) -> dict:
     """tokens/s, MFU and peak memory of training steps (bf16 autocast, fused AdamW on CUDA)."""
+    from bench_model import batch
+
     from trainer.model import Talk2Face
     from trainer.optim import OptimConfig, build_optimizer
     from trainer.train import LossModel, flops_per_token
@@ -315,7 +303,7 @@ def throughput(config, sizes: Sizes, device: torch.device, compiled: bool, backw
     model = Talk2Face(config).to(device).train()
     runner = torch.compile(LossModel(model)) if compiled else LossModel(model)
     optimizer = build_optimizer(model, OptimConfig())
-    data = synthetic_batch(config, sizes.train_rows, device)
+    data = batch(config, sizes.train_rows, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step():
