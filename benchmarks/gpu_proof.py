@@ -5,7 +5,8 @@
 
 Sections (each is timed and recorded; a failing section is recorded and the others still run):
   1. tests     the suite's GPU-marked tests (`pytest -m gpu`): VQGAN bf16/fp32 codes against the CPU's,
-               a bf16 training step, cached against uncached greedy decoding (skipped on the CPU, with a reason).
+               a bf16 training step, cached against uncached greedy decoding, FID features (skipped on the CPU,
+               with a reason).
   2. tokenize  `tokenize_images` with the full-size FFHQ VQGAN architecture (random weights written through
                the real checkpoint format) on 2,000 generated 1024x1024 JPEGs with 16 loader workers: faces/s,
                GPU utilisation (nvidia-smi), and the fraction of the 138.6 GFLOP/face ceiling (goal >= 40%).

@@ -89,3 +89,23 @@ def test_cached_and_uncached_greedy_decoding_give_identical_tokens_on_cuda(dtype
         cached = decode(model, prompts, target, lay.tok, greedy)
         uncached = decode(model, prompts, target, lay.tok, greedy, use_cache=False)
         assert cached == uncached
+
+
+def test_fid_features_on_cuda_agree_with_the_cpu(tmp_path):
+    """torch-fidelity's InceptionV3 (random weights in the real file format) on CUDA: pool features and logits
+    agree with the CPU's to float tolerance (TF32 off), so FID/IS measured on a GPU are the CPU's figures."""
+    from samples.random_inception import write_random_inception
+    from trainer import fid
+
+    weights = write_random_inception(tmp_path / "inception.pth")
+    pictures = [np.asarray(((f.permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).to(torch.uint8)) for f in faces(2)]
+    on_cpu = fid.extract(fid.load_inception(weights), pictures)
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        on_cuda = fid.extract(fid.load_inception(weights, "cuda"), pictures, device="cuda")
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    assert on_cuda.pool.shape == on_cpu.pool.shape == (2, 2048)
+    torch.testing.assert_close(on_cuda.pool, on_cpu.pool, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(on_cuda.logits, on_cpu.logits, rtol=1e-3, atol=1e-3)
