@@ -196,3 +196,10 @@ def pair_files(corpus: Path) -> list[Path]:
     if not files:
         raise UserError(f"{corpus}: no {PAIRS_FOLDER}/*.parquet")
     return files
+
+
+def read_pair_columns(corpus: Path, columns: list[str]):
+    """Yield each pair file's `columns` as Python lists, in corpus order: the one reader of the pair files."""
+    for file in pair_files(corpus):
+        table = pq.read_table(file, columns=columns)
+        yield [table.column(c).to_pylist() for c in columns]

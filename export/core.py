@@ -24,7 +24,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
@@ -106,12 +105,10 @@ def read_pairs(corpus: Path, config: ExportConfig, skipped: Counter) -> tuple[di
         ["attributes"] if config.attribute_text == "sentence" else []
     )
     chosen, pairs_in = {}, 0
-    for file in layout.pair_files(corpus):
-        table = pq.read_table(file, columns=columns)
-        pairs_in += table.num_rows
-        values = [table.column(c).to_pylist() for c in columns]
+    for values in layout.read_pair_columns(corpus, columns):
+        pairs_in += len(values[0])
         if len(values) == 5:
-            values.append([None] * table.num_rows)
+            values.append([None] * len(values[0]))
         for image_id, dataset, kind, text, split, attributes in zip(*values):
             if split not in config.splits:
                 skipped[SPLIT_NOT_SELECTED] += 1

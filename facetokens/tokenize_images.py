@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from common.errors import UserError
 from common.locks import folder_lock
+from common.progress import Progress
 from common.records import SPLITS
 from corpus import layout
 
@@ -84,9 +84,7 @@ def read_faces(corpus: Path) -> list[Face]:
 
 def read_texts(corpus: Path) -> dict[str, list[dict]]:
     texts: dict[str, list[dict]] = {}
-    for file in layout.pair_files(corpus):
-        table = pq.read_table(file, columns=list(TEXT_COLUMNS))
-        cols = [table.column(c).to_pylist() for c in TEXT_COLUMNS]
+    for cols in layout.read_pair_columns(corpus, list(TEXT_COLUMNS)):
         for image_id, dataset, kind, text, attributes in zip(*cols):
             texts.setdefault(image_id, []).append(
                 {"dataset": dataset, "kind": kind, "text": text, "attributes": attributes}
@@ -369,24 +367,19 @@ def _collect(processes, messages, on_report: Callable) -> None:
 
 
 # ----------------------------------------------------------------------------- the command
-class Progress:
-    """Counts faces and shards from every encoder; drives the progress bar (faces/s)."""
+class WorkerEvents:
+    """Counts faces and shards from every encoder; drives the progress (common.progress: a bar or plain lines)."""
 
     def __init__(self, total_faces: int, enabled: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=total_faces, unit="face", desc="tokenize", disable=not enabled, smoothing=0.1, dynamic_ncols=True
-        )
+        self.bar = Progress(total_faces, "tokenize", "face", enabled=enabled)
         self.stats: list[dict] = []
         self.agreement: dict | None = None
 
     def __call__(self, kind: str, value) -> None:
         if kind == "faces":
-            self.bar.update(value)
+            self.bar.update(value, f"shards={len(self.stats)}")
         elif kind == "shard":
             self.stats.append(value)
-            self.bar.set_postfix(shards=len(self.stats), refresh=False)
         elif kind == "agreement":
             self.agreement = value
 
@@ -456,7 +449,7 @@ def _tokenize_locked(
         )
         for rank in range(len(devices))
     ]
-    tracker = Progress(sum(len(t.faces) for a in assignments for t in a), progress)
+    tracker = WorkerEvents(sum(len(t.faces) for a in assignments for t in a), progress)
     log.info(
         "%d faces, %d shards; this machine: shards %d-%d, %d to do on %s",
         len(faces),

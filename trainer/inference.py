@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
+from trainer import checkpoint
 from trainer.config import ModelConfig, load_config
 from trainer.model import Talk2Face
 from trainer.sequences import Layouts
@@ -29,8 +30,6 @@ from trainer.weights import WEIGHTS_FILE, load_model
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
 RELEASED_PREFIX_CUT = 64  # the released script cuts the whole to-image prefix row at 64 tokens
 FACE_BATCH = 16  # faces read and encoded (or decoded) together
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -43,21 +42,15 @@ def resolve_checkpoint(path: Path | str) -> Path:
         raise UserError(f"{path}: checkpoint not found")
     if not path.is_dir() or (path / WEIGHTS_FILE).is_file():
         return path
-    folder = path / CHECKPOINTS
-    if not folder.is_dir():
-        raise UserError(f"{path}: a folder with neither {WEIGHTS_FILE} (an export) nor {CHECKPOINTS}/ (a train run)")
-    latest = folder / LATEST
-    if latest.is_dir():  # a symbolic link to the step folder
-        return latest
-    if latest.is_file():  # a text file naming it
-        named = folder / latest.read_text(encoding="utf-8").strip()
-        if (named / WEIGHTS_FILE).is_file():
-            return named
-        raise UserError(f"{latest}: names {named.name}, which holds no {WEIGHTS_FILE}")
-    steps = sorted(p for p in folder.glob("step-*") if (p / WEIGHTS_FILE).is_file())
-    if not steps:
-        raise UserError(f"{folder}: no step-*/ checkpoint with {WEIGHTS_FILE} yet")
-    return steps[-1]
+    if not (path / checkpoint.CHECKPOINTS).is_dir():
+        raise UserError(
+            f"{path}: a folder with neither {WEIGHTS_FILE} (an export) nor {checkpoint.CHECKPOINTS}/ (a train run)"
+        )
+    found = checkpoint.latest(path)
+    if found is None or not (found / WEIGHTS_FILE).is_file():
+        where = f"{found.name} holds no {WEIGHTS_FILE}" if found else "no step-*/ checkpoint yet"
+        raise UserError(f"{path / checkpoint.CHECKPOINTS}: {where}")
+    return found
 
 
 def is_released_file(path: Path) -> bool:
