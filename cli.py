@@ -86,6 +86,11 @@ def package_version() -> str:
         ]
 
 
+def path_option(*names, **settings):
+    """A click option whose value is a path, handed over as a `pathlib.Path`."""
+    return click.option(*names, type=click.Path(path_type=Path), **settings)
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 @click.version_option(package_version(), prog_name="talk2face")
@@ -98,16 +103,14 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("dataset")
-@click.option("--root", type=click.Path(path_type=Path), help="The dataset as downloaded and extracted.")
-@click.option(
+@path_option("--root", help="The dataset as downloaded and extracted.")
+@path_option(
     "--roots",
-    type=click.Path(path_type=Path),
     help="With `all`: a folder of datasets, one per registry name (or a YAML mapping names to paths).",
 )
-@click.option(
+@path_option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
     help="Folder for DATASET.parquet, .rejects.jsonl, .summary.json.",
 )
 @click.option(
@@ -141,16 +144,14 @@ def convert(dataset: str, root: Path | None, roots: Path | None, out: Path, opti
 
 
 @main.command("build-corpus")
-@click.option(
+@path_option(
     "--converted",
     required=True,
-    type=click.Path(path_type=Path),
     help="Folder of DATASET.parquet files from `convert`.",
 )
-@click.option(
+@path_option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
     help="The corpus folder (replaced atomically when complete).",
 )
 @click.option(
@@ -187,21 +188,15 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 @main.command("tokenize-images")
-@click.option(
-    "--corpus", "corpus_dir", required=True, type=click.Path(path_type=Path), help="The folder from build-corpus."
-)
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Folder for the WebDataset shards (resumable)."
-)
-@click.option(
+@path_option("--corpus", "corpus_dir", required=True, help="The folder from build-corpus.")
+@path_option("--out", required=True, help="Folder for the WebDataset shards (resumable).")
+@path_option(
     "--vqgan-config",
-    type=click.Path(path_type=Path),
     help="taming project.yaml (Net2NetTransformer or VQGAN config); not needed for a converted .safetensors.",
 )
-@click.option(
+@path_option(
     "--vqgan-ckpt",
     required=True,
-    type=click.Path(path_type=Path),
     help="last.ckpt (Lightning), a plain state dict, or .safetensors from convert-vqgan.",
 )
 @click.option(
@@ -240,15 +235,11 @@ def tokenize_images(corpus_dir, out, vqgan_config, vqgan_ckpt, **settings) -> No
 
 
 @main.command()
-@click.option(
-    "--corpus", "corpus_dir", required=True, type=click.Path(path_type=Path), help="The folder from build-corpus."
-)
+@path_option("--corpus", "corpus_dir", required=True, help="The folder from build-corpus.")
 @click.option(
     "--format", "format_name", required=True, help="imagefolder (Hugging Face / diffusers), feedface or webdataset."
 )
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="The export folder (resumable: rerun to finish)."
-)
+@path_option("--out", required=True, help="The export folder (resumable: rerun to finish).")
 @click.option(
     "--split",
     "splits",
@@ -310,10 +301,9 @@ def export(
 
 
 @main.command("export-model")
-@click.option(
+@path_option(
     "--checkpoint",
     required=True,
-    type=click.Path(path_type=Path),
     help="A train RUN folder, talk2face.bin (released or UER names), a .safetensors file or an export folder.",
 )
 @click.option(
@@ -321,9 +311,7 @@ def export(
     "config_file",
     help="For a plain .bin: a config JSON (ours or the released base_config.json) or a preset.",
 )
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Folder for model.safetensors and config.json."
-)
+@path_option("--out", required=True, help="Folder for model.safetensors and config.json.")
 @user_errors
 def export_model(checkpoint: Path, config_file: str | None, out: Path) -> None:
     """Write a checkpoint as the safetensors folder that `trainer.weights.load_model` reads (no pickle)."""
@@ -339,12 +327,11 @@ def export_model(checkpoint: Path, config_file: str | None, out: Path) -> None:
 
 
 @main.command("convert-vqgan")
-@click.option("--vqgan-config", type=click.Path(path_type=Path), help="taming project.yaml.")
-@click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path), help="last.ckpt or a plain state dict.")
-@click.option(
+@path_option("--vqgan-config", help="taming project.yaml.")
+@path_option("--vqgan-ckpt", required=True, help="last.ckpt or a plain state dict.")
+@path_option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
     help="The .safetensors file to write (weights + config, no pickle).",
 )
 @user_errors
@@ -356,12 +343,15 @@ def convert_vqgan(vqgan_config: Path | None, vqgan_ckpt: Path, out: Path) -> Non
 
 
 @main.command()
-@click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Folder for index.html, grid.png and images/."
+@path_option("--shards", required=True, help="The folder from tokenize-images.")
+@path_option("--out", required=True, help="Folder for index.html, grid.png and images/.")
+@path_option(
+    "--vqgan-config",
 )
-@click.option("--vqgan-config", type=click.Path(path_type=Path))
-@click.option("--vqgan-ckpt", required=True, type=click.Path(path_type=Path))
+@path_option(
+    "--vqgan-ckpt",
+    required=True,
+)
 @click.option("--samples", default=16, show_default=True, help="Faces to show.")
 @user_errors
 def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path, samples: int) -> None:
@@ -373,9 +363,7 @@ def preview(shards: Path, out: Path, vqgan_config: Path | None, vqgan_ckpt: Path
 
 
 @main.command("inspect-model")
-@click.option(
-    "--checkpoint", type=click.Path(path_type=Path), help="talk2face.bin, a .safetensors file or an export folder."
-)
+@path_option("--checkpoint", help="talk2face.bin, a .safetensors file or an export folder.")
 @click.option(
     "--config",
     "config_file",
@@ -408,10 +396,9 @@ def _precision(ctx: click.Context, _param, value):
 def _model_options(fn):
     """--checkpoint, --config, --vocab, --vqgan-*, --device, --precision: shared by generate and evaluate."""
     options = [
-        click.option(
+        path_option(
             "--checkpoint",
             required=True,
-            type=click.Path(path_type=Path),
             help="talk2face.bin (released or UER names), a .safetensors file, an export folder or a train RUN folder.",
         ),
         click.option(
@@ -425,14 +412,11 @@ def _model_options(fn):
             "--vocab",
             help="The text vocabulary: the shipped BERT uncased one (default), by name or as an identical file.",
         ),
-        click.option(
+        path_option(
             "--vqgan-config",
-            type=click.Path(path_type=Path),
             help="taming project.yaml (not needed for a converted .safetensors).",
         ),
-        click.option(
-            "--vqgan-ckpt", type=click.Path(path_type=Path), help="last.ckpt or the .safetensors from convert-vqgan."
-        ),
+        path_option("--vqgan-ckpt", help="last.ckpt or the .safetensors from convert-vqgan."),
         click.option("--device", help="cpu, cuda, cuda:1 ...", show_default="cuda when present"),
         click.option(
             "--precision",
@@ -465,16 +449,15 @@ def _model_options(fn):
     "--prompt", type=click.Choice(["to_image", "to_caption", "to_attributes"]), help="The mode (or use --requests)."
 )
 @click.option("--text", help="to_image: the caption or attribute text.")
-@click.option(
+@path_option(
     "--image",
-    type=click.Path(path_type=Path),
     help="to_caption / to_attributes: the face (read as tokenize-images reads it).",
 )
 @click.option("--attribute", help="to_attributes: the key, e.g. gender.")
 @click.option("--dataset", help="to_attributes: a dataset name to put before the key (celeba gender:).")
 @click.option("--candidates", help="to_attributes: comma-separated values to rank by log-likelihood, e.g. male,female.")
-@click.option("--requests", "requests_file", type=click.Path(path_type=Path), help="A JSONL file, one request a line.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs and results.jsonl.")
+@path_option("--requests", "requests_file", help="A JSONL file, one request a line.")
+@path_option("--out", required=True, help="Folder for the PNGs and results.jsonl.")
 @click.option(
     "--samples",
     type=int,
@@ -508,10 +491,9 @@ def _model_options(fn):
     source="trainer.generate:Sampling.batch_size",
     help="Rows decoded together, a row being one sample of one request.",
 )
-@click.option(
+@path_option(
     "--clip",
     "clip_dir",
-    type=click.Path(path_type=Path),
     help="A local CLIP folder (Hugging Face format): rank each request's samples against its condition.",
 )
 @click.option(
@@ -581,14 +563,11 @@ def generate(
 
 @main.command()
 @_model_options
-@click.option(
+@path_option(
     "--clip",
-    type=click.Path(path_type=Path),
     help="A local CLIP folder (Hugging Face format): rank faces and captions by CLIP score.",
 )
-@click.option(
-    "--examples", type=click.Path(path_type=Path), help="A folder of example faces for the caption and attribute tabs."
-)
+@path_option("--examples", help="A folder of example faces for the caption and attribute tabs.")
 @click.option(
     "--host",
     default=serve_package.DEFAULT_HOST,
@@ -616,7 +595,7 @@ def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtyp
 
 @main.command()
 @_model_options
-@click.option("--shards", required=True, type=click.Path(path_type=Path), help="The folder from tokenize-images.")
+@path_option("--shards", required=True, help="The folder from tokenize-images.")
 @click.option(
     "--split", type=click.Choice(["val", "test"]), cls=DataclassDefault, source="trainer.evaluate:EvaluateConfig.split"
 )
@@ -628,7 +607,7 @@ def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtyp
     source="trainer.evaluate:EvaluateConfig.batch_size",
     help="Rows decoded or scored together, a row being one face with one prompt.",
 )
-@click.option("--out", type=click.Path(path_type=Path), help="Folder for evaluation.json and evaluation.md.")
+@path_option("--out", help="Folder for evaluation.json and evaluation.md.")
 @click.option("--no-meteor", is_flag=True, help="Skip METEOR (it starts Java, seconds).")
 @click.option(
     "--skip-bad-shards",
@@ -650,22 +629,19 @@ def serve(checkpoint, config_file, vocab, vqgan_config, vqgan_ckpt, device, dtyp
     source="trainer.synthesis:SynthesisConfig.samples",
     help="Faces to generate for --fid (the paper's 1,000).",
 )
-@click.option(
+@path_option(
     "--inception-weights",
-    type=click.Path(path_type=Path),
     help="torch-fidelity's pt_inception-2015-12-05-6726825d.pth (see docs/reproducing.md).",
 )
-@click.option(
+@path_option(
     "--corpus",
     "corpus_dir",
-    type=click.Path(path_type=Path),
     show_default="the one SHARDS/index.json names",
     help="With --fid: the corpus of the real faces.",
 )
-@click.option(
+@path_option(
     "--clip",
     "clip_dir",
-    type=click.Path(path_type=Path),
     help="With --fid: also the mean CLIP score of the generated faces against their texts.",
 )
 @click.option(
@@ -736,17 +712,15 @@ def _train_option(name: str, kind: type, help_text: str, source: str = "trainer.
 
 
 @main.command()
-@click.option(
+@path_option(
     "--shards",
     "shards_dir",
     required=True,
-    type=click.Path(path_type=Path),
     help="The folder from tokenize-images (reads train/ and val/).",
 )
-@click.option(
+@path_option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
     help="The run folder: checkpoints/, log.jsonl, val.jsonl, loss.png.",
 )
 @click.option(
@@ -760,9 +734,8 @@ def _train_option(name: str, kind: type, help_text: str, source: str = "trainer.
 @click.option(
     "--reschedule", is_flag=True, help="With --resume and a new --max-steps: recompute the lr schedule over it."
 )
-@click.option(
+@path_option(
     "--init-from",
-    type=click.Path(path_type=Path),
     help="Start from these weights: talk2face.bin or one of our checkpoints.",
 )
 @_train_option("--max-steps", int, "Optimiser steps in all (fixes the warm-up/decay schedule).")
@@ -828,10 +801,9 @@ def datasets(markdown: bool) -> None:
     show_default=True,
     help="With --serve: the page's port (on 127.0.0.1).",
 )
-@click.option(
+@path_option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
     help="Folder for the sample data, every stage's output and report.html.",
 )
 @click.option("--fresh", is_flag=True, help="Start over instead of reusing the stages a previous run finished.")

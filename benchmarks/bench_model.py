@@ -38,9 +38,8 @@ sys.path.insert(0, str(REPO))
 from trainer.config import load_config
 from trainer.model import Talk2Face
 from trainer.sequences import IGNORE
-from trainer.train import flops_per_token
+from trainer.train import flops_per_token, peak_flops
 
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 PREFIX = 262  # [CLS] to caption [SEP] <256 image tokens> [SEP]
 IMAGE_PREFIX = 77  # caption -> face: [CLS] to image [SEP] <text> [SEP], then 256 image tokens and [SEP]
 SHAPES = {"paper": {}, "4x256": {"layers": 4, "hidden_size": 256, "heads": 4, "feedforward_size": 1024}}
@@ -107,7 +106,7 @@ def gpu_section(args) -> None:
         print("CUDA: not available, GPU section skipped")
         return
     name = torch.cuda.get_device_name()
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    peak = (peak_flops(torch.device("cuda")) or 0) / 1e12 or None  # TFLOP/s, the trainer's table
     print(f"CUDA: {name}, batch {args.gpu_batch} x 334, {args.gpu_steps} steps, bf16 autocast")
     for attention in ("sdpa", "flex"):
         config = load_config("paper").replace(attention=attention)

@@ -40,7 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 GFLOP_PER_FACE = 138.6  # full FFHQ encoder, one 256x256 image
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 GOAL_DECODE = 3.0
 GOAL_END_TO_END = 0.8
 
@@ -245,9 +244,10 @@ def bench_gpu(folder: Path, decode_rate_1024: float, faces: int, batch_size: int
     import torch
 
     from facetokens.vqgan import FFHQ_CONFIG, VQGAN
+    from trainer.train import peak_flops
 
     name = torch.cuda.get_device_name(0)
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    peak = (peak_flops(torch.device("cuda")) or 0) / 1e12 or None  # TFLOP/s, the trainer's table
     model = VQGAN(FFHQ_CONFIG, with_decoder=False).cuda().to(memory_format=torch.channels_last)
     x = (torch.rand(batch_size, 256, 256, 3, device="cuda") * 255).to(torch.uint8)
     print(f"\n4. GPU: {name}, full-size FFHQ encoder (random weights), batch {batch_size}")

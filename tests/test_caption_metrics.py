@@ -7,7 +7,10 @@ import pytest
 
 from trainer import metrics
 
-pycocoevalcap = pytest.importorskip("pycocoevalcap")
+pycocoevalcap = pytest.importorskip(
+    "pycocoevalcap",
+    reason="the COCO oracle comes with the dev extra: bash scripts/install.sh (pip install -e '.[dev]')",
+)
 
 WORDS = [
     "the",
@@ -73,7 +76,10 @@ def test_bleu_without_any_4gram_match_is_zero_where_coco_leaves_its_smoothing():
     assert metrics.bleu4(hyps, refs) == 0.0 and 0 < theirs < 1e-6
 
 
-@pytest.mark.skipif(metrics.meteor_missing() is not None, reason="METEOR needs Java and pycocoevalcap")
+@pytest.mark.skipif(
+    metrics.meteor_missing() is not None,
+    reason="METEOR 1.5 is a Java jar: install a JRE (e.g. apt-get install default-jre) and the dev extra",
+)
 def test_meteor_is_cocos_meteor():
     from pycocoevalcap.meteor.meteor import Meteor
 

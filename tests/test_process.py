@@ -25,7 +25,10 @@ def test_the_cli_sets_a_passive_openmp_wait_policy_unless_the_user_chose_one():
     assert cli_settings(TALK2FACE_PROCESS_SETTINGS="0") == "None None"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="the allocator settings are glibc's mallopt, applied on Linux only (elsewhere the CLI leaves them)",
+)
 def test_allocator_settings_apply_only_when_the_user_set_none():
     assert "mallopt M_MMAP_MAX=0" in configure_process({})
     for users in (

@@ -54,7 +54,15 @@ from trainer.weights import check_state_dict, read_weights
 log = logging.getLogger(__name__)
 __all__ = ["LossModel", "TrainConfig", "setup", "train", "train_step"]
 
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10": 125e12,
+    "L4": 121e12,
+    "4090": 165e12,
+}
 
 
 # ----------------------------------------------------------------------------- 1. set-up

@@ -24,11 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common.errors import UserError
-from common.splits import hash_split
 
 from ..helpers.base import Converter
 from ..helpers.root import IMAGE_NAME
-from ..helpers.rows import attribute_columns, make_table, prefixed
+from ..helpers.rows import attribute_columns, person_split_attributes, prefixed
 from ..helpers.tables import read_table
 
 FOLDERS = {"full": "AFAD-Full", "lite": "AFAD-Lite"}  # the list file is <folder>.txt
@@ -74,18 +73,7 @@ class AFAD(Converter):
         )  # split beats a regex
         image_id = pc.binary_join_element_wise("afad/", cols["folder"], stem, "")
         person = self.persons(cols["name"])
-        yield make_table(
-            len(cols["key"]),
-            dataset=self.name,
-            image=cols["image"],
-            image_id=image_id,
-            split=hash_split(pc.coalesce(person, image_id)),
-            kind="attributes",
-            text=text,
-            attributes=attributes,
-            source=cols["source"],
-            person=person,
-        )
+        yield person_split_attributes(self.name, cols["image"], image_id, text, attributes, cols["source"], person)
 
     def reject_implausible_ages(self, cols: dict, bounds: dict) -> dict:
         age = pc.cast(cols["age"], pa.int64()).to_numpy(zero_copy_only=False)

@@ -19,11 +19,10 @@ import pyarrow.compute as pc
 
 from common.arrays import normalise_text
 from common.errors import UserError
-from common.splits import hash_split
 
 from ..helpers.base import Converter
 from ..helpers.matfiles import MatStruct, read_struct
-from ..helpers.rows import attribute_columns, make_table, map_values, prefixed, stems
+from ..helpers.rows import attribute_columns, map_values, person_split_attributes, prefixed, stems
 
 REQUIRED_FIELDS = ("dob", "photo_taken", "full_path", "gender", "face_score", "second_face_score")
 UNIX_EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal(): numpy's datetime64 day 0
@@ -104,18 +103,7 @@ class ImdbWiki(Converter):
         age = pa.array(cols["age"], mask=~cols["age_ok"]).cast(pa.string())
         text, attributes = attribute_columns(source, ["age", "gender"], [age, cols["gender"]])
         person = self.persons(source, cols)
-        return make_table(
-            len(image_id),
-            dataset=self.name,
-            image=cols["image"],
-            image_id=image_id,
-            split=hash_split(pc.coalesce(person, image_id)),
-            kind="attributes",
-            text=text,
-            attributes=attributes,
-            source=cols["source"],
-            person=person,
-        )
+        return person_split_attributes(self.name, cols["image"], image_id, text, attributes, cols["source"], person)
 
     def read_columns(self, mat: Path, source: str) -> dict:
         """The struct's fields by name: strings as pyarrow arrays, numbers as float64 vectors."""

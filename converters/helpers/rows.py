@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.splits import hash_split
+
 from .schema import ATTRIBUTE_TYPE, BOX_TYPE, RECORD_SCHEMA
 
 NUMBER_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # a plain decimal number as a text field holds one
@@ -83,6 +85,22 @@ def prefixed(prefix: str, values: pa.Array) -> pa.Array:
     """`prefix + value` for each value (image ids such as `celeba/000001`)."""
     return pc.binary_join_element_wise(
         pa.scalar(prefix), pa.array(values, pa.string()) if not isinstance(values, pa.Array) else values, ""
+    )
+
+
+def person_split_attributes(dataset: str, image, image_id, text, attributes, source, person) -> pa.Table:
+    """Attribute records of a dataset without an official split: split by person where known, else by image."""
+    return make_table(
+        len(image_id),
+        dataset=dataset,
+        image=image,
+        image_id=image_id,
+        split=hash_split(pc.coalesce(person, image_id)),
+        kind="attributes",
+        text=text,
+        attributes=attributes,
+        source=source,
+        person=person,
     )
 
 
