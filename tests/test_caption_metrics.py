@@ -97,3 +97,32 @@ def test_meteor_without_java_is_none(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert metrics.meteor_missing() == "needs Java"
     assert metrics.meteor(["a man"], [["a man"]]) is None
+
+
+def test_a_dying_meteor_process_is_one_line_and_the_next_call_starts_afresh(monkeypatch):
+    import functools
+    import subprocess
+    import threading
+
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    from common.errors import UserError
+
+    @functools.cache
+    def dying():  # pycocoevalcap's own wrapper, around a process that fails as an out-of-memory Java would
+        scorer = Meteor.__new__(Meteor)
+        scorer.lock = threading.Lock()
+        command = ["sh", "-c", "echo 'java.lang.OutOfMemoryError: Java heap space' >&2; exit 1"]
+        scorer.meteor_p = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        scorer.meteor_p.wait()
+        return scorer
+
+    monkeypatch.setattr(metrics, "meteor_missing", lambda: None)
+    monkeypatch.setattr(metrics, "_meteor_scorer", dying)
+    first = dying()
+    with pytest.raises(UserError, match="failed: java.lang.OutOfMemoryError: Java heap space$"):
+        metrics.meteor(["a man"], [["a man smiles"]])
+    assert dying.cache_info().currsize == 0 and not first.lock.locked()  # the next call starts a new process
+    assert dying() is not first

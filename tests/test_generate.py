@@ -389,3 +389,26 @@ def test_candidate_score_ends_the_value_at_semicolon_or_sep(tiny_model):
     ended = score(tiny_model, [prompt], [value], lay.tok, (sep, semicolon))[0]
     by_sep, by_semicolon = score(tiny_model, [prompt] * 2, [value + [sep], value + [semicolon]], lay.tok)
     assert ended == pytest.approx(float(np.logaddexp(by_sep, by_semicolon)), abs=1e-4)
+
+
+def test_candidate_scores_equal_the_full_logits_log_likelihood(tiny_model):
+    from trainer.generate import allowed_ids, score, value_ends
+
+    lay = layouts()
+    prompts = [
+        lay.to_attributes_prompt(random_codes(16, 8), "gender", dataset="celeba"),
+        lay.to_attributes_prompt(random_codes(16, 9), "age", dataset="cacd"),
+    ]
+    values = [lay.tok.encode("female"), lay.tok.encode("forty two")]
+    ends = value_ends(lay.tok)
+    ours = score(tiny_model, prompts, values, lay.tok, ends)
+    blocked = ~allowed_ids(tiny_model, TEXT, lay.tok)
+    for prompt, value, mine in zip(prompts, values, ours):
+        row = torch.tensor([prompt.tokens + value])
+        segments = torch.tensor([prompt.segments + [2] * len(value)])
+        with torch.no_grad():
+            logp = tiny_model(row, segments)[0].masked_fill(blocked, float("-inf")).log_softmax(-1)
+        first = len(prompt.tokens) - 1
+        expected = sum(float(logp[first + k, t]) for k, t in enumerate(value))
+        expected += float(logp[first + len(value), list(ends)].logsumexp(0))
+        assert mine == pytest.approx(expected, abs=1e-4)

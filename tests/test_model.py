@@ -287,6 +287,23 @@ def test_loss_at_labelled_positions_equals_the_full_loss_and_its_gradients():
     assert torch.allclose(summed, full * 5, atol=1e-5)
 
 
+def test_evaluation_loss_in_chunks_gives_each_rows_sum(monkeypatch):
+    torch.manual_seed(3)
+    model = Talk2Face(TINY).eval()
+    tokens, segments = padded_batch()
+    labels = torch.full_like(tokens, -100)
+    labels[0, 2:9], labels[1, 6:8] = tokens[0, 3:10], tokens[1, 7:9]
+    with torch.no_grad():
+        full = torch.nn.functional.cross_entropy(
+            model(tokens, segments).transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        ).sum(1)
+        monkeypatch.setattr("trainer.model.LOSS_CHUNK", 3)  # 9 labelled positions: chunks of 3, 3 and 3
+        rows = model.loss(tokens, segments, labels, reduction="row")
+        mean = model.loss(tokens, segments, labels)
+    assert rows.shape == (2,) and torch.allclose(rows, full, atol=1e-5)
+    assert torch.allclose(mean, full.sum() / 9, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- configs and size
 def test_paper_preset_is_the_released_config_and_full_size_counts():
     released = load_config(REPO / "trainer/configs/released_base_config.json")

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from common.errors import UserError
 from common.progress import Progress
@@ -292,10 +291,9 @@ def evaluate_losses(session, faces, config: EvaluateConfig) -> dict:
     for start in range(0, len(rows), config.batch_size):
         chunk = rows[start : start + config.batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([s for _, s in chunk]).items()}
-        logits = model(batch["tokens"], batch["segments"]).float()
-        losses = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=IGNORE, reduction="none")
+        losses = model.loss(batch["tokens"], batch["segments"], batch["labels"], reduction="row")
         counts = (batch["labels"] != IGNORE).sum(1)
-        for (task, _), loss, count in zip(chunk, losses.sum(1).tolist(), counts.tolist()):
+        for (task, _), loss, count in zip(chunk, losses.tolist(), counts.tolist()):
             totals[task][0] += loss
             totals[task][1] += count
     return {

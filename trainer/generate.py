@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from common.errors import UserError
 from trainer.model import PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT, Talk2Face
@@ -109,6 +108,12 @@ def allowed_ids(model: Talk2Face, target: str, tokenizer) -> torch.Tensor:
     return allowed
 
 
+def allowed_columns(allowed: torch.Tensor) -> slice:
+    """The vocabulary columns from the first to the last allowed id (an image target: 1,024 of 31,546)."""
+    ids = allowed.nonzero()[:, 0]
+    return slice(int(ids[0]), int(ids[-1]) + 1) if len(ids) else slice(0, 0)
+
+
 # ---------------------------------------------------------------------- decoding
 class _Cached:
     """Prefill once, then one position per step; logits only for the span of ids the target may hold.
@@ -121,18 +126,19 @@ class _Cached:
     def __init__(self, model: Talk2Face, tokens, segments, lengths, steps: int, allowed: torch.Tensor):
         self.model = model
         self.cache = model.new_cache(len(tokens), tokens.shape[1] + steps)
-        ids = allowed.nonzero()[:, 0]
-        self.columns = slice(int(ids[0]), int(ids[-1]) + 1) if len(ids) else slice(0, 0)
-        self.weight = model.target.lm.output_layer.weight[self.columns]
+        self.columns = allowed_columns(allowed)
         self.logits = torch.full(
-            (len(tokens), model.config.vocab_size), float("-inf"), device=tokens.device, dtype=self.weight.dtype
+            (len(tokens), model.config.vocab_size),
+            float("-inf"),
+            device=tokens.device,
+            dtype=model.target.lm.output_layer.weight.dtype,
         )
         self.segment = torch.full((len(tokens), 1), TARGET_SEGMENT, device=tokens.device)
         hidden = model.hidden(tokens, segments, cache=self.cache)
         self.first = self._logits(hidden[torch.arange(len(tokens)), lengths - 1])
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        self.logits[:, self.columns] = F.linear(self.model.encoder.layer_norm(hidden), self.weight)
+        self.logits[:, self.columns] = self.model.head(hidden, self.columns)
         return self.logits
 
     def next(self, new: torch.Tensor) -> torch.Tensor:
@@ -268,15 +274,23 @@ def score(
     for i, (p, c) in enumerate(zip(prompts, continuations)):
         tokens[i, : len(rows[i])] = torch.tensor(rows[i])
         segments[i, : len(rows[i])] = torch.tensor(p.segments + [TARGET_SEGMENT] * len(c))
-    logits = model(tokens, segments).float()
-    logits = logits.masked_fill(~allowed_ids(model, TEXT, tokenizer).to(device), float("-inf")).log_softmax(-1)
-    totals = []
-    for i, (p, c) in enumerate(zip(prompts, continuations)):
-        at = torch.arange(len(p.tokens) - 1, len(p.tokens) - 1 + len(c), device=device)
-        total = logits[i, at, torch.tensor(c, device=device)].sum()
+    # only the positions that predict a continuation token (and its end) go through the output layer, and
+    # only over the text ids' columns: not the [rows, width, vocab] logits of the whole batch
+    spans = [(len(p.tokens) - 1, len(c) + bool(end_ids)) for p, c in zip(prompts, continuations)]
+    row_of = torch.tensor([i for i, (_, n) in enumerate(spans) for _ in range(n)], dtype=torch.long, device=device)
+    at = torch.tensor([first + k for first, n in spans for k in range(n)], dtype=torch.long, device=device)
+    allowed = allowed_ids(model, TEXT, tokenizer).to(device)
+    columns = allowed_columns(allowed)
+    hidden = model.hidden(tokens, segments)[row_of, at]
+    logits = model.head(hidden, columns).float().masked_fill(~allowed[columns], float("-inf")).log_softmax(-1)
+    totals, start = [], 0
+    for c, (_, n) in zip(continuations, spans):
+        picked = logits[start : start + len(c)].gather(1, torch.tensor(c, device=device)[:, None] - columns.start)
+        total = picked.sum()
         if end_ids:
-            total = total + logits[i, len(p.tokens) - 1 + len(c), torch.tensor(end_ids, device=device)].logsumexp(0)
+            total = total + logits[start + len(c), torch.tensor(end_ids, device=device) - columns.start].logsumexp(0)
         totals.append(float(total))
+        start += n
     return totals
 
 

@@ -14,8 +14,11 @@ runs of letters and digits (COCO's PTB tokenizer also drops punctuation).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
 import re
+import subprocess
 from collections import Counter
 
 WORD = re.compile(r"[a-z0-9]+")
@@ -136,12 +139,11 @@ def meteor(hypotheses: list[str], references: list[list[str]]) -> float | None:
 
 
 def meteor_groups(groups: dict[str, tuple[list[str], list[list[str]]]]) -> dict[str, float | None]:
-    """METEOR per group (e.g. per dataset) from one Java process (it takes seconds to load its paraphrase table)."""
+    """METEOR per group (e.g. per dataset). One Java process serves every call of this Python process: it takes
+    seconds and a gigabyte to load its paraphrase table, so it is started once and closed at exit."""
     if meteor_missing():
         return {name: None for name in groups}
-    from pycocoevalcap.meteor.meteor import Meteor
-
-    scorer = Meteor()
+    scorer = _meteor_scorer()
     out: dict[str, float | None] = {}
     try:
         for name, (hypotheses, references) in groups.items():
@@ -151,11 +153,34 @@ def meteor_groups(groups: dict[str, tuple[list[str], list[list[str]]]]) -> dict[
     except (ValueError, OSError) as e:  # the Java process died (memory) or answered nothing
         from common.errors import UserError
 
-        scorer.meteor_p.kill()  # before reading its stderr to the end
-        if scorer.lock.locked():  # compute_score does not release it on errors; Meteor.__del__ waits for it
-            scorer.lock.release()
-        stderr = scorer.meteor_p.stderr.read().decode(errors="replace").strip().splitlines()
+        stderr = close_meteor(scorer).splitlines()
         raise UserError(f"METEOR (java -jar meteor-1.5.jar) failed: {(stderr or [str(e)])[-1][:200]}") from None
-    finally:
-        del scorer  # Meteor.__del__ closes the Java process
     return out
+
+
+@functools.cache
+def _meteor_scorer():
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    atexit.register(close_meteor, scorer)
+    return scorer
+
+
+def close_meteor(scorer=None) -> str:
+    """Stop the METEOR Java process (the shared one by default); the next call starts a new one. Its stderr."""
+    if scorer is None:
+        if _meteor_scorer.cache_info().currsize == 0:
+            return ""
+        scorer = _meteor_scorer()
+    _meteor_scorer.cache_clear()
+    process = scorer.meteor_p
+    try:
+        process.stdin.close()  # the jar exits at the end of its input (a second close, in Meteor.__del__, is a no-op)
+        process.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):  # it died with unsent input, or hangs
+        process.kill()
+        process.wait()
+    if scorer.lock.locked():  # compute_score does not release it on errors; Meteor.__del__ waits for it
+        scorer.lock.release()
+    return process.stderr.read().decode(errors="replace").strip()

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PAD_SEGMENT, PREFIX_SEGMENT, TARGET_SEGMENT = 0, 1, 2
 IGNORE = -100  # label of positions without loss (torch's cross_entropy default ignore_index)
+LOSS_CHUNK = 2048  # labelled positions per chunk of logits without gradients: [2048, 31,546] fp32 is 258 MB
 
 
 class LayerNorm(nn.Module):
@@ -281,7 +282,11 @@ class Talk2Face(nn.Module):
 
     def forward(self, tokens: torch.Tensor, segments: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits [batch, length, vocab] for tokens and segments [batch, length]."""
-        return self.target.lm.output_layer(self.encoder.layer_norm(self.hidden(tokens, segments, cache)))
+        return self.head(self.hidden(tokens, segments, cache))
+
+    def head(self, hidden: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+        """Logits of hidden states [..., hidden]: the final LayerNorm, then the output layer's `columns` only."""
+        return F.linear(self.encoder.layer_norm(hidden), self.target.lm.output_layer.weight[columns])
 
     def hidden(self, tokens: torch.Tensor, segments: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The last layer's output [batch, length, hidden], before the final LayerNorm and the output layer."""
@@ -299,16 +304,26 @@ class Talk2Face(nn.Module):
     def loss(
         self, tokens: torch.Tensor, segments: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
     ) -> torch.Tensor:
-        """Cross-entropy over the labelled positions (label != IGNORE): the mean, or the sum with reduction="sum".
+        """Cross-entropy over the labelled positions (label != IGNORE): the mean, the sum (reduction="sum"), or
+        each row's sum [batch] (reduction="row").
 
         Equal to cross_entropy(model(tokens, segments), labels, ignore_index=IGNORE), but the final LayerNorm,
-        the output layer and the softmax run only on the labelled rows: the [rows x length, vocab] logits of
-        the whole batch (and their gradient) are never made.
+        the output layer and the softmax run only on the labelled positions: the [rows x length, vocab] logits
+        of the whole batch (and their gradient) are never made. Without gradients, the labelled positions go
+        through in chunks of LOSS_CHUNK, so evaluation holds one chunk's logits at a time.
         """
         labelled = labels != IGNORE
-        h = self.hidden(tokens, segments)[labelled]
-        logits = self.target.lm.output_layer(self.encoder.layer_norm(h))
-        return F.cross_entropy(logits.float(), labels[labelled], reduction=reduction)
+        h, targets = self.hidden(tokens, segments)[labelled], labels[labelled]
+        chunk = max(len(h), 1) if torch.is_grad_enabled() else LOSS_CHUNK
+        losses = torch.cat(
+            [
+                F.cross_entropy(self.head(h[i : i + chunk]).float(), targets[i : i + chunk], reduction="none")
+                for i in range(0, max(len(h), 1), chunk)
+            ]
+        )
+        if reduction == "row":
+            return losses.new_zeros(len(tokens)).index_add_(0, labelled.nonzero()[:, 0], losses)
+        return losses.sum() if reduction == "sum" else losses.mean()
 
     def attention_mask(self, segments: torch.Tensor):
         if self.config.attention == "flex":
