@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from corpus_fixture import write_corpus
 from PIL import Image
 
+import cli
 from common.locks import folder_lock
 from facetokens.images import try_prepare_face
 from samples.tiny_vqgan import write_tiny_vqgan
@@ -75,11 +77,23 @@ CASES = [  # (command line with {placeholders}, first words of the message)
 
 @pytest.mark.parametrize("command, message", CASES, ids=[c[0].split()[0] + f"-{i}" for i, c in enumerate(CASES)])
 def test_one_line_and_exit_2(world, command, message):
+    result = CliRunner().invoke(cli.main, command.format(**world).split(), catch_exceptions=False)
+    assert_one_line(result.exit_code, result.stderr, message.format(**world))
+
+
+@pytest.mark.parametrize("case", [0, 9], ids=["tokenize-images", "demo"])
+def test_the_real_process_prints_that_line_alone(world, case):
+    """As above, in a process of its own: nothing else reaches stderr (no warning from an import, no log line)."""
+    command, message = CASES[case]
     args = command.format(**world).split()
     proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(message.format(**world)), proc.stderr
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert_one_line(proc.returncode, proc.stderr, message.format(**world))
+
+
+def assert_one_line(status: int, stderr: str, message: str) -> None:
+    assert status == 2, stderr
+    assert stderr.startswith(message), stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
 
 
 def jpeg_claiming(size: int, real: int = 250, progressive: bool = False) -> bytes:
