@@ -2,14 +2,14 @@
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+import cli
 from common.errors import UserError
 from facetokens import shards
 from facetokens.shards import Face
@@ -306,30 +306,15 @@ def test_index_names_a_missing_shard(tmp_path):
         stream(out, 1)
 
 
-def test_the_train_command_refuses_a_damaged_shard_in_one_line(tmp_path):
+def test_the_train_command_refuses_a_damaged_shard_in_one_line(tmp_path, caplog):
     out = damaged(tmp_path, "cut at a member boundary")
-    command = [
-        sys.executable,
-        str(REPO / "cli.py"),
-        "train",
-        "--shards",
-        str(out),
-        "--out",
-        str(tmp_path / "run"),
-        "--config",
-        "tiny",
-        "--batch-size",
-        "4",
-        "--micro-batch-size",
-        "4",
-        "--max-steps",
-        "1",
-    ]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "damaged shard" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = subprocess.run(command + ["--skip-bad-shards"], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0 and "1 damaged train shard(s) skipped" in proc.stderr, proc.stderr
+    command = ["train", "--shards", str(out), "--out", str(tmp_path / "run"), "--config", "tiny"]
+    command += ["--batch-size", "4", "--micro-batch-size", "4", "--max-steps", "1"]
+    proc = CliRunner().invoke(cli.main, command, catch_exceptions=False)
+    assert proc.exit_code == 2 and proc.stderr.startswith("error: ") and "damaged shard" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = CliRunner().invoke(cli.main, command + ["--skip-bad-shards"], catch_exceptions=False)
+    assert proc.exit_code == 0 and "1 damaged train shard(s) skipped" in caplog.text, proc.stderr
 
 
 def _ddp_worker(rank: int, world: int, port: int, shards_dir: str, run: str) -> None:

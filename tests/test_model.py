@@ -1,7 +1,5 @@
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -411,19 +409,7 @@ def test_inspect_model_prints_config_and_count(released_file):
 
 def test_inspect_model_mismatch_exits_2_with_one_line(tmp_path, released_file):
     torch.save(broken(released_file[1], lambda s: s.pop("encoder.layer_norm.beta")), tmp_path / "bad.bin")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "cli.py"),
-            "inspect-model",
-            "--checkpoint",
-            str(tmp_path / "bad.bin"),
-            "--config",
-            "tiny",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    args = ["inspect-model", "--checkpoint", str(tmp_path / "bad.bin"), "--config", "tiny"]
+    proc = CliRunner().invoke(cli.main, args, catch_exceptions=False)
+    assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "missing 1: encoder.layer_norm.beta" in proc.stderr

@@ -259,7 +259,12 @@ class Talk2Face(nn.Module):
             log.info("FlexAttention applies no dropout to attention probabilities (the SDPA path does)")
 
     def init_weights(self) -> None:
-        """N(0, 0.02) for every parameter but the LayerNorms' gamma and beta (biases included), as UER does."""
+        """N(0, 0.02) for every parameter but the LayerNorms' gamma and beta (biases included), as UER does.
+
+        Nothing to draw for a model built on the meta device (weights to be loaded into it): drawing there goes
+        through torch's Python reference kernels, about half a millisecond a tensor."""
+        if self.target.lm.output_layer.weight.is_meta:
+            return
         with torch.no_grad():
             for name, p in self.released_parameters():
                 if not name.endswith((".gamma", ".beta")):
