@@ -86,7 +86,9 @@ def test_meteor_is_cocos_meteor():
     hyps, refs = corpus(5, 2)
     hyps, refs = hyps[:6], refs[:6]
     gts, res = coco(hyps, refs)
-    expected, _ = Meteor().compute_score(gts, res)
+    scorer = metrics._meteor_scorer()  # pycocoevalcap's own Meteor, on COCO's tokens (one Java load, not two)
+    assert type(scorer) is Meteor
+    expected, _ = scorer.compute_score(gts, res)
     assert metrics.meteor(hyps, refs) == pytest.approx(expected, abs=1e-12)
     assert 0 < expected <= 1
 
