@@ -45,6 +45,7 @@ def setup(device: str, dtype: torch.dtype):
     config = load_config("paper")
     torch.manual_seed(0)
     model = Talk2Face(config).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    model.column_major_weights()  # as an inference session lays it out (trainer.inference.load_session)
     layouts = Layouts(config, TextTokenizer.for_config(config))
     return model, layouts, layouts.to_image_prompt(CAPTION)
 

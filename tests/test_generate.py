@@ -412,3 +412,20 @@ def test_candidate_scores_equal_the_full_logits_log_likelihood(tiny_model):
         expected = sum(float(logp[first + k, t]) for k, t in enumerate(value))
         expected += float(logp[first + len(value), list(ends)].logsumexp(0))
         assert mine == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_decoding_layout_changes_no_value_and_no_token(tiny_model):
+    import copy
+
+    laid_out = copy.deepcopy(tiny_model).column_major_weights()
+    weight = laid_out.encoder.transformer[0].feed_forward.linear_1.weight
+    assert weight.shape == tiny_model.encoder.transformer[0].feed_forward.linear_1.weight.shape
+    assert weight.t().is_contiguous() and not weight.is_contiguous()
+    mine, theirs = laid_out.state_dict(), tiny_model.state_dict()
+    assert list(mine) == list(theirs) and all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    lay = layouts()
+    greedy = Sampling(greedy=True, batch_size=3)
+    prompts = [lay.to_image_prompt("this man has black hair."), lay.to_image_prompt("cacd age: 25")]
+    assert decode(laid_out, prompts, IMAGE, lay.tok, greedy) == decode(tiny_model, prompts, IMAGE, lay.tok, greedy)
+    text = prompts_of_every_kind(lay)
+    assert decode(laid_out, text, TEXT, lay.tok, greedy) == decode(tiny_model, text, TEXT, lay.tok, greedy)

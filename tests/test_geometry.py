@@ -6,6 +6,7 @@ import json
 
 import pytest
 from corpus_fixture import FACES, write_corpus
+from torch.nn import Linear
 
 from common.errors import UserError
 from facetokens import shards
@@ -93,6 +94,8 @@ def test_train_fits_a_preset_to_the_shards_and_checks_a_config_file(tokenized, t
     # generation and evaluation: the run's VQGAN encodes and decodes 32 x 32 codes (sampling 1,024 tokens is generic
     # and slow on a CPU: the generation tests cover it at 16 tokens)
     session = load_session(tmp_path / "run", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"])
+    linears = [m for m in session.model.modules() if isinstance(m, Linear)]
+    assert linears and all(m.weight.t().is_contiguous() for m in linears)  # laid out for decoding
     codes = session.encode_faces([folder / "raw" / SOME["ffhq/00001"][0]])
     assert len(codes[0]) == 1024 and session.decode_faces(codes)[0].shape == (256, 256, 3)
     prompt = session.layouts.to_image_prompt("a smiling man")
