@@ -47,3 +47,15 @@ def test_rerun_is_byte_identical(name, samples, tmp_path):
     for suffix in ("parquet", "rejects.jsonl", "summary.json"):
         a, b = (tmp_path / out / f"{name}.{suffix}" for out in ("a", "b"))
         assert a.read_bytes() == b.read_bytes(), suffix
+
+
+@pytest.mark.parametrize("name", ["cacd", "imdb_wiki"])
+def test_the_sample_mat_files_are_the_same_bytes_each_time(name, samples, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "asctime", lambda *a: "Sat Dec 31 23:59:59 2101")  # scipy's header date
+    writer(name).write_sample(tmp_path / name)
+    written = sorted((samples / name).rglob("*.mat"))
+    assert written and all(
+        p.read_bytes() == (tmp_path / name / p.relative_to(samples / name)).read_bytes() for p in written
+    )
