@@ -388,7 +388,7 @@ def section_generate(proof: Proof, sizes: Sizes, device: torch.device, work: Pat
     config = load_config(sizes.model)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    model = Talk2Face(config).to(device=device, dtype=dtype).eval().requires_grad_(False).column_major_weights()
+    model = Talk2Face(config).to(device=device, dtype=dtype).eval().requires_grad_(False)
     layouts = Layouts(config, TextTokenizer.for_config(config))
     prompt = layouts.to_image_prompt("This man has black hair and a beard. He is smiling and wears eyeglasses.")
     results = {}

@@ -101,30 +101,40 @@ def test_meteor_without_java_is_none(monkeypatch):
     assert metrics.meteor(["a man"], [["a man"]]) is None
 
 
-def test_a_dying_meteor_process_is_one_line_and_the_next_call_starts_afresh(monkeypatch):
-    import functools
+def fake_meteor(script: str):
+    """pycocoevalcap's own Meteor wrapper around a shell process standing in for the jar."""
     import subprocess
     import threading
 
     from pycocoevalcap.meteor.meteor import Meteor
 
+    scorer = Meteor.__new__(Meteor)
+    scorer.lock = threading.Lock()
+    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    scorer.meteor_p = subprocess.Popen(["sh", "-c", script], **pipes)
+    return scorer
+
+
+def test_a_meteor_process_dying_mid_call_is_one_line_and_is_not_reused(monkeypatch):
     from common.errors import UserError
 
-    @functools.cache
-    def dying():  # pycocoevalcap's own wrapper, around a process that fails as an out-of-memory Java would
-        scorer = Meteor.__new__(Meteor)
-        scorer.lock = threading.Lock()
-        command = ["sh", "-c", "echo 'java.lang.OutOfMemoryError: Java heap space' >&2; exit 1"]
-        scorer.meteor_p = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        scorer.meteor_p.wait()
-        return scorer
-
     monkeypatch.setattr(metrics, "meteor_missing", lambda: None)
-    monkeypatch.setattr(metrics, "_meteor_scorer", dying)
-    first = dying()
+    dying = fake_meteor("read line; echo 'java.lang.OutOfMemoryError: Java heap space' >&2; exit 1")
+    monkeypatch.setattr(metrics, "_meteor", dying)  # as Java would: alive when asked, gone before it answers
     with pytest.raises(UserError, match="failed: java.lang.OutOfMemoryError: Java heap space$"):
         metrics.meteor(["a man"], [["a man smiles"]])
-    assert dying.cache_info().currsize == 0 and not first.lock.locked()  # the next call starts a new process
-    assert dying() is not first
+    assert metrics._meteor is None and not dying.lock.locked() and dying.meteor_p.returncode == 1
+
+
+def test_a_meteor_process_that_died_while_idle_is_replaced(monkeypatch):
+    import pycocoevalcap.meteor.meteor as coco
+
+    dead = fake_meteor("exit 0")
+    dead.meteor_p.wait()
+    monkeypatch.setattr(metrics, "_meteor", dead)
+    started = fake_meteor("cat > /dev/null")  # like the jar: ends at the end of its input
+    monkeypatch.setattr(coco, "Meteor", lambda: started)
+    fresh = metrics._meteor_scorer()
+    assert fresh is started is metrics._meteor and dead.meteor_p.stdout.closed
+    metrics.close_meteor()
+    assert metrics._meteor is None and fresh.meteor_p.returncode is not None

@@ -429,3 +429,14 @@ def test_the_decoding_layout_changes_no_value_and_no_token(tiny_model):
     assert decode(laid_out, prompts, IMAGE, lay.tok, greedy) == decode(tiny_model, prompts, IMAGE, lay.tok, greedy)
     text = prompts_of_every_kind(lay)
     assert decode(laid_out, text, TEXT, lay.tok, greedy) == decode(tiny_model, text, TEXT, lay.tok, greedy)
+
+
+def test_a_candidate_holding_an_id_a_text_target_never_holds_scores_minus_infinity(tiny_model):
+    from trainer.generate import score
+
+    lay = layouts()
+    prompt = lay.to_attributes_prompt(random_codes(16, 10), "gender", dataset="celeba")
+    female = lay.tok.encode("female")
+    pad, image = [lay.tok.pad_id], [TINY.text_vocab_size + 5]
+    scores = score(tiny_model, [prompt] * 3, [female, female + pad, image + female], lay.tok)
+    assert scores[0] > float("-inf") and scores[1:] == [float("-inf")] * 2

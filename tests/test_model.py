@@ -413,3 +413,27 @@ def test_inspect_model_mismatch_exits_2_with_one_line(tmp_path, released_file):
     proc = CliRunner().invoke(cli.main, args, catch_exceptions=False)
     assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "missing 1: encoder.layer_norm.beta" in proc.stderr
+
+
+def test_the_compiled_loss_keeps_its_graphs_whatever_the_count_of_labels():
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    loss = torch.compile(Talk2Face(TINY).loss, backend=counter)  # the graph machinery of --compile, no codegen
+    tokens = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    segments = torch.ones_like(tokens)
+    segments[:, 6:] = 2
+    graphs = []
+    for labelled in range(2, 9):
+        labels = torch.full_like(tokens, -100)
+        labels[0, 12 - labelled :] = tokens[0, 12 - labelled :]
+        loss(tokens, segments, labels).backward()
+        graphs.append(counter.frame_count)
+    assert graphs[2:] == [graphs[2]] * 5, graphs  # after the first dynamic recompile, none per new count
+
+
+def test_loss_refuses_an_unknown_reduction():
+    tokens, segments = padded_batch()
+    with pytest.raises(ValueError, match="reduction 'none': expected mean, sum or row"):
+        Talk2Face(TINY).loss(tokens, segments, torch.full_like(tokens, -100), reduction="none")

@@ -237,7 +237,12 @@ def evaluate_captions(session, faces, config: EvaluateConfig) -> dict:
         faces_of = [n for n in chosen if dataset in refs[n]]
         groups[dataset] = ([captions[n] for n in faces_of], [refs[n][dataset] for n in faces_of])
     missing = metrics.meteor_missing() if config.meteor else "not asked"
-    meteors = metrics.meteor_groups(groups) if missing is None else {}
+    meteors = {}
+    if missing is None:
+        try:
+            meteors = metrics.meteor_groups(groups)
+        finally:  # its gigabyte of Java is not kept past the evaluation (`demo --serve` goes on serving)
+            metrics.close_meteor()
     report = {}
     for dataset, (hyps, references) in groups.items():
         report[dataset] = {

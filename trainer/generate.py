@@ -285,13 +285,21 @@ def score(
     logits = model.head(hidden, columns).float().masked_fill(~allowed[columns], float("-inf")).log_softmax(-1)
     totals, start = [], 0
     for c, (_, n) in zip(continuations, spans):
-        picked = logits[start : start + len(c)].gather(1, torch.tensor(c, device=device)[:, None] - columns.start)
-        total = picked.sum()
+        total = _log_probs(logits[start : start + len(c)], c, columns).sum()
         if end_ids:
-            total = total + logits[start + len(c), torch.tensor(end_ids, device=device) - columns.start].logsumexp(0)
+            ends = _log_probs(logits[start + len(c)].expand(len(end_ids), -1), end_ids, columns)
+            total = total + ends.logsumexp(0)
         totals.append(float(total))
         start += n
     return totals
+
+
+def _log_probs(logits: torch.Tensor, ids, columns: slice) -> torch.Tensor:
+    """logits[k, ids[k]] for logits over `columns` only; -inf for an id outside them (a text target never holds it)."""
+    index = torch.tensor(ids, dtype=torch.long, device=logits.device) - columns.start
+    inside = (index >= 0) & (index < logits.shape[1])
+    picked = logits.gather(1, index.clamp(0, max(logits.shape[1] - 1, 0))[:, None])[:, 0]
+    return picked.masked_fill(~inside, float("-inf"))
 
 
 def value_ends(tokenizer) -> tuple[int, ...]:

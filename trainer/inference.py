@@ -168,7 +168,9 @@ def load_session(
     if dtype not in DTYPES:
         raise UserError(f"--precision {dtype!r}: expected one of {', '.join(DTYPES)}")
     dev = pick_device(device)
-    model = load_model(path, given, device=dev).to(DTYPES[dtype]).eval().column_major_weights()
+    model = load_model(path, given, device=dev).to(DTYPES[dtype]).eval()
+    if dev.type == "cpu" and dtype == "fp32":  # where the layout was measured (docs/performance.md)
+        model.column_major_weights()
     model.requires_grad_(False)
     tokenizer = TextTokenizer.for_config(model.config)
     session = Session(

@@ -15,10 +15,10 @@ runs of letters and digits (COCO's PTB tokenizer also drops punctuation).
 from __future__ import annotations
 
 import atexit
-import functools
 import math
 import re
 import subprocess
+import threading
 from collections import Counter
 
 WORD = re.compile(r"[a-z0-9]+")
@@ -139,8 +139,9 @@ def meteor(hypotheses: list[str], references: list[list[str]]) -> float | None:
 
 
 def meteor_groups(groups: dict[str, tuple[list[str], list[list[str]]]]) -> dict[str, float | None]:
-    """METEOR per group (e.g. per dataset). One Java process serves every call of this Python process: it takes
-    seconds and a gigabyte to load its paraphrase table, so it is started once and closed at exit."""
+    """METEOR per group (e.g. per dataset). One Java process serves the calls of this Python process until
+    `close_meteor()` (evaluation calls it when done; exit does too): it takes seconds and a gigabyte to load
+    its paraphrase table. A process that died while idle is replaced; one that fails mid-call is closed."""
     if meteor_missing():
         return {name: None for name in groups}
     scorer = _meteor_scorer()
@@ -155,25 +156,42 @@ def meteor_groups(groups: dict[str, tuple[list[str], list[list[str]]]]) -> dict[
 
         stderr = close_meteor(scorer).splitlines()
         raise UserError(f"METEOR (java -jar meteor-1.5.jar) failed: {(stderr or [str(e)])[-1][:200]}") from None
+    except BaseException:  # interrupted mid-exchange: its unread answers would be the next call's
+        close_meteor(scorer)
+        raise
     return out
 
 
-@functools.cache
-def _meteor_scorer():
-    from pycocoevalcap.meteor.meteor import Meteor
+_meteor = None  # the shared pycocoevalcap Meteor
+_meteor_lock = threading.Lock()
 
-    scorer = Meteor()
-    atexit.register(close_meteor, scorer)
-    return scorer
+
+def _meteor_scorer():
+    global _meteor
+    with _meteor_lock:
+        if _meteor is not None and _meteor.meteor_p.poll() is not None:  # died while idle (a signal, the OOM killer)
+            _close(_meteor)
+            _meteor = None
+        if _meteor is None:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            _meteor = Meteor()
+        return _meteor
 
 
 def close_meteor(scorer=None) -> str:
     """Stop the METEOR Java process (the shared one by default); the next call starts a new one. Its stderr."""
-    if scorer is None:
-        if _meteor_scorer.cache_info().currsize == 0:
+    global _meteor
+    with _meteor_lock:
+        scorer = scorer or _meteor
+        if scorer is None:
             return ""
-        scorer = _meteor_scorer()
-    _meteor_scorer.cache_clear()
+        if scorer is _meteor:
+            _meteor = None
+    return _close(scorer)
+
+
+def _close(scorer) -> str:
     process = scorer.meteor_p
     try:
         process.stdin.close()  # the jar exits at the end of its input (a second close, in Meteor.__del__, is a no-op)
@@ -183,4 +201,10 @@ def close_meteor(scorer=None) -> str:
         process.wait()
     if scorer.lock.locked():  # compute_score does not release it on errors; Meteor.__del__ waits for it
         scorer.lock.release()
-    return process.stderr.read().decode(errors="replace").strip()
+    stderr = process.stderr.read().decode(errors="replace").strip()
+    process.stdout.close()
+    process.stderr.close()
+    return stderr
+
+
+atexit.register(close_meteor)

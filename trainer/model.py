@@ -274,9 +274,10 @@ class Talk2Face(nn.Module):
         """Lay every Linear weight out for decoding: [out, in] as ever, stored as its transpose ([in, out] contiguous).
 
         F.linear then hands the BLAS an untransposed right-hand matrix, which on the CPU takes the small-row
-        kernels: a decode step's multiplies (10 rows) run ~1.6x faster. Inference sessions do this after
-        loading (`trainer.inference.load_session`); training keeps the row-major layout, under which the
-        backward pass's products run 5-13% faster on the same CPU. Files are written contiguous either way.
+        kernels: a decode step's multiplies (10 rows) run ~1.6x faster. Inference sessions in fp32 on the CPU
+        do this after loading (`trainer.inference.load_session`; other devices and precisions are unmeasured);
+        training keeps the row-major layout, under which the backward pass's products run 5-13% faster on the
+        same CPU. Files are written contiguous either way.
         """
         for module in self.modules():
             if isinstance(module, nn.Linear) and module.weight.is_contiguous():
@@ -331,17 +332,24 @@ class Talk2Face(nn.Module):
         of the whole batch (and their gradient) are never made. Without gradients, the labelled positions go
         through in chunks of LOSS_CHUNK, so evaluation holds one chunk's logits at a time.
         """
+        if reduction not in ("mean", "sum", "row"):
+            raise ValueError(f"reduction {reduction!r}: expected mean, sum or row")
         labelled = labels != IGNORE
         h, targets = self.hidden(tokens, segments)[labelled], labels[labelled]
-        chunk = max(len(h), 1) if torch.is_grad_enabled() else LOSS_CHUNK
-        losses = torch.cat(
-            [
-                F.cross_entropy(self.head(h[i : i + chunk]).float(), targets[i : i + chunk], reduction="none")
-                for i in range(0, max(len(h), 1), chunk)
+        if torch.is_grad_enabled():  # one piece: a fixed graph for torch.compile, whatever the count of labels
+            losses = F.cross_entropy(self.head(h).float(), targets, reduction="none")
+        else:
+            pieces = [
+                F.cross_entropy(self.head(h[i : i + LOSS_CHUNK]).float(), targets[i : i + LOSS_CHUNK], reduction="none")
+                for i in range(0, len(h), LOSS_CHUNK)
             ]
-        )
-        if reduction == "row":
-            return losses.new_zeros(len(tokens)).index_add_(0, labelled.nonzero()[:, 0], losses)
+            losses = torch.cat(pieces) if pieces else h.new_zeros(0, dtype=torch.float32)
+        if reduction == "row":  # scattered back to [batch, length], then summed per row (deterministic on CUDA)
+            return (
+                torch.zeros(labels.shape, dtype=losses.dtype, device=losses.device)
+                .masked_scatter_(labelled, losses)
+                .sum(1)
+            )
         return losses.sum() if reduction == "sum" else losses.mean()
 
     def attention_mask(self, segments: torch.Tensor):
