@@ -145,6 +145,13 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int = 256 * 1024)
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size, write_statistics=statistics)
 
 
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file (the named columns, all by default). `pq.ParquetFile` rather than `pq.read_table`,
+    which builds a dataset for one file and imports pyarrow.dataset and pandas: 0.2 s of every command's start."""
+    with pq.ParquetFile(path) as file:
+        return file.read(columns=columns)
+
+
 def write_text(text: str, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

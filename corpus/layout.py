@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
 from common.errors import UserError
-from common.fileio import atomic_path, write_json, write_jsonl, write_parquet, write_text
+from common.fileio import atomic_path, read_parquet, write_json, write_jsonl, write_parquet, write_text
 from common.records import SPLITS
 from converters.helpers.schema import RECORD_SCHEMA
 
@@ -165,7 +164,7 @@ def read_images(corpus: Path, columns: list[str] | None = None) -> pa.Table:
     if not path.is_file():
         raise UserError(f"{corpus}: no {IMAGES_FILE}; is it a folder written by build-corpus?")
     wanted = columns or IMAGE_SCHEMA.names
-    table = pq.read_table(path)
+    table = read_parquet(path)
     if "path" in wanted and "path" not in table.column_names:  # (corpora built before roots.yaml stored it)
         table = table.append_column("path", image_paths(corpus, table))
     missing = [c for c in wanted if c not in table.column_names]
@@ -201,5 +200,5 @@ def pair_files(corpus: Path) -> list[Path]:
 def read_pair_columns(corpus: Path, columns: list[str]):
     """Yield each pair file's `columns` as Python lists, in corpus order: the one reader of the pair files."""
     for file in pair_files(corpus):
-        table = pq.read_table(file, columns=columns)
+        table = read_parquet(file, columns)
         yield [table.column(c).to_pylist() for c in columns]

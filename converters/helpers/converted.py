@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 import manifests
 from common.errors import UserError, first_line
-from common.fileio import remove_temporaries, write_json, write_jsonl, write_parquet
+from common.fileio import read_parquet, remove_temporaries, write_json, write_jsonl, write_parquet
 from common.records import KINDS, SPLITS
 
 from ..registry import DATASETS
@@ -185,7 +185,7 @@ def _unknown_parquet(path: Path, stem: str, parquets: dict[str, Path]) -> None:
 
 def _claimed_datasets(path: Path) -> list[str]:
     try:
-        column = pq.read_table(path, columns=["dataset"]).column("dataset")
+        column = read_parquet(path, ["dataset"]).column("dataset")
     except (OSError, pa.ArrowException, KeyError):
         return []
     return sorted(v for v in pc.unique(column).to_pylist() if v is not None)
@@ -231,7 +231,7 @@ def _check_schema(path: Path, schema: pa.Schema) -> None:
 
 def _read_table(path: Path) -> pa.Table:
     try:
-        table = pq.read_table(path, columns=RECORD_SCHEMA.names)
+        table = read_parquet(path, RECORD_SCHEMA.names)
     except (OSError, pa.ArrowException) as e:
         raise UserError(f"{path}: cannot read ({first_line(e)})") from None
     return table.select(RECORD_SCHEMA.names)
