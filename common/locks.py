@@ -1,6 +1,7 @@
 """One writer per output folder: a lock held for the run and released by the kernel when the process dies.
 
-The one lock policy, for every command that writes a folder (convert, build-corpus, tokenize-images, export, train):
+The one lock policy, for every command that writes a folder (convert, build-corpus, tokenize-images, export,
+preview, generate, evaluate --out, train):
 
     with folder_lock(out, "convert"): ...                          # writes into OUT: OUT/.lock
     with folder_lock(out, "tokenize-images", name=".lock-node-0"): # one lock per machine sharing OUT

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from common.errors import UserError
-from common.fileio import atomic_path, output_folder
+from common.fileio import atomic_path
+from common.locks import folder_lock
 from common.progress import Progress
 from corpus import layout
 
@@ -52,7 +53,11 @@ def preview(
         raise UserError(f"--samples must be at least 1 (got {samples})")
     if not shards.tar_urls(shards_dir):
         raise UserError(f"{shards_dir}: no shard-*.tar files; run tokenize-images first")
-    out = output_folder(out)
+    with folder_lock(out, "preview"):  # one writer: two runs would mix their faces and pages
+        return _preview(shards_dir, Path(out), vqgan_config, vqgan_ckpt, samples, corpus, progress)
+
+
+def _preview(shards_dir: Path, out: Path, vqgan_config, vqgan_ckpt, samples: int, corpus, progress: bool) -> dict:
     picked = pick_samples(shards_dir, samples)
     model = load_vqgan(vqgan_config, vqgan_ckpt, with_decoder=True)
     check_vqgan_fits(model.config, shards.geometry(shards_dir), vqgan_ckpt, shards_dir)

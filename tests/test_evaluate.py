@@ -175,3 +175,18 @@ def test_evaluate_skips_what_has_no_data_and_leaves_damaged_shards_out_only_when
     assert len(report["damaged_shards_skipped"]) == 1 and "shard-000001.tar" in report["damaged_shards_skipped"][0]
     assert set(report["losses"]) == {"attributes_to_face", "face_to_attributes"}
     assert "captions: skipped, no val face has a caption" in result.output
+
+
+def test_a_second_evaluate_on_the_same_out_is_refused(tmp_path):
+    from common.locks import folder_lock
+
+    write_shards(tmp_path / "shards", per_split=True)
+    export(Talk2Face(TINY), tmp_path / "model")
+    args = ["evaluate", "--checkpoint", str(tmp_path / "model"), "--shards", str(tmp_path / "shards"), "--split", "val"]
+    with folder_lock(tmp_path / "eval", "evaluate"):  # a first run is writing there
+        result = CliRunner().invoke(cli.main, [*args, "--out", str(tmp_path / "eval")], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'eval'}: another evaluate is writing there (it holds .lock); " + (
+        "wait for it to finish or choose another output folder\n"
+    )
+    assert not (tmp_path / "eval" / "evaluation.json").exists()

@@ -440,3 +440,15 @@ def test_a_candidate_holding_an_id_a_text_target_never_holds_scores_minus_infini
     pad, image = [lay.tok.pad_id], [TINY.text_vocab_size + 5]
     scores = score(tiny_model, [prompt] * 3, [female, female + pad, image + female], lay.tok)
     assert scores[0] > float("-inf") and scores[1:] == [float("-inf")] * 2
+
+
+def test_a_second_generate_on_the_same_out_is_refused(files, tmp_path):
+    from common.locks import folder_lock
+
+    with folder_lock(tmp_path / "out", "generate"):  # a first run is writing there
+        result = run_cli(
+            "generate", "--checkpoint", files["root"] / "export", "--prompt", "to_caption", "--image", files["face"],
+            *vqgan_args(files), "--out", tmp_path / "out",
+        )  # fmt: skip
+    one_line_error(result, f"{tmp_path / 'out'}: another generate is writing there")
+    assert not (tmp_path / "out" / "results.jsonl").exists()

@@ -73,3 +73,12 @@ def test_reconstruction_error():
     a = np.zeros((4, 4, 3), np.uint8)
     assert reconstruction_error(a, a + 10) == {"psnr": round(10 * np.log10(255**2 / 100), 2), "mae": 10.0}
     assert json.dumps(reconstruction_error(a, a + 1))
+
+
+def test_a_second_preview_on_the_same_out_is_refused(tokenized, tmp_path):
+    from common.locks import folder_lock
+
+    folder, vqgan = tokenized
+    with folder_lock(tmp_path / "out", "preview"), pytest.raises(UserError, match="another preview is writing there"):
+        preview(folder / "shards", tmp_path / "out", vqgan_config=vqgan["config"], vqgan_ckpt=vqgan["ckpt"], samples=1)
+    assert not (tmp_path / "out" / "index.html").exists()

@@ -349,7 +349,17 @@ def _ours(spec: dict, attributes: dict, captions: dict, synthesis: dict, celeba_
 
 
 def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None = None, synthesis=None) -> dict:
-    """All measurements; `synthesis` (a `trainer.synthesis.SynthesisConfig`) adds FID/IS (and CLIP)."""
+    """All measurements; `synthesis` (a `trainer.synthesis.SynthesisConfig`) adds FID/IS (and CLIP). With `out`,
+    the report is written there, by one run at a time."""
+    if out is None:
+        return _run_evaluation(session, shards, config, None, synthesis)
+    from common.locks import folder_lock
+
+    with folder_lock(out, "evaluate"):
+        return _run_evaluation(session, shards, config, Path(out), synthesis)
+
+
+def _run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | None, synthesis) -> dict:
     bad_shards: list[str] = []
     faces = read_faces(shards, config.split, config.limit, config.skip_bad_shards, bad_shards)
     skipped = skipped_measurements(faces, config.split)
@@ -389,11 +399,10 @@ def run_evaluation(session, shards: Path, config: EvaluateConfig, out: Path | No
         report["synthesis_config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(synthesis).items()}
     report["table"] = format_report(report)
     if out is not None:
-        from common.fileio import atomic_path, output_folder, write_json
+        from common.fileio import atomic_path, write_json
 
-        folder = output_folder(out)
-        write_json({k: v for k, v in report.items() if k != "table"}, folder / REPORT_JSON)
-        with atomic_path(folder / REPORT_TABLE) as tmp:
+        write_json({k: v for k, v in report.items() if k != "table"}, out / REPORT_JSON)
+        with atomic_path(out / REPORT_TABLE) as tmp:
             tmp.write_text(report["table"] + "\n", encoding="utf-8")
     return report
 

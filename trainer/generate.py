@@ -450,10 +450,16 @@ def run_requests(
     With `clip` (a `trainer.clip.ClipScorer`), each to_image / to_caption request's samples are scored against its
     condition and the best `keep` (the request's own `keep`, else this one, else all) are marked `kept`.
     """
-    from common.fileio import output_folder, write_jsonl
+    from common.locks import folder_lock
+
+    with folder_lock(out, "generate"):  # one writer: two runs would mix their images and results
+        return _run_requests(session, requests, sampling, Path(out), clip, keep, quiet)
+
+
+def _run_requests(session, requests, sampling, out: Path, clip, keep, quiet) -> list[dict]:
+    from common.fileio import write_jsonl
     from common.progress import Progress
 
-    out = output_folder(out)
     rows = check_plan(requests, sampling, keep, clip is not None)
     faces = sorted({r.image for r in requests if r.image})
     codes_of = dict(zip(faces, session.encode_faces(faces))) if faces else {}
