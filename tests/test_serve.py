@@ -140,7 +140,7 @@ def test_attributes_rank_the_manifest_candidates(files, service):
 
 def test_with_clip_faces_and_captions_are_ranked_and_scored(files, service):
     if files["clip"] is None:
-        pytest.skip("transformers is not installed (the eval extra): no CLIP to rank with")
+        pytest.skip("no CLIP to rank with: transformers comes with the eval extra (pip install -e '.[eval]')")
     from trainer.clip import ClipScorer
 
     ranked = Service(service.session, service.workdir / "clip", clip=ClipScorer.load(files["clip"]))

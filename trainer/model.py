@@ -267,8 +267,8 @@ class Talk2Face(nn.Module):
             return
         with torch.no_grad():
             for name, p in self.released_parameters():
-                if not name.endswith((".gamma", ".beta")):  # drawn in [out, in] order whatever the memory layout
-                    p.copy_(torch.empty(p.shape, dtype=p.dtype, device=p.device).normal_(mean=0.0, std=0.02))
+                if not name.endswith((".gamma", ".beta")):
+                    nn.init.normal_(p, mean=0.0, std=0.02)
 
     def column_major_weights(self) -> Talk2Face:
         """Lay every Linear weight out for decoding: [out, in] as ever, stored as its transpose ([in, out] contiguous).
